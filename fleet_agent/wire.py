@@ -1,0 +1,170 @@
+"""The agent wire codec and the canonical hash, shared by both halves of the fleet.
+
+One binary WebSocket message is the 2-byte header ``[3, 0]`` (protocol major,
+minor) followed by one serialized :class:`rivalis.fleet.v3.agent_pb2.Frame`.
+The orchestrator imports this module; it never imports anything from the server.
+
+Errors::
+
+    WireError
+    ├── TruncatedFrameError      fewer than 2 bytes
+    ├── ProtocolVersionError     header major is not 3
+    ├── UndecodableFrameError    the body is not a Frame
+    └── FrameTooLargeError       over 4 MiB, header included
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from google.protobuf.message import DecodeError
+from rivalis.fleet.v3 import agent_pb2
+
+__all__ = [
+    "HEADER",
+    "MAX_FRAME_BYTES",
+    "PROTOCOL_MAJOR",
+    "PROTOCOL_MINOR",
+    "SUBPROTOCOL",
+    "FrameTooLargeError",
+    "ProtocolVersionError",
+    "TruncatedFrameError",
+    "UndecodableFrameError",
+    "WireError",
+    "canonical_json",
+    "decode_frame",
+    "encode_frame",
+    "hash64",
+    "hash64_text",
+    "snapshot_hash",
+]
+
+PROTOCOL_MAJOR: Final = 3
+PROTOCOL_MINOR: Final = 0
+HEADER: Final = bytes((PROTOCOL_MAJOR, PROTOCOL_MINOR))
+MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+SUBPROTOCOL: Final = "rivalis-fleet.v1"
+
+
+class WireError(ValueError):
+    """A message that is not a valid protocol-3 frame."""
+
+
+class TruncatedFrameError(WireError):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"truncated frame: {size} bytes, header needs 2")
+        self.size = size
+
+
+class ProtocolVersionError(WireError):
+    def __init__(self, major: int) -> None:
+        super().__init__(f"protocol version mismatch: got major {major}, expected {PROTOCOL_MAJOR}")
+        self.major = major
+
+
+class UndecodableFrameError(WireError):
+    def __init__(self) -> None:
+        super().__init__("undecodable frame: body is not a rivalis.fleet.v3.Frame")
+
+
+class FrameTooLargeError(WireError):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"frame too large: {size} bytes exceeds {MAX_FRAME_BYTES}")
+        self.size = size
+
+
+def encode_frame(frame: agent_pb2.Frame) -> bytes:
+    """Serialize ``frame`` behind the protocol header."""
+    return HEADER + frame.SerializeToString()
+
+
+def decode_frame(data: bytes) -> agent_pb2.Frame:
+    """Parse one binary message; raise a :class:`WireError` subclass when it is not a frame."""
+    size = len(data)
+    if size > MAX_FRAME_BYTES:
+        raise FrameTooLargeError(size)
+    if size < 2:
+        raise TruncatedFrameError(size)
+    if data[0] != PROTOCOL_MAJOR:
+        raise ProtocolVersionError(data[0])
+    frame = agent_pb2.Frame()
+    try:
+        frame.ParseFromString(data[2:])
+    except DecodeError as exc:
+        raise UndecodableFrameError() from exc
+    return frame
+
+
+# --- canonical JSON and hashing -------------------------------------------------
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+).encode
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        if value.is_integer():
+            return int(value)
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _normalize(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalize(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with keys sorted at every depth; integral floats as ints, NaN/inf as null."""
+    return _dumps(_normalize(value))
+
+
+def hash64_text(text: str) -> str:
+    """First 8 bytes of SHA-256 of ``text`` (UTF-8) as 16 lowercase hex chars."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def hash64(value: Any) -> str:
+    """``hash64_text(canonical_json(value))``."""
+    return hash64_text(canonical_json(value))
+
+
+def snapshot_hash(
+    *,
+    name: str,
+    process_uid: str,
+    agent_version: str,
+    protocol_version: int,
+    endpoint_url: str,
+    labels: Mapping[str, str],
+    max_connections: int | None,
+    max_rooms: int | None,
+    auto_create: bool,
+    room_types: Sequence[str],
+    rooms: Sequence[tuple[str, str, int, str]],
+    status: str,
+) -> str:
+    """The agent's snapshot hash; ``rooms`` are ``(id, type, connections, origin)`` tuples."""
+    value = {
+        "name": name,
+        "processUid": process_uid,
+        "agentVersion": agent_version,
+        "protocolVersion": protocol_version,
+        "endpointUrl": endpoint_url,
+        "labels": dict(labels),
+        "capacity": {"maxConnections": max_connections, "maxRooms": max_rooms},
+        "autoCreate": auto_create,
+        "roomTypes": sorted(room_types),
+        "rooms": [
+            {"id": rid, "type": rtype, "connections": conns, "origin": origin}
+            for rid, rtype, conns, origin in sorted(rooms)
+        ],
+        "status": status,
+    }
+    return hash64_text(_dumps(value))

@@ -1,0 +1,19 @@
+"""rivalis-fleet orchestrator: the fleet's read model, placement and commands."""
+
+from fleet_agent import Capacity
+
+from ._errors import ErrorCode, FleetError
+from ._models import FleetStats, InstanceInfo, RoomInfo
+from ._orchestrator import Orchestrator
+from ._placement import Placement
+
+__all__ = [
+    "Capacity",
+    "ErrorCode",
+    "FleetError",
+    "FleetStats",
+    "InstanceInfo",
+    "Orchestrator",
+    "Placement",
+    "RoomInfo",
+]

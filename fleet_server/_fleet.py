@@ -1,0 +1,280 @@
+"""The fleet service: reads, placement and control over the read model (CONTRACT §6).
+
+``orch.fleet`` is an instance of :class:`Fleet`. REST and gRPC translate onto these
+methods, so every surface shares one behaviour. Validation and placement happen
+before the first ``await``: choosing an instance and reserving its slot and the room
+id is atomic on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rivalis.fleet.v3 import agent_pb2
+
+from ._commands import Commands, CommandSink, PendingCommand
+from ._errors import ErrorCode, FleetError
+from ._events import EventBus
+from ._ids import generate_room_id, is_valid_room_id
+from ._models import FleetStats, InstanceInfo, RoomInfo
+from ._placement import Placement, ValidationError, check_pin, choose
+from ._read_model import Instance, ReadModel
+from ._snapshot import SnapshotRejectedError, parse_snapshot
+
+__all__ = ["Fleet"]
+
+log = logging.getLogger("fleet.server")
+
+_ID_ATTEMPTS = 1000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Fleet:
+    """Reads and control of the whole fleet; every method runs on the event loop."""
+
+    def __init__(
+        self,
+        *,
+        command_timeout_ms: int,
+        events: EventBus,
+        rng: random.Random | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._read = ReadModel()
+        self._events = events
+        self._rng = rng or random.Random()
+        self._clock_ms = clock_ms
+        self._links: dict[str, CommandSink] = {}
+        self._reserved: set[str] = set()
+        self._commands = Commands(command_timeout_ms, self._settled)
+
+    # --- reads ------------------------------------------------------------------
+
+    @property
+    def stats(self) -> FleetStats:
+        return self._read.stats
+
+    @property
+    def state_hash(self) -> str:
+        return self._read.state_hash
+
+    @property
+    def instances(self) -> list[InstanceInfo]:
+        return self._read.instance_infos()
+
+    @property
+    def rooms(self) -> list[RoomInfo]:
+        return self._read.room_infos()
+
+    def get_instance(self, instance_id: str) -> InstanceInfo | None:
+        instance = self._read.instance(instance_id)
+        return instance.info() if instance is not None else None
+
+    def get_room(self, room_id: str) -> RoomInfo | None:
+        return self._read.room(room_id)
+
+    def find_rooms(
+        self,
+        type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        instance_id: str | None = None,
+    ) -> list[RoomInfo]:
+        if instance_id is not None:
+            one = self._read.instance(instance_id)
+            instances = [one] if one is not None else []
+        else:
+            instances = list(self._read.joined)
+        if labels:
+            wanted = dict(labels)
+            instances = [
+                i
+                for i in instances
+                if i.snapshot is not None
+                and all(i.snapshot.labels.get(k) == v for k, v in wanted.items())
+            ]
+        rooms = self._read.room_infos(instances)
+        if type is not None:
+            rooms = [room for room in rooms if room.type == type]
+        return rooms
+
+    # --- control ----------------------------------------------------------------
+
+    async def create_room(
+        self,
+        type: str,
+        room_id: str | None = None,
+        placement: Placement | None = None,
+    ) -> RoomInfo:
+        """Place and create a room; resolves on the agent's ack with the room in every read."""
+        if not isinstance(type, str) or not type:
+            raise ValidationError("room type must be a non-empty string")
+        if room_id is not None and (not isinstance(room_id, str) or not is_valid_room_id(room_id)):
+            raise ValidationError("room id must match ^[A-Za-z0-9_-]{1,64}$")
+        if placement is None:
+            placement = Placement()
+        elif not isinstance(placement, Placement):
+            raise ValidationError("placement must be a Placement")
+        room_id = self._reserve_id(room_id)
+        try:
+            instance = self._place(type, placement)
+            sink = self._links.get(instance.id)
+            if sink is None:
+                raise FleetError(
+                    ErrorCode.INSTANCE_DISCONNECTED, f"instance {instance.id} is disconnected"
+                )
+            pending = self._commands.start(instance, sink, "create", room_id, type)
+        except BaseException:
+            self._reserved.discard(room_id)
+            raise
+        instance.inflight += 1
+        await self._commands.run(pending)
+        room = instance.rooms.get(room_id)
+        if room is not None:
+            return room.room_info()
+        # The instance left between the ack and now: answer with what the ack said.
+        snapshot = instance.snapshot
+        endpoint = snapshot.endpoint_url if snapshot is not None else ""
+        return RoomInfo(room_id, type, 0, instance.id, endpoint, False)
+
+    async def destroy_room(self, room_id: str) -> None:
+        """Destroy a room by public id; resolves on the ack with the room gone from reads."""
+        if not isinstance(room_id, str):
+            raise ValidationError("room id must be a string")
+        found = self._read.resolve(room_id)
+        if found is None:
+            raise FleetError(ErrorCode.ROOM_NOT_FOUND, "room not found")
+        instance, raw = found
+        sink = self._require_link(instance)
+        pending = self._commands.start(instance, sink, "destroy", raw)
+        await self._commands.run(pending)
+
+    async def drain_instance(self, instance_id: str) -> None:
+        await self._status_command(instance_id, "drain")
+
+    async def undrain_instance(self, instance_id: str) -> None:
+        await self._status_command(instance_id, "undrain")
+
+    # --- agent links (called by the transport) ------------------------------------
+
+    def attach(self, instance_id: str, sink: CommandSink) -> Instance:
+        self._links[instance_id] = sink
+        return self._read.connect(instance_id)
+
+    def detach(self, instance: Instance, reason: str) -> None:
+        """Teardown (SPEC §3.6): fail pending commands, forget the instance, emit events."""
+        sink = self._links.pop(instance.id, None)
+        if sink is not None:
+            self._commands.fail_all(sink, reason)
+        self._events.emit(self._read.remove(instance))
+
+    def on_state(self, instance: Instance, state: agent_pb2.State) -> None:
+        """A State that answered the outstanding poll."""
+        if instance.removed:
+            return
+        if not state.full:
+            self._events.emit(self._read.touch(instance, self._clock_ms()))
+            return
+        try:
+            snapshot = parse_snapshot(state)
+        except SnapshotRejectedError as exc:
+            log.warning("snapshot rejected instance=%s reason=%s", instance.id, exc)
+            return
+        if instance.joined and snapshot.seq <= instance.last_seq:
+            log.warning(
+                "snapshot dropped instance=%s seq=%d last_applied=%d",
+                instance.id,
+                snapshot.seq,
+                instance.last_seq,
+            )
+            return
+        try:
+            events = self._read.apply_snapshot(instance, snapshot, self._clock_ms())
+        except Exception:
+            log.exception("snapshot apply failed instance=%s", instance.id)
+            return
+        self._events.emit(events)
+
+    def on_ack(self, sink: CommandSink, ack: agent_pb2.Ack) -> bool:
+        return self._commands.acknowledge(sink, ack)
+
+    def mark_stale(self, instance: Instance) -> None:
+        instance.stale = True
+        if instance.joined and not instance.removed:
+            self._events.emit([("instance:stale", instance.info())])
+
+    def connected(self) -> list[Instance]:
+        return [i for i in (self._read.live(k) for k in list(self._links)) if i is not None]
+
+    # --- internals --------------------------------------------------------------
+
+    def _reserve_id(self, room_id: str | None) -> str:
+        if room_id is not None:
+            if room_id in self._reserved or self._read.is_taken(room_id):
+                raise FleetError(ErrorCode.ROOM_EXISTS, f"room {room_id} exists")
+            self._reserved.add(room_id)
+            return room_id
+        for _ in range(_ID_ATTEMPTS):
+            candidate = generate_room_id()
+            if candidate not in self._reserved and not self._read.is_taken(candidate):
+                self._reserved.add(candidate)
+                return candidate
+        raise FleetError(ErrorCode.ROOM_EXISTS, "no free room id found")
+
+    def _place(self, room_type: str, placement: Placement) -> Instance:
+        if placement.instance_id is not None:
+            instance = self._read.instance(placement.instance_id)
+            if instance is None:
+                raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
+            check_pin(instance, placement.force)
+            return instance
+        if placement.process_uid is not None:
+            matches = self._read.instances_by_process_uid(placement.process_uid)
+            if not matches:
+                raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
+            instance = max(matches, key=lambda i: i.join_seq or 0)
+            check_pin(instance, placement.force)
+            return instance
+        return choose(self._read.joined, room_type, placement, self._rng)
+
+    def _require_link(self, instance: Instance) -> CommandSink:
+        sink = self._links.get(instance.id)
+        if sink is None:
+            raise FleetError(
+                ErrorCode.INSTANCE_DISCONNECTED, f"instance {instance.id} is disconnected"
+            )
+        return sink
+
+    async def _status_command(self, instance_id: str, op: str) -> None:
+        if not isinstance(instance_id, str):
+            raise ValidationError("instance id must be a string")
+        instance = self._read.instance(instance_id)
+        if instance is None:
+            raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
+        sink = self._require_link(instance)
+        pending = self._commands.start(instance, sink, "drain" if op == "drain" else "undrain")
+        await self._commands.run(pending)
+
+    def _settled(self, pending: PendingCommand, outcome: agent_pb2.Ack | FleetError) -> None:
+        """Apply a settled command's effects (SPEC §8 table) before its caller resumes."""
+        instance = pending.instance
+        events: list[tuple[str, Any]] = []
+        if pending.op == "create":
+            instance.inflight -= 1
+            self._reserved.discard(pending.room_id)
+            if isinstance(outcome, agent_pb2.Ack):
+                events = self._read.add_provisional(instance, pending.room_id, pending.room_type)
+            elif outcome.code is ErrorCode.COMMAND_TIMEOUT:
+                self._read.hold(instance, pending.room_id)
+        elif pending.op == "destroy":
+            if isinstance(outcome, agent_pb2.Ack):
+                events = self._read.hide(instance, pending.room_id)
+        elif isinstance(outcome, agent_pb2.Ack) and instance.joined and not instance.removed:
+            instance.override = "draining" if pending.op == "drain" else "active"
+        self._events.emit(events)

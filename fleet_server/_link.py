@@ -1,0 +1,213 @@
+"""One agent's WebSocket: Hello, polls on the heartbeat, liveness and kicks (SPEC §3).
+
+Every frame from an agent must answer the outstanding poll or a pending command;
+anything else gets it kicked with a close code from :class:`CloseCode`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from enum import IntEnum
+from typing import Final
+
+from aiohttp import WSMsgType, web
+from rivalis.fleet.v3 import agent_pb2
+
+from fleet_agent import wire
+
+from ._commands import PendingCommand
+from ._fleet import Fleet
+from ._read_model import Instance
+
+__all__ = ["AgentLink", "CloseCode"]
+
+log = logging.getLogger("fleet.server")
+
+FORCED_FULL_EVERY: Final = 12
+STALE_AFTER: Final = 2
+EVICT_AFTER: Final = 3
+
+
+class CloseCode(IntEnum):
+    PROTOCOL_VIOLATION = 4000
+    MALFORMED = 4002
+    WRONG_MAJOR = 4003
+    TOO_LARGE = 4004
+    EVICTED = 4008
+    SHUTDOWN = 1001
+
+
+class AgentLink:
+    """Owns one accepted agent socket, its reader and its poll timer."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        instance_id: str,
+        fleet: Fleet,
+        heartbeat_ms: int,
+        poll_ids: PollIds,
+    ) -> None:
+        self.ws = ws
+        self.pending: dict[str, PendingCommand] = {}
+        self._fleet = fleet
+        self._heartbeat_ms = heartbeat_ms
+        self._poll_ids = poll_ids
+        self._outstanding: str | None = None
+        self._missed = 0
+        self._polls = 0
+        self._closing = False
+        self.instance: Instance = fleet.attach(instance_id, self)
+
+    async def send(self, frame: agent_pb2.Frame) -> None:
+        if self._closing or self.ws.closed:
+            raise ConnectionResetError("agent link is closed")
+        await self.ws.send_bytes(wire.encode_frame(frame))
+
+    async def run(self) -> None:
+        """Serve the connection until it closes; teardown always runs."""
+        reason = "socket close"
+        timer: asyncio.Task[None] | None = None
+        try:
+            await self.send(
+                agent_pb2.Frame(
+                    hello=agent_pb2.Hello(
+                        instance_id=self.instance.id,
+                        protocol_version=wire.PROTOCOL_MAJOR,
+                        heartbeat_ms=self._heartbeat_ms,
+                    )
+                )
+            )
+            await self._poll()
+            timer = asyncio.create_task(self._tick_loop(), name=f"poll-{self.instance.id}")
+            await self._read_loop()
+        except ConnectionError:
+            pass  # the agent vanished mid-send: teardown below
+        finally:
+            if timer is not None:
+                timer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await timer
+            self.teardown(reason)
+            if not self.ws.closed:
+                with contextlib.suppress(Exception):
+                    await self.ws.close()
+
+    def teardown(self, reason: str) -> None:
+        """Forget the instance at once (idempotent); the socket is closed separately."""
+        self._closing = True
+        if not self.instance.removed:
+            self._fleet.detach(self.instance, reason)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.teardown(reason)
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=reason.encode()[:120])
+
+    async def kick(self, code: CloseCode, cause: str) -> None:
+        log.warning("kick instance=%s cause=%s", self.instance.id, cause)
+        await self.close(code, "protocol violation")
+
+    # --- polling ------------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        self._polls += 1
+        req_id = self._poll_ids.next()
+        self._outstanding = req_id
+        poll = agent_pb2.Poll(req_id=req_id, status=self.instance.status)
+        snapshot = self.instance.snapshot
+        forced = self._polls % FORCED_FULL_EVERY == 1
+        if snapshot is not None and not forced:
+            poll.known_hash = snapshot.hash
+        await self.send(agent_pb2.Frame(poll=poll))
+
+    async def _tick_loop(self) -> None:
+        interval = self._heartbeat_ms / 1000.0
+        while not self._closing:
+            await asyncio.sleep(interval)
+            if self._closing:
+                return
+            if self._outstanding is None:
+                try:
+                    await self._poll()
+                except Exception as exc:
+                    log.warning("poll send failed instance=%s error=%s", self.instance.id, exc)
+                continue
+            self._missed += 1
+            if self._missed == STALE_AFTER:
+                log.warning("instance stale instance=%s missed=%d", self.instance.id, self._missed)
+                self._fleet.mark_stale(self.instance)
+            elif self._missed >= EVICT_AFTER:
+                log.warning(
+                    "instance evicted instance=%s missed=%d", self.instance.id, self._missed
+                )
+                await self.close(CloseCode.EVICTED, "liveness eviction")
+                return
+
+    # --- reading ------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        async for message in self.ws:
+            if self._closing:
+                return
+            if message.type is WSMsgType.BINARY:
+                await self._on_binary(message.data)
+            elif message.type is WSMsgType.TEXT:
+                await self.kick(CloseCode.MALFORMED, "text frame")
+            elif message.type is WSMsgType.ERROR:
+                return
+
+    async def _on_binary(self, data: bytes) -> None:
+        try:
+            frame = wire.decode_frame(data)
+        except wire.FrameTooLargeError:
+            await self.kick(CloseCode.TOO_LARGE, "frame too large")
+            return
+        except wire.ProtocolVersionError as exc:
+            log.warning(
+                "protocol version mismatch instance=%s major=%d expected=%d",
+                self.instance.id,
+                exc.major,
+                wire.PROTOCOL_MAJOR,
+            )
+            await self.kick(CloseCode.WRONG_MAJOR, "wrong protocol major")
+            return
+        except wire.TruncatedFrameError:
+            await self.kick(CloseCode.MALFORMED, "truncated frame")
+            return
+        except wire.WireError:
+            await self.kick(CloseCode.MALFORMED, "undecodable frame")
+            return
+        body = frame.WhichOneof("body")
+        if body == "state":
+            state = frame.state
+            if self._outstanding is None or state.req_id != self._outstanding:
+                await self.kick(CloseCode.PROTOCOL_VIOLATION, "state answers no outstanding poll")
+                return
+            self._outstanding = None
+            self._missed = 0
+            self.instance.stale = False
+            try:
+                self._fleet.on_state(self.instance, state)
+            except Exception:
+                log.exception("state handling failed instance=%s", self.instance.id)
+        elif body == "ack":
+            if not self._fleet.on_ack(self, frame.ack):
+                await self.kick(CloseCode.PROTOCOL_VIOLATION, "ack answers no pending command")
+        else:
+            await self.kick(
+                CloseCode.PROTOCOL_VIOLATION, f"unexpected {body or 'empty'} frame from agent"
+            )
+
+
+class PollIds:
+    """``poll_<n>``: one counter per orchestrator, shared by every connection."""
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def next(self) -> str:
+        self._n += 1
+        return f"poll_{self._n}"

@@ -1,0 +1,114 @@
+"""Choosing an instance for a new room (SPEC §6). Pure: no I/O, no awaiting."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal, get_args
+
+from ._errors import ErrorCode, FleetError
+from ._read_model import Instance
+
+__all__ = ["Placement", "PlacementStrategy", "ValidationError", "check_pin", "choose"]
+
+PlacementStrategy = Literal["least-loaded", "most-loaded", "random"]
+STRATEGIES: Final = frozenset(get_args(PlacementStrategy))
+
+
+class ValidationError(FleetError, ValueError):
+    """Invalid input: a :class:`FleetError` with code ``VALIDATION`` that is also a ValueError."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.VALIDATION, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a new room may go: a pin (``instance_id`` or ``process_uid``) or a strategy."""
+
+    instance_id: str | None = None
+    process_uid: str | None = None
+    strategy: PlacementStrategy = "least-loaded"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValidationError("placement strategy must be least-loaded, most-loaded or random")
+        if self.instance_id is not None and self.process_uid is not None:
+            raise ValidationError("placement takes instance_id or process_uid, not both")
+        for name in ("instance_id", "process_uid"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValidationError(f"placement {name} must be a non-empty string")
+        if not isinstance(self.labels, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.labels.items()
+        ):
+            raise ValidationError("placement labels must map strings to strings")
+        if not isinstance(self.force, bool):
+            raise ValidationError("placement force must be a boolean")
+
+
+def check_pin(instance: Instance, force: bool) -> None:
+    """Raise unless a pinned create may go to ``instance``."""
+    if not force and instance.effective_status == "draining":
+        raise FleetError(ErrorCode.INSTANCE_DRAINING, f"instance {instance.id} is draining")
+    if not force and instance.stale:
+        raise FleetError(ErrorCode.INSTANCE_DISCONNECTED, f"instance {instance.id} is stale")
+    snapshot = instance.snapshot
+    if snapshot is None or not snapshot.auto_create:
+        raise FleetError(ErrorCode.NO_CANDIDATE, f"instance {instance.id} has auto_create off")
+
+
+def _fits(instance: Instance, room_type: str, labels: Mapping[str, str]) -> bool:
+    snapshot = instance.snapshot
+    if snapshot is None or instance.stale or not snapshot.auto_create:
+        return False
+    if instance.effective_status != "active" or room_type not in snapshot.room_types:
+        return False
+    own = snapshot.labels
+    for key, value in labels.items():
+        if own.get(key) != value:
+            return False
+    if snapshot.max_rooms is not None and snapshot.max_rooms <= instance.room_load:
+        return False
+    return not (
+        snapshot.max_connections is not None and snapshot.max_connections <= instance.connections
+    )
+
+
+def choose(
+    instances: Iterable[Instance],
+    room_type: str,
+    placement: Placement,
+    rng: random.Random,
+) -> Instance:
+    """The instance a strategy placement picks, in join order; ``NO_CANDIDATE`` if none."""
+    candidates = [i for i in instances if _fits(i, room_type, placement.labels)]
+    if not candidates:
+        raise FleetError(ErrorCode.NO_CANDIDATE, f"no instance can host a {room_type!r} room")
+    if placement.strategy == "random" or len(candidates) == 1:
+        return candidates[0] if len(candidates) == 1 else rng.choice(candidates)
+    snaps = [c.snapshot for c in candidates]
+    by_capacity = all(s is not None and s.max_connections for s in snaps)
+    rooms_by_capacity = all(s is not None and s.max_rooms for s in snaps)
+    sign = 1 if placement.strategy == "least-loaded" else -1
+    best: list[Instance] = []
+    best_key: tuple[float, float] | None = None
+    for candidate, snap in zip(candidates, snaps, strict=True):
+        assert snap is not None
+        load: float = candidate.connections
+        if by_capacity:
+            assert snap.max_connections
+            load = load / snap.max_connections
+        rooms: float = candidate.room_load
+        if rooms_by_capacity:
+            assert snap.max_rooms
+            rooms = rooms / snap.max_rooms
+        key = (sign * load, sign * rooms)
+        if best_key is None or key < best_key:
+            best_key, best = key, [candidate]
+        elif key == best_key:
+            best.append(candidate)
+    return best[0] if len(best) == 1 else rng.choice(best)

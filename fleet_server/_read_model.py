@@ -1,0 +1,498 @@
+"""The in-memory read model of the fleet (SPEC §1, §2, §5, §7.2, §7.3).
+
+One record per connected instance; an instance is *in the read model* from its first
+applied snapshot. Each record's effective rooms are its last applied snapshot plus the
+read-your-write overlay (acked creates added, acked destroys hidden). Public room ids
+are resolved incrementally: every room claims the public form of its raw id, and when
+several claim one, ``fleet`` beats ``local``, then the earlier joiner, then the lower
+instance id; the others are namespaced ``<processUid>~<id>``.
+
+Every mutation returns the events it causes, already ordered: ``instance:join`` and
+the instance's new rooms, then ``room:destroy``, then ``sync`` when the state hash
+moved. Derived views (instance infos, stats, state hash, indexes) are cached and
+rebuilt only after a semantic change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from fleet_agent import Capacity
+from fleet_agent.wire import canonical_json, hash64_text
+
+from ._ids import encode_public_id
+from ._models import FleetStats, InstanceInfo, InstanceStatus, RoomInfo
+from ._snapshot import ReportedRoom, Snapshot
+
+__all__ = ["Event", "Instance", "ReadModel"]
+
+log = logging.getLogger("fleet.server")
+
+EMPTY_HASH: Final = "4f53cda18c2baa0c"
+
+Event = tuple[str, Any]
+
+
+@dataclass(eq=False, slots=True)
+class _Room:
+    raw: str
+    base: str
+    public: str
+    type: str
+    connections: int
+    local: bool
+    instance: Instance
+    info: RoomInfo | None = None
+
+    def room_info(self) -> RoomInfo:
+        info = self.info
+        if info is None:
+            snapshot = self.instance.snapshot
+            assert snapshot is not None
+            info = RoomInfo(
+                self.public,
+                self.type,
+                self.connections,
+                self.instance.id,
+                snapshot.endpoint_url,
+                self.local,
+            )
+            self.info = info
+        return info
+
+
+class Instance:
+    """One connected agent as the orchestrator tracks it (mutated on the loop only)."""
+
+    __slots__ = (
+        "_hash_text",
+        "_info",
+        "hidden",
+        "holds",
+        "id",
+        "inflight",
+        "join_seq",
+        "last_seq",
+        "last_sync_at",
+        "override",
+        "provisional",
+        "removed",
+        "rooms",
+        "snapshot",
+        "stale",
+    )
+
+    def __init__(self, instance_id: str) -> None:
+        self.id = instance_id
+        self.join_seq: int | None = None
+        self.snapshot: Snapshot | None = None
+        self.last_seq = 0
+        self.last_sync_at = 0
+        self.provisional: dict[str, str] = {}
+        self.hidden: set[str] = set()
+        self.holds: set[str] = set()
+        self.inflight = 0
+        self.override: str | None = None
+        self.stale = False
+        self.removed = False
+        self.rooms: dict[str, _Room] = {}
+        self._info: InstanceInfo | None = None
+        self._hash_text: str | None = None
+
+    @property
+    def joined(self) -> bool:
+        return self.snapshot is not None
+
+    @property
+    def effective_status(self) -> str:
+        if self.override is not None:
+            return self.override
+        return self.snapshot.status if self.snapshot is not None else "active"
+
+    @property
+    def status(self) -> str:
+        return self.snapshot.status if self.snapshot is not None else "active"
+
+    @property
+    def room_load(self) -> int:
+        """Rooms counted toward ``maxRooms``: listed, in flight and held."""
+        return len(self.rooms) + self.inflight + len(self.holds)
+
+    @property
+    def connections(self) -> int:
+        return sum(room.connections for room in self.rooms.values())
+
+    def _invalidate(self) -> None:
+        self._info = None
+        self._hash_text = None
+
+    def info(self) -> InstanceInfo:
+        info = self._info
+        if info is None:
+            snap = self.snapshot
+            assert snap is not None
+            rooms = tuple(self.rooms[raw].room_info() for raw in sorted(self.rooms))
+            status: InstanceStatus = "draining" if snap.status == "draining" else "active"
+            info = InstanceInfo(
+                id=self.id,
+                name=snap.name,
+                process_uid=snap.process_uid,
+                endpoint_url=snap.endpoint_url,
+                labels=snap.labels,
+                room_types=snap.room_types,
+                rooms=rooms,
+                connections=sum(room.connections for room in rooms),
+                capacity=Capacity(snap.max_connections, snap.max_rooms),
+                auto_create=snap.auto_create,
+                status=status,
+                last_sync_at=self.last_sync_at,
+                agent_version=snap.agent_version,
+                protocol_version=snap.protocol_version,
+            )
+            self._info = info
+        elif info.last_sync_at != self.last_sync_at:
+            info = replace(info, last_sync_at=self.last_sync_at)
+            self._info = info
+        return info
+
+    def hash_text(self) -> str:
+        """This instance's canonical stateHash entry (``lastSyncAt`` excluded)."""
+        text = self._hash_text
+        if text is None:
+            info = self.info()
+            entry = info.to_dict()
+            del entry["lastSyncAt"]
+            text = canonical_json(entry)
+            self._hash_text = text
+        return text
+
+
+def _effective_rooms(instance: Instance) -> dict[str, ReportedRoom]:
+    snapshot = instance.snapshot
+    assert snapshot is not None
+    rooms = dict(snapshot.rooms)
+    for raw in instance.hidden:
+        rooms.pop(raw, None)
+    for raw, room_type in instance.provisional.items():
+        if raw not in rooms:
+            rooms[raw] = ReportedRoom(room_type, 0, False)
+    return rooms
+
+
+class ReadModel:
+    """All fleet state; every method runs on the orchestrator's event loop."""
+
+    def __init__(self) -> None:
+        self._instances: dict[str, Instance] = {}  # every live connection
+        self._joined: dict[str, Instance] = {}  # in the read model, join order
+        self._join_counter = 0
+        self._claims: dict[str, list[_Room]] = {}  # base public id -> claimants
+        self._public: dict[str, _Room] = {}
+        self._warned_collisions: set[tuple[str, str, str]] = set()
+        self._names: dict[str, str] = {}
+        self._held: dict[str, Instance] = {}
+        self._stats: FleetStats | None = None
+        self._state_hash: str | None = None
+        self._emitted_hash = EMPTY_HASH
+
+    # --- connections ------------------------------------------------------------
+
+    def connect(self, instance_id: str) -> Instance:
+        instance = Instance(instance_id)
+        self._instances[instance_id] = instance
+        return instance
+
+    def live(self, instance_id: str) -> Instance | None:
+        return self._instances.get(instance_id)
+
+    # --- reads ------------------------------------------------------------------
+
+    @property
+    def joined(self) -> Iterable[Instance]:
+        return self._joined.values()
+
+    def instance(self, instance_id: str) -> Instance | None:
+        return self._joined.get(instance_id)
+
+    def instances_by_process_uid(self, process_uid: str) -> list[Instance]:
+        return [
+            i
+            for i in self._joined.values()
+            if i.snapshot is not None and i.snapshot.process_uid == process_uid
+        ]
+
+    def instance_infos(self) -> list[InstanceInfo]:
+        return [instance.info() for instance in self._joined.values()]
+
+    def room(self, public_id: str) -> RoomInfo | None:
+        room = self._public.get(public_id)
+        return room.room_info() if room is not None else None
+
+    def resolve(self, public_id: str) -> tuple[Instance, str] | None:
+        room = self._public.get(public_id)
+        return (room.instance, room.raw) if room is not None else None
+
+    def is_taken(self, room_id: str) -> bool:
+        """Listed as a public id or held after a create timeout."""
+        return room_id in self._public or room_id in self._held
+
+    def hold(self, instance: Instance, raw: str) -> None:
+        """Keep ``raw`` taken and one ``maxRooms`` slot used until the next reply."""
+        if instance.removed:
+            return
+        instance.holds.add(raw)
+        self._held[raw] = instance
+
+    def _clear_holds(self, instance: Instance) -> None:
+        for raw in instance.holds:
+            if self._held.get(raw) is instance:
+                del self._held[raw]
+        instance.holds.clear()
+
+    def room_infos(self, instances: Iterable[Instance] | None = None) -> list[RoomInfo]:
+        out: list[RoomInfo] = []
+        for instance in self._joined.values() if instances is None else instances:
+            out.extend(instance.info().rooms)
+        return out
+
+    @property
+    def stats(self) -> FleetStats:
+        stats = self._stats
+        if stats is None:
+            types: set[str] = set()
+            rooms = connections = 0
+            for instance in self._joined.values():
+                assert instance.snapshot is not None
+                types.update(instance.snapshot.room_types)
+                rooms += len(instance.rooms)
+                connections += instance.connections
+            stats = FleetStats(
+                instances=len(self._joined),
+                rooms=rooms,
+                connections=connections,
+                room_types=tuple(sorted(types)),
+                state_hash=self.state_hash,
+            )
+            self._stats = stats
+        return stats
+
+    @property
+    def state_hash(self) -> str:
+        digest = self._state_hash
+        if digest is None:
+            ordered = sorted(self._joined.values(), key=lambda i: i.id)
+            digest = hash64_text("[" + ",".join(i.hash_text() for i in ordered) + "]")
+            self._state_hash = digest
+        return digest
+
+    # --- mutations --------------------------------------------------------------
+
+    def apply_snapshot(self, instance: Instance, snapshot: Snapshot, now_ms: int) -> list[Event]:
+        """Apply a validated full reply; the overlay and holds are dropped."""
+        joined = instance.snapshot is None
+        previous = instance.snapshot
+        instance.snapshot = snapshot
+        instance.last_seq = snapshot.seq
+        instance.last_sync_at = now_ms
+        instance.provisional.clear()
+        instance.hidden.clear()
+        self._clear_holds(instance)
+        if instance.override == snapshot.status:
+            instance.override = None
+        instance._invalidate()
+        if joined:
+            self._join_counter += 1
+            instance.join_seq = self._join_counter
+            self._joined[instance.id] = instance
+            self._warn_same_name(instance, snapshot)
+        elif previous is not None and previous.endpoint_url != snapshot.endpoint_url:
+            for room in instance.rooms.values():
+                room.info = None
+        return self._update(instance, joined=joined)
+
+    def touch(self, instance: Instance, now_ms: int) -> list[Event]:
+        """A hash-only reply: newer ``lastSyncAt``; overlay, holds and overrides settle."""
+        instance.last_sync_at = now_ms
+        self._clear_holds(instance)
+        if instance.override is not None and instance.override == instance.status:
+            instance.override = None
+        if instance.provisional or instance.hidden:
+            instance.provisional.clear()
+            instance.hidden.clear()
+            return self._update(instance)
+        return []
+
+    def add_provisional(self, instance: Instance, raw: str, room_type: str) -> list[Event]:
+        if not instance.joined or instance.removed:
+            return []
+        instance.hidden.discard(raw)
+        instance.provisional[raw] = room_type
+        return self._update(instance)
+
+    def hide(self, instance: Instance, raw: str) -> list[Event]:
+        if not instance.joined or instance.removed:
+            return []
+        instance.provisional.pop(raw, None)
+        instance.hidden.add(raw)
+        return self._update(instance)
+
+    def remove(self, instance: Instance) -> list[Event]:
+        """Forget a connection; emits ``instance:leave`` first if it was in the read model."""
+        if instance.removed:
+            return []
+        instance.removed = True
+        self._instances.pop(instance.id, None)
+        self._clear_holds(instance)
+        if not instance.joined:
+            return []
+        leave = instance.info()
+        del self._joined[instance.id]
+        if self._names.get(leave.name) == instance.id:
+            del self._names[leave.name]
+        events: list[Event] = [("instance:leave", leave)]
+        events.extend(self._update(instance, removing=True))
+        instance.provisional.clear()
+        instance.hidden.clear()
+        instance.override = None
+        return events
+
+    # --- internals --------------------------------------------------------------
+
+    def _warn_same_name(self, instance: Instance, snapshot: Snapshot) -> None:
+        other_id = self._names.get(snapshot.name)
+        other = self._joined.get(other_id) if other_id else None
+        if (
+            other is not None
+            and other.snapshot is not None
+            and other.snapshot.process_uid != snapshot.process_uid
+        ):
+            log.warning(
+                "instance name shared name=%s instance=%s other=%s",
+                snapshot.name,
+                instance.id,
+                other.id,
+            )
+        self._names.setdefault(snapshot.name, instance.id)
+
+    def _update(
+        self, instance: Instance, *, joined: bool = False, removing: bool = False
+    ) -> list[Event]:
+        """Bring ``instance``'s rooms in line with its effective state and reconcile."""
+        target: Mapping[str, ReportedRoom] = {} if removing else _effective_rooms(instance)
+        current = instance.rooms
+        affected: set[str] = set()
+        changed: set[Instance] = {instance}
+        before: dict[_Room, str] = {}
+        destroyed: list[RoomInfo] = []
+        created: list[_Room] = []
+
+        for raw in [raw for raw in current if raw not in target]:
+            room = current.pop(raw)
+            destroyed.append(room.room_info())
+            claimants = self._claims[room.base]
+            claimants.remove(room)
+            if not claimants:
+                del self._claims[room.base]
+            if self._public.get(room.public) is room:
+                del self._public[room.public]
+            affected.add(room.base)
+        for raw, reported in target.items():
+            existing = current.get(raw)
+            if existing is None:
+                base = encode_public_id(raw)
+                room = _Room(
+                    raw, base, "", reported.type, reported.connections, reported.local, instance
+                )
+                current[raw] = room
+                self._claims.setdefault(base, []).append(room)
+                affected.add(base)
+                created.append(room)
+            elif (
+                existing.type != reported.type
+                or existing.connections != reported.connections
+                or existing.local != reported.local
+            ):
+                if existing.local != reported.local:
+                    affected.add(existing.base)
+                existing.type = reported.type
+                existing.connections = reported.connections
+                existing.local = reported.local
+                existing.info = None
+
+        for base in affected:
+            claimed = self._claims.get(base)
+            if not claimed:
+                continue
+            for room in claimed:
+                before.setdefault(room, room.public)
+            self._resolve(base, claimed)
+
+        renamed_created: list[_Room] = []
+        for room, old_public in before.items():
+            if room.public == old_public or room.instance.removed:
+                continue
+            changed.add(room.instance)
+            if old_public and room not in created:
+                info = room.info
+                destroyed.append(
+                    replace(info, id=old_public) if info is not None else room.room_info()
+                )
+                room.info = None
+                renamed_created.append(room)
+            room.info = None
+
+        for inst in changed:
+            inst._invalidate()
+        self._stats = None
+        self._state_hash = None
+
+        events: list[Event] = []
+        if joined:
+            events.append(("instance:join", instance.info()))
+        creates = [room for room in created if not room.instance.removed] + renamed_created
+        creates.sort(key=lambda r: (r.instance.join_seq or 0, r.raw))
+        events.extend(("room:create", room.room_info()) for room in creates)
+        events.extend(("room:destroy", info) for info in destroyed)
+        digest = self.state_hash
+        if digest != self._emitted_hash:
+            self._emitted_hash = digest
+            events.append(("sync", self.stats))
+        return events
+
+    def _resolve(self, base: str, claimants: list[_Room]) -> None:
+        claimants.sort(key=lambda r: (r.local, r.instance.join_seq or 0, r.instance.id))
+        for index, room in enumerate(claimants):
+            if index == 0:
+                public = base
+            else:
+                snapshot = room.instance.snapshot
+                process_uid = snapshot.process_uid if snapshot is not None else room.instance.id
+                public = f"{process_uid}~{base}"
+                suffix = 2
+                while public in self._public and self._public[public] is not room:
+                    public = f"{process_uid}~{base}~{suffix}"
+                    suffix += 1
+            if room.public != public:
+                if room.public and self._public.get(room.public) is room:
+                    del self._public[room.public]
+                room.public = public
+                self._public[public] = room
+            else:
+                self._public[public] = room
+        keeper = claimants[0]
+        if not keeper.local:
+            for loser in claimants[1:]:
+                if loser.local:
+                    continue
+                key = (keeper.instance.id, loser.instance.id, base)
+                if key not in self._warned_collisions:
+                    self._warned_collisions.add(key)
+                    log.warning(
+                        "duplicate fleet room id keeper=%s loser=%s namespaced=%s",
+                        keeper.instance.id,
+                        loser.instance.id,
+                        loser.public,
+                    )

@@ -1,0 +1,137 @@
+"""Validation of full State replies and their conversion to an immutable snapshot (SPEC §4).
+
+A reason names the field and the limit and never quotes agent data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from rivalis.fleet.v3 import agent_pb2
+
+__all__ = ["ReportedRoom", "Snapshot", "SnapshotRejectedError", "parse_snapshot"]
+
+MAX_ENDPOINT_URL: Final = 512
+MAX_NAME: Final = 64
+MAX_ROOM_TYPES: Final = 256
+MAX_ROOM_TYPE: Final = 64
+MAX_ROOMS: Final = 50_000
+MAX_LABELS: Final = 32
+MAX_LABEL_KEY: Final = 64
+MAX_LABEL_VALUE: Final = 64
+MAX_ROOM_ID: Final = 256
+MAX_CONNECTIONS: Final = 1_000_000
+_SCHEMES: Final = frozenset({"ws", "wss", "http", "https"})
+_STATUSES: Final = frozenset({"active", "draining"})
+_ORIGINS: Final = {"": True, "local": True, "fleet": False}  # origin -> local
+
+
+class SnapshotRejectedError(ValueError):
+    """A full State that fails validation; the message is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedRoom:
+    type: str
+    connections: int
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    name: str
+    process_uid: str
+    agent_version: str
+    protocol_version: int
+    endpoint_url: str
+    labels: Mapping[str, str]
+    max_connections: int | None
+    max_rooms: int | None
+    auto_create: bool
+    room_types: tuple[str, ...]
+    rooms: Mapping[str, ReportedRoom]
+    status: str
+    hash: str
+    seq: int
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise SnapshotRejectedError("endpoint_url is not a valid URL") from None
+    if parts.scheme not in _SCHEMES:
+        raise SnapshotRejectedError("endpoint_url scheme must be ws, wss, http or https")
+    if not host:
+        raise SnapshotRejectedError("endpoint_url must be absolute with a host")
+
+
+def parse_snapshot(state: agent_pb2.State) -> Snapshot:
+    """Validate ``state`` (a full reply) and return it as a :class:`Snapshot`."""
+    if len(state.endpoint_url) > MAX_ENDPOINT_URL:
+        raise SnapshotRejectedError(f"endpoint_url longer than {MAX_ENDPOINT_URL} chars")
+    if len(state.name) > MAX_NAME:
+        raise SnapshotRejectedError(f"name longer than {MAX_NAME} chars")
+    if len(state.room_types) > MAX_ROOM_TYPES:
+        raise SnapshotRejectedError(f"room_types has more than {MAX_ROOM_TYPES} entries")
+    for room_type in state.room_types:
+        if len(room_type) > MAX_ROOM_TYPE:
+            raise SnapshotRejectedError(f"room_types entry longer than {MAX_ROOM_TYPE} chars")
+    if len(state.rooms) > MAX_ROOMS:
+        raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS} entries")
+    _check_url(state.endpoint_url)
+    labels = dict(state.labels)
+    if len(labels) > MAX_LABELS:
+        raise SnapshotRejectedError(f"labels has more than {MAX_LABELS} entries")
+    for key, value in labels.items():
+        if len(key) > MAX_LABEL_KEY:
+            raise SnapshotRejectedError(f"label key longer than {MAX_LABEL_KEY} chars")
+        if len(value) > MAX_LABEL_VALUE:
+            raise SnapshotRejectedError(f"label value longer than {MAX_LABEL_VALUE} chars")
+    rooms: dict[str, ReportedRoom] = {}
+    origins = _ORIGINS
+    for room in state.rooms:
+        room_id = room.id
+        if not room_id:
+            raise SnapshotRejectedError("room id is empty")
+        if len(room_id) > MAX_ROOM_ID:
+            raise SnapshotRejectedError(f"room id longer than {MAX_ROOM_ID} chars")
+        if len(room.type) > MAX_ROOM_TYPE:
+            raise SnapshotRejectedError(f"room type longer than {MAX_ROOM_TYPE} chars")
+        if room.connections > MAX_CONNECTIONS:
+            raise SnapshotRejectedError(f"room connections above {MAX_CONNECTIONS}")
+        local = origins.get(room.origin)
+        if local is None:
+            raise SnapshotRejectedError("room origin must be fleet or local")
+        if room_id in rooms:
+            raise SnapshotRejectedError("room id listed twice")
+        rooms[room_id] = ReportedRoom(room.type, room.connections, local)
+    if state.status not in _STATUSES:
+        raise SnapshotRejectedError("status must be active or draining")
+    capacity = state.capacity
+    max_connections = capacity.max_connections if capacity.HasField("max_connections") else None
+    max_rooms = capacity.max_rooms if capacity.HasField("max_rooms") else None
+    if (max_connections is not None and max_connections < 0) or (
+        max_rooms is not None and max_rooms < 0
+    ):
+        raise SnapshotRejectedError("capacity values must be >= 0")
+    return Snapshot(
+        name=state.name,
+        process_uid=state.process_uid,
+        agent_version=state.agent_version,
+        protocol_version=state.protocol_version,
+        endpoint_url=state.endpoint_url,
+        labels=labels,
+        max_connections=max_connections,
+        max_rooms=max_rooms,
+        auto_create=state.auto_create,
+        room_types=tuple(sorted(set(state.room_types))),
+        rooms=rooms,
+        status=state.status,
+        hash=state.hash,
+        seq=state.seq,
+    )

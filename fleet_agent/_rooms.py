@@ -1,0 +1,198 @@
+"""The reference :class:`RoomHost`: :class:`Room` and :class:`RoomManager`."""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeAlias
+
+from ._errors import RoomExistsError, UnknownRoomTypeError
+from ._log import logger
+
+__all__ = ["DestroyListener", "Room", "RoomFactory", "RoomManager"]
+
+RoomFactory: TypeAlias = "Callable[[str, str], Room]"
+"""A :class:`Room` subclass or any callable ``(room_id, room_type) -> Room``."""
+
+DestroyListener: TypeAlias = "Callable[[Room], Awaitable[None] | None]"
+"""Called (and awaited when it returns an awaitable) after a room is destroyed."""
+
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_GENERATED_ID_CHARS = 21
+_MAX_ROOM_ID = 256
+_MAX_ROOM_TYPE = 64
+
+
+def _generate_room_id() -> str:
+    """``r_`` + 21 chars of ``A-Z a-z 0-9 _ -``, as the orchestrator generates them."""
+    return "r_" + "".join(_ID_ALPHABET[b & 63] for b in secrets.token_bytes(_GENERATED_ID_CHARS))
+
+
+class Room:
+    """One room of a game server.
+
+    ``connections`` is what the fleet sees as the room's load: set it whenever players
+    join or leave. Subclasses may override the async :meth:`on_create` and
+    :meth:`on_destroy` hooks.
+    """
+
+    def __init__(self, room_id: str, room_type: str) -> None:
+        self._id = room_id
+        self._type = room_type
+        self._connections = 0
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+    @property
+    def connections(self) -> int:
+        return self._connections
+
+    @connections.setter
+    def connections(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"connections must be an int >= 0, got {value!r}")
+        self._connections = value
+
+    async def on_create(self) -> None:
+        """Run once before the room becomes visible; raising aborts the create."""
+
+    async def on_destroy(self) -> None:
+        """Run once after the room left the manager."""
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} id={self._id!r} type={self._type!r} "
+            f"connections={self._connections}>"
+        )
+
+
+class RoomManager:
+    """Rooms by id, created from one factory per room type.
+
+    Implements :class:`~fleet_agent.RoomHost`; rooms created through :meth:`create` are
+    *local* rooms, reported with origin ``local``.
+    """
+
+    def __init__(self) -> None:
+        self._factories: dict[str, RoomFactory] = {}
+        self._rooms: dict[str, Room] = {}
+        self._reserved: set[str] = set()
+        self._listeners: dict[object, DestroyListener] = {}
+
+    # -- definition and lookup -------------------------------------------------------
+
+    def define(self, room_type: str, factory: RoomFactory) -> None:
+        """Register the factory of ``room_type`` (a :class:`Room` subclass or a callable)."""
+        if not isinstance(room_type, str) or not 0 < len(room_type) <= _MAX_ROOM_TYPE:
+            raise ValueError(f"room_type must be a string of 1 to {_MAX_ROOM_TYPE} chars")
+        if not callable(factory):
+            raise ValueError("factory must be a Room subclass or a callable")
+        if room_type in self._factories:
+            raise ValueError(f"room type {room_type!r} is already defined")
+        self._factories[room_type] = factory
+
+    def get(self, room_id: str) -> Room | None:
+        """The live room with this id, or ``None``."""
+        return self._rooms.get(room_id)
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def __contains__(self, room_id: object) -> bool:
+        return room_id in self._rooms
+
+    # -- RoomHost --------------------------------------------------------------------
+
+    def room_types(self) -> Sequence[str]:
+        return tuple(sorted(self._factories))
+
+    def rooms(self) -> Sequence[Room]:
+        return tuple(self._rooms.values())
+
+    async def create_room(self, room_type: str, room_id: str | None) -> Room:
+        return await self.create(room_type, room_id)
+
+    async def destroy_room(self, room_id: str) -> bool:
+        return await self.destroy(room_id)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def create(self, room_type: str, room_id: str | None = None) -> Room:
+        """Create a room (``room_id=None`` generates one) and run its ``on_create()``.
+
+        Raises :class:`UnknownRoomTypeError` or :class:`RoomExistsError`; the id is
+        reserved while ``on_create()`` runs, so concurrent creates of one id cannot both win.
+        """
+        factory = self._factories.get(room_type)
+        if factory is None:
+            raise UnknownRoomTypeError(room_type)
+        if room_id is None:
+            room_id = _generate_room_id()
+            while self._taken(room_id):
+                room_id = _generate_room_id()
+        elif not isinstance(room_id, str) or not 0 < len(room_id) <= _MAX_ROOM_ID:
+            raise ValueError(f"room_id must be a string of 1 to {_MAX_ROOM_ID} chars")
+        elif self._taken(room_id):
+            raise RoomExistsError(room_id)
+        self._reserved.add(room_id)
+        try:
+            room = factory(room_id, room_type)
+            if not isinstance(room, Room):
+                raise TypeError(f"the factory of {room_type!r} must return a Room")
+            if room.id != room_id or room.type != room_type:
+                raise ValueError(f"the factory of {room_type!r} returned a room with another id")
+            await room.on_create()
+            self._rooms[room_id] = room
+        finally:
+            self._reserved.discard(room_id)
+        return room
+
+    async def destroy(self, room_id: str) -> bool:
+        """Remove a room, run its ``on_destroy()`` and notify listeners; ``False`` if absent."""
+        room = self._rooms.pop(room_id, None)
+        if room is None:
+            return False
+        try:
+            await room.on_destroy()
+        finally:
+            await self._notify_destroyed(room)
+        return True
+
+    async def shutdown(self) -> None:
+        """Destroy every room; a failing ``on_destroy()`` is logged and the rest go on."""
+        for room_id in list(self._rooms):
+            try:
+                await self.destroy(room_id)
+            except Exception:
+                logger.exception("room on_destroy failed room=%s", room_id)
+
+    # -- destroy notifications -------------------------------------------------------
+
+    def add_destroy_listener(self, listener: DestroyListener) -> Callable[[], None]:
+        """Call ``listener(room)`` after each destroy; returns the unsubscribe callable."""
+        token = object()
+        self._listeners[token] = listener
+
+        def unsubscribe() -> None:
+            self._listeners.pop(token, None)
+
+        return unsubscribe
+
+    async def _notify_destroyed(self, room: Room) -> None:
+        for listener in list(self._listeners.values()):
+            try:
+                result = listener(room)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("room destroy listener failed room=%s", room.id)
+
+    def _taken(self, room_id: str) -> bool:
+        return room_id in self._rooms or room_id in self._reserved

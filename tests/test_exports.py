@@ -1,0 +1,20 @@
+"""The public names of each package are chosen deliberately; this pins them."""
+
+from __future__ import annotations
+
+import fleet_server
+
+
+def test_fleet_server_exports() -> None:
+    assert sorted(fleet_server.__all__) == [
+        "Capacity",
+        "ErrorCode",
+        "FleetError",
+        "FleetStats",
+        "InstanceInfo",
+        "Orchestrator",
+        "Placement",
+        "RoomInfo",
+    ]
+    for name in fleet_server.__all__:
+        assert getattr(fleet_server, name) is not None

@@ -266,6 +266,8 @@ class FleetAgent:
         A second call replaces the handlers. The first signal removes them (so a second
         signal acts as by default); each failing step is logged and the sequence goes on.
         """
+        if empty_timeout_ms is not None and not empty_timeout_ms > 0:
+            raise ValueError("empty_timeout_ms must be a positive number or None")
         loop = asyncio.get_running_loop()
         self._remove_signal_handlers()
         self._signal_loop = loop
@@ -412,7 +414,11 @@ class FleetAgent:
                 async for attempt in retrying:
                     with attempt:
                         await self._connection(http, attempt.retry_state)
-        except TimeoutError:
+        except TimeoutError as exc:
+            if config.connect_timeout_ms is None:
+                logger.exception("agent connection loop failed")
+                outcome = FleetAgentError(f"agent connection loop failed: {_describe(exc)}")
+                return
             outcome = AgentTimeoutError(
                 f"no Hello within connect_timeout_ms={config.connect_timeout_ms:g}"
             )
@@ -604,15 +610,14 @@ class FleetAgent:
             if room_id is not None and any(view.id == room_id for view in rooms):
                 raise RoomExistsError(room_id)
             view = await self._host.create_room(cmd.room_type, room_id)
+            created = agent_pb2.AckRoom(id=view.id, type=view.type)
         except RoomExistsError as exc:
             return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=False, exists=True, error=str(exc))
         except Exception as exc:
             logger.warning("create command failed type=%s: %s", cmd.room_type, _describe(exc))
             return _ack(cmd, ok=False, error=_describe(exc))
-        self._snapshot.mark_fleet(view.id)
-        return agent_pb2.Ack(
-            cmd_id=cmd.cmd_id, ok=True, room=agent_pb2.AckRoom(id=view.id, type=view.type)
-        )
+        self._snapshot.mark_fleet(created.id)
+        return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=True, room=created)
 
     async def _destroy(self, cmd: agent_pb2.Command) -> agent_pb2.Ack:
         room_id = cmd.room_id

@@ -209,9 +209,6 @@ class Fleet:
         if instance.joined and not instance.removed:
             self._events.emit([("instance:stale", instance.info())])
 
-    def connected(self) -> list[Instance]:
-        return [i for i in (self._read.live(k) for k in list(self._links)) if i is not None]
-
     # --- internals --------------------------------------------------------------
 
     def _reserve_id(self, room_id: str | None) -> str:

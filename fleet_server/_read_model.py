@@ -68,6 +68,7 @@ class Instance:
     """One connected agent as the orchestrator tracks it (mutated on the loop only)."""
 
     __slots__ = (
+        "_connections",
         "_hash_text",
         "_info",
         "hidden",
@@ -101,6 +102,7 @@ class Instance:
         self.rooms: dict[str, _Room] = {}
         self._info: InstanceInfo | None = None
         self._hash_text: str | None = None
+        self._connections: int | None = None
 
     @property
     def joined(self) -> bool:
@@ -123,11 +125,16 @@ class Instance:
 
     @property
     def connections(self) -> int:
-        return sum(room.connections for room in self.rooms.values())
+        total = self._connections
+        if total is None:
+            total = sum(room.connections for room in self.rooms.values())
+            self._connections = total
+        return total
 
     def _invalidate(self) -> None:
         self._info = None
         self._hash_text = None
+        self._connections = None
 
     def info(self) -> InstanceInfo:
         info = self._info

@@ -2,6 +2,7 @@
 
 from fleet_agent import Capacity
 
+from ._daemon import main
 from ._errors import ErrorCode, FleetError
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._orchestrator import Orchestrator
@@ -16,4 +17,5 @@ __all__ = [
     "Orchestrator",
     "Placement",
     "RoomInfo",
+    "main",
 ]

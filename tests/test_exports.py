@@ -15,6 +15,7 @@ def test_fleet_server_exports() -> None:
         "Orchestrator",
         "Placement",
         "RoomInfo",
+        "main",
     ]
     for name in fleet_server.__all__:
         assert getattr(fleet_server, name) is not None

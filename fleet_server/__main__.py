@@ -1,0 +1,7 @@
+"""``python -m fleet_server``: the ``rivalis-fleet`` daemon."""
+
+import sys
+
+from ._daemon import main
+
+sys.exit(main())

@@ -80,6 +80,18 @@ class Fleet:
     def get_room(self, room_id: str) -> RoomInfo | None:
         return self._read.room(room_id)
 
+    def position(self, row: InstanceInfo | RoomInfo) -> tuple[int, str]:
+        """Where a row of a current list read sits in list order, for paging cursors:
+        its instance's join sequence, plus the agent-reported room id for a room."""
+        if isinstance(row, InstanceInfo):
+            instance = self._read.instance(row.id)
+            return ((instance.join_seq or 0) if instance is not None else 0, "")
+        found = self._read.resolve(row.id)
+        if found is None:
+            return (0, "")
+        instance, raw = found
+        return (instance.join_seq or 0, raw)
+
     def find_rooms(
         self,
         type: str | None = None,

@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from aiohttp import web
 
@@ -20,6 +20,9 @@ from ._auth import AuthThrottle, KeyRing, fingerprint, normalize_keys
 from ._events import EventBus, Listener
 from ._fleet import Fleet
 from ._transport import AgentTransport
+
+if TYPE_CHECKING:
+    from gateway import GrpcServer
 
 __all__ = ["Orchestrator"]
 
@@ -113,6 +116,7 @@ class Orchestrator:
         self._accepting = False
         self._state = "new"
         self._runner: web.AppRunner | None = None
+        self._grpc: GrpcServer | None = None
         self.port: int = port
         self.transport = AgentTransport(
             fleet=self.fleet,
@@ -122,7 +126,7 @@ class Orchestrator:
             trust_proxy=self.trust_proxy,
             is_accepting=lambda: self._accepting,
         )
-        self._shutdown_hooks: list[Callable[[], Any]] = []
+        self._end_streams: Callable[[], Any] | None = None
 
     def _check_key_policy(self, agent_keys: Sequence[str], admin_keys: Sequence[str]) -> None:
         shared = set(agent_keys) & set(admin_keys)
@@ -144,9 +148,15 @@ class Orchestrator:
     # --- app ----------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        """The aiohttp application: the agent endpoint at ``/``."""
+        """The aiohttp application: ``/healthz``, ``/readyz`` and the agent endpoint at
+        ``/`` always; the REST ``/v1`` routes and SSE when ``api`` is on."""
+        from gateway import mount_health, mount_rest  # the HTTP surfaces over this core
+
         app = web.Application(handler_args={"access_log": None})
+        mount_health(app, self)
         app.router.add_get("/", self.transport.handle)
+        if self.api:
+            self._end_streams = mount_rest(app, self)  # ends SSE streams first on shutdown
         return app
 
     # --- lifecycle ----------------------------------------------------------------
@@ -171,6 +181,17 @@ class Orchestrator:
         sockets = getattr(server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        if self.api and self.grpc_port is not None:
+            from gateway import start_grpc  # the gRPC surface, imported only when served
+
+            try:
+                self._grpc = await start_grpc(self)
+            except BaseException:
+                await runner.cleanup()
+                self._runner = None
+                self._state = "new"
+                raise
+            self.grpc_port = self._grpc.port
         self._accepting = True
         self.ready = True
         self._state = "listening"
@@ -185,11 +206,16 @@ class Orchestrator:
         self._state = "closing"
         self.ready = False
         self._accepting = False
-        for hook in self._shutdown_hooks:
-            result = hook()
+        if self._end_streams is not None:
+            result = self._end_streams()
             if asyncio.iscoroutine(result):
                 await result
+        if self._grpc is not None:
+            await self._grpc.end_streams()
         await self.transport.close_all()
+        if self._grpc is not None:
+            await self._grpc.stop()
+            self._grpc = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

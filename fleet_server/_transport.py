@@ -26,9 +26,13 @@ _WS_MAX_MSG: Final = 4 * wire.MAX_FRAME_BYTES
 
 
 def rejection(code: ErrorCode, status: int, headers: dict[str, str] | None = None) -> web.Response:
-    """The uniform failure envelope."""
-    return web.json_response(
-        {"status": "rejected", "cause": code.value}, status=status, headers=headers
+    """The uniform failure envelope, ``{"status":"rejected","cause":"<CODE>"}``."""
+    return web.Response(
+        body=b'{"status":"rejected","cause":"' + code.value.encode() + b'"}',
+        status=status,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
     )
 
 
@@ -80,10 +84,7 @@ class AgentTransport:
         return len(others) == 1 and self._keys.match(others[0]) is not None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(
-            protocols=(wire.SUBPROTOCOL,), max_msg_size=_WS_MAX_MSG, autoping=True
-        )
-        if not ws.can_prepare(request).ok:
+        if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
             return rejection(ErrorCode.VALIDATION, 400)
         ip = client_ip(request, self._trust_proxy)
         route = f"{request.method} {request.path}"
@@ -96,6 +97,12 @@ class AgentTransport:
             return rejection(ErrorCode.UNAUTHORIZED, 401)
         if not self._accepting():
             return rejection(ErrorCode.NOT_READY, 503)
+        # Only now, with the key checked: aiohttp logs offered subprotocols it refuses.
+        ws = web.WebSocketResponse(
+            protocols=(wire.SUBPROTOCOL,), max_msg_size=_WS_MAX_MSG, autoping=True
+        )
+        if not ws.can_prepare(request).ok:
+            return rejection(ErrorCode.VALIDATION, 400)
         await ws.prepare(request)
         link = AgentLink(ws, mint_instance_id(), self._fleet, self._heartbeat_ms, self._poll_ids)
         self._links.add(link)

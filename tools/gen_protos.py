@@ -8,14 +8,17 @@ compare, so a stale ``generated/`` fails the suite.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GENERATED = ROOT / "generated"
+_SERVICE = re.compile(r"^\s*service\s+\w+", re.MULTILINE)
 
 
 def _plugin(name: str) -> str:
@@ -38,7 +41,8 @@ def generate(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     include = Path(protoc.__file__).parent / "_proto"
     files = [str(p.relative_to(PROTOS)) for p in proto_files()]
-    has_services = any("service " in p.read_text() for p in proto_files())
+    with_services = [p for p in proto_files() if _SERVICE.search(p.read_text())]
+    has_services = bool(with_services)
     args = [
         "grpc_tools.protoc",
         f"-I{PROTOS}",
@@ -56,9 +60,13 @@ def generate(out: Path) -> None:
     code = protoc.main([*args, *files])
     if code != 0:
         raise SystemExit(f"gen_protos: protoc failed with exit code {code}")
-    for path in out.rglob("*_grpc.py"):
-        if path.stat().st_size == 0 or "service" not in path.read_text():
-            path.unlink()
+    # The grpc plugins write a module per proto file; keep only those with a service.
+    for proto in proto_files():
+        if proto in with_services:
+            continue
+        stem = out / proto.relative_to(PROTOS).with_suffix("")
+        for suffix in ("_pb2_grpc.py", "_pb2_grpc.pyi"):
+            stem.with_name(stem.name + suffix).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         generate(args.out)
         return 0
-    shutil.rmtree(GENERATED / "rivalis", ignore_errors=True)
-    generate(GENERATED)
+    # Generate aside first, so a protoc error leaves the committed tree alone.
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = Path(scratch) / "out"
+        generate(fresh)
+        shutil.rmtree(GENERATED / "rivalis", ignore_errors=True)
+        shutil.copytree(fresh / "rivalis", GENERATED / "rivalis")
     return 0
 
 

@@ -55,8 +55,11 @@ class RawAgent:
         self.polls: list[agent_pb2.Poll] = []
         self.commands: list[agent_pb2.Command] = []
         self.states_sent: list[agent_pb2.State] = []
+        self.poll_times: list[float] = []  # loop time each Poll arrived
+        self.reply_times: list[float] = []  # loop time each State was sent
         self.seq = 0
         self.close_code: int | None = None
+        self.close_reason: str | None = None
         self.closed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._hello = asyncio.Event()
@@ -158,11 +161,26 @@ class RawAgent:
         assert self.ws is not None
         await self.ws.send_bytes(data)
 
+    async def send_text(self, text: str) -> None:
+        assert self.ws is not None
+        await self.ws.send_str(text)
+
+    async def next_poll(self, index: int, timeout: float = 5.0) -> agent_pb2.Poll:
+        """The ``index``-th Poll of this connection (0-based), waiting for it to arrive."""
+        await wait_for(lambda: len(self.polls) > index, timeout)
+        return self.polls[index]
+
+    async def wait_closed(self, timeout: float = 5.0) -> int | None:
+        """Wait until the orchestrator closed the socket; the close code."""
+        await asyncio.wait_for(self.closed.wait(), timeout)
+        return self.close_code
+
     async def reply(self, poll: agent_pb2.Poll, full: bool | None = None) -> agent_pb2.State:
         if full is None:
             full = not poll.HasField("known_hash") or poll.known_hash != self.snapshot_hash()
         state = self.state(poll.req_id, full)
         self.states_sent.append(state)
+        self.reply_times.append(asyncio.get_running_loop().time())
         await self.send_frame(agent_pb2.Frame(state=state))
         return state
 
@@ -186,7 +204,10 @@ class RawAgent:
     async def _read(self) -> None:
         assert self.ws is not None
         try:
-            async for message in self.ws:
+            while True:
+                message = await self.ws.receive()
+                if message.type is aiohttp.WSMsgType.CLOSE:
+                    self.close_reason = message.extra
                 if message.type is not aiohttp.WSMsgType.BINARY:
                     break
                 frame = wire.decode_frame(message.data)
@@ -197,6 +218,7 @@ class RawAgent:
                     self._hello.set()
                 elif body == "poll":
                     self.polls.append(frame.poll)
+                    self.poll_times.append(asyncio.get_running_loop().time())
                     if self.auto_reply:
                         if self.reply_delay:
                             await asyncio.sleep(self.reply_delay)

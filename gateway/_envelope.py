@@ -1,0 +1,78 @@
+"""The REST envelope (SPEC §10): ``{"status":"OK","data":…}`` or a rejection.
+
+Success bodies carry ``data`` only when there is something to return; lists add
+``count`` (and ``nextCursor`` while a page has more rows after it). Failures are
+``{"status":"rejected","cause":"<CODE>"}`` built by the core's one helper, the same
+the agent endpoint uses, so a 401 is byte-identical on every route. Bodies are
+``application/json; charset=utf-8``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from aiohttp import web
+
+from fleet_server._errors import ERROR_TABLE, ErrorCode
+from fleet_server._transport import rejection
+
+__all__ = ["NO_DATA", "encode", "envelope", "json_body", "ok", "rejected"]
+
+JSON_TYPE: Final = "application/json"
+
+
+class _NoData(enum.Enum):
+    NO_DATA = enum.auto()
+
+
+NO_DATA: Final = _NoData.NO_DATA
+
+
+def encode(payload: Any) -> bytes:
+    """Compact JSON, the encoding of every body (the failure helper's too)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_body(
+    body: bytes, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=body, status=status, headers=headers, content_type=JSON_TYPE, charset="utf-8"
+    )
+
+
+def ok(
+    data: Any = NO_DATA,
+    *,
+    count: int | None = None,
+    next_cursor: str | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """A success envelope."""
+    return json_body(
+        encode(envelope(data, count=count, next_cursor=next_cursor)),
+        status=status,
+        headers=headers,
+    )
+
+
+def envelope(
+    data: Any = NO_DATA, *, count: int | None = None, next_cursor: str | None = None
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {"status": "OK"}
+    if data is not NO_DATA:
+        payload["data"] = data
+    if count is not None:
+        payload["count"] = count
+    if next_cursor is not None:
+        payload["nextCursor"] = next_cursor
+    return payload
+
+
+def rejected(code: ErrorCode, headers: Mapping[str, str] | None = None) -> web.Response:
+    """The failure envelope with the code's HTTP status from the one code table."""
+    return rejection(code, ERROR_TABLE[code].http, dict(headers) if headers else None)

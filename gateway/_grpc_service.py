@@ -1,0 +1,283 @@
+"""The ``rivalis.fleet.v1.FleetControl`` servicer over the fleet service (SPEC §11).
+
+Every call runs inside a :class:`_CallGuard`: the failed-auth throttle
+(keyed on the peer IP), the admin-key check, the conversion of a
+:class:`~fleet_server.FleetError` into its gRPC status from ``ERROR_TABLE`` with the
+code in trailing metadata ``fleet-cause``, ``INTERNAL`` for anything unexpected
+(logged on ``fleet.grpc``), and the audit line for the mutating calls. Handlers only
+raise ``FleetError``; they never abort a call themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Final, Never
+
+import grpc
+from rivalis.fleet.v1 import control_pb2 as pb
+from rivalis.fleet.v1 import control_pb2_grpc as pb_grpc
+
+from fleet_server._auth import AuthThrottle, KeyRing, fingerprint
+from fleet_server._errors import ErrorCode, FleetError
+from fleet_server._fleet import Fleet
+from fleet_server._models import RoomInfo
+
+from ._grpc_messages import (
+    instance_message,
+    label_filter,
+    placement_from_message,
+    room_message,
+    stats_message,
+)
+from ._grpc_watch import WatchHub
+from ._paging import page
+
+__all__ = ["CAUSE_KEY", "FleetControlService", "peer_ip"]
+
+log = logging.getLogger("fleet.grpc")
+audit_log = logging.getLogger("fleet.audit")
+
+CAUSE_KEY: Final = "fleet-cause"
+_MAX_DETAILS: Final = 200
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def peer_ip(peer: str) -> str:
+    """The client IP of a gRPC peer string (``ipv4:1.2.3.4:5678``, ``ipv6:[::1]:5678``)."""
+    kind, _, address = peer.partition(":")
+    if kind == "ipv4":
+        return address.rpartition(":")[0] or "unknown"
+    if kind == "ipv6":
+        host = address.rpartition(":")[0]
+        return urllib.parse.unquote(host.removeprefix("[").removesuffix("]")) or "unknown"
+    return kind or "unknown"
+
+
+def _bearer(context: Context) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == "authorization":
+            text = value if isinstance(value, str) else value.decode("latin-1")
+            return KeyRing.bearer(text)
+    return None
+
+
+def _page_args(limit: int, cursor: str) -> tuple[int | None, str | None]:
+    return (limit or None, cursor or None)
+
+
+class _CallGuard:
+    """``async with``: authenticate on entry; on exit turn a failure into its status.
+
+    It never swallows an exception: a failure leaves as the call's abort.
+    """
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        throttle: AuthThrottle,
+        context: Context,
+        method: str,
+        audited: bool,
+    ) -> None:
+        self._keys = keys
+        self._throttle = throttle
+        self._context = context
+        self._method = method
+        self._audited = audited
+        self._ip = peer_ip(context.peer())
+        self._key_id = "unknown"
+
+    async def __aenter__(self) -> str:
+        """Authenticate; returns the client IP."""
+        try:
+            key = self._authenticate()
+        except FleetError as exc:
+            await self._fail(exc)
+        self._key_id = fingerprint(key)
+        return self._ip
+
+    def _authenticate(self) -> str:
+        """The matched admin key; raises ``AUTH_THROTTLED`` or ``UNAUTHORIZED``."""
+        route = f"GRPC {self._method}"
+        if self._throttle.blocked(self._ip):
+            log.warning("auth throttled ip=%s route=%s", self._ip, route)
+            raise FleetError(ErrorCode.AUTH_THROTTLED, "too many failed authentications")
+        key = self._keys.match(_bearer(self._context))
+        if key is None:
+            self._throttle.failure(self._ip)
+            log.warning("auth failed ip=%s route=%s", self._ip, route)
+            raise FleetError(ErrorCode.UNAUTHORIZED, "an admin key is required")
+        return key
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self._audit(grpc.StatusCode.OK.name)
+        elif isinstance(exc, FleetError):
+            await self._fail(exc)
+        elif isinstance(exc, Exception):
+            log.error("grpc call failed method=%s", self._method, exc_info=exc)
+            await self._fail(FleetError(ErrorCode.INTERNAL, "internal error"))
+        else:  # cancelled by the client or the server stopping
+            self._audit(grpc.StatusCode.CANCELLED.name)
+
+    async def _fail(self, error: FleetError) -> Never:
+        status = grpc.StatusCode[error.grpc_status]
+        self._audit(status.name)
+        await self._context.abort(
+            status, error.message[:_MAX_DETAILS], trailing_metadata=((CAUSE_KEY, error.code.value),)
+        )
+
+    def _audit(self, outcome: str) -> None:
+        if self._audited:
+            audit_log.info(
+                "audit route=GRPC %s key=%s ip=%s outcome=%s",
+                self._method,
+                self._key_id,
+                self._ip,
+                outcome,
+            )
+
+
+class FleetControlService(pb_grpc.FleetControlServicer):
+    """Translates each RPC onto :class:`~fleet_server._fleet.Fleet`."""
+
+    def __init__(
+        self, fleet: Fleet, admin_keys: KeyRing, throttle: AuthThrottle, hub: WatchHub
+    ) -> None:
+        self._fleet = fleet
+        self._keys = admin_keys
+        self._throttle = throttle
+        self._hub = hub
+
+    def _guard(self, context: Context, method: str, *, audited: bool = False) -> _CallGuard:
+        return _CallGuard(self._keys, self._throttle, context, method, audited)
+
+    # --- reads ------------------------------------------------------------------
+
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.FleetStats:
+        async with self._guard(context, "GetStats"):
+            return stats_message(self._fleet.stats)
+
+    async def ListInstances(
+        self, request: pb.ListInstancesRequest, context: Context
+    ) -> pb.ListInstancesResponse:
+        async with self._guard(context, "ListInstances"):
+            rows = page(
+                self._fleet.instances,
+                self._fleet.position,
+                *_page_args(request.limit, request.cursor),
+            )
+            return pb.ListInstancesResponse(
+                instances=[instance_message(i) for i in rows.rows],
+                count=rows.count,
+                next_cursor=rows.next_cursor or "",
+            )
+
+    async def GetInstance(
+        self, request: pb.GetInstanceRequest, context: Context
+    ) -> pb.InstanceInfo:
+        async with self._guard(context, "GetInstance"):
+            instance = self._fleet.get_instance(request.instance_id)
+            if instance is None:
+                raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
+            return instance_message(instance)
+
+    async def ListInstanceRooms(
+        self, request: pb.ListInstanceRoomsRequest, context: Context
+    ) -> pb.ListRoomsResponse:
+        async with self._guard(context, "ListInstanceRooms"):
+            if self._fleet.get_instance(request.instance_id) is None:
+                raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
+            rooms = self._fleet.find_rooms(instance_id=request.instance_id)
+            return self._rooms_page(rooms, request.limit, request.cursor)
+
+    async def ListRooms(
+        self, request: pb.ListRoomsRequest, context: Context
+    ) -> pb.ListRoomsResponse:
+        async with self._guard(context, "ListRooms"):
+            rooms = self._fleet.find_rooms(
+                type=request.type if request.HasField("type") else None,
+                labels=label_filter(request.labels),
+                instance_id=request.instance_id if request.HasField("instance_id") else None,
+            )
+            return self._rooms_page(rooms, request.limit, request.cursor)
+
+    async def GetRoom(self, request: pb.GetRoomRequest, context: Context) -> pb.RoomInfo:
+        async with self._guard(context, "GetRoom"):
+            room = self._fleet.get_room(request.room_id)
+            if room is None:
+                raise FleetError(ErrorCode.ROOM_NOT_FOUND, "room not found")
+            return room_message(room)
+
+    def _rooms_page(self, rooms: list[RoomInfo], limit: int, cursor: str) -> pb.ListRoomsResponse:
+        rows = page(rooms, self._fleet.position, *_page_args(limit, cursor))
+        return pb.ListRoomsResponse(
+            rooms=[room_message(room) for room in rows.rows],
+            count=rows.count,
+            next_cursor=rows.next_cursor or "",
+        )
+
+    # --- control ----------------------------------------------------------------
+
+    async def CreateRoom(self, request: pb.CreateRoomRequest, context: Context) -> pb.RoomInfo:
+        async with self._guard(context, "CreateRoom", audited=True):
+            placement = (
+                placement_from_message(request.placement) if request.HasField("placement") else None
+            )
+            room = await self._fleet.create_room(
+                request.type,
+                room_id=request.room_id if request.HasField("room_id") else None,
+                placement=placement,
+            )
+            return room_message(room)
+
+    async def DestroyRoom(
+        self, request: pb.DestroyRoomRequest, context: Context
+    ) -> pb.DestroyRoomResponse:
+        async with self._guard(context, "DestroyRoom", audited=True):
+            await self._fleet.destroy_room(request.room_id)
+            return pb.DestroyRoomResponse()
+
+    async def DrainInstance(
+        self, request: pb.DrainInstanceRequest, context: Context
+    ) -> pb.DrainInstanceResponse:
+        async with self._guard(context, "DrainInstance", audited=True):
+            await self._fleet.drain_instance(request.instance_id)
+            return pb.DrainInstanceResponse()
+
+    async def UndrainInstance(
+        self, request: pb.UndrainInstanceRequest, context: Context
+    ) -> pb.UndrainInstanceResponse:
+        async with self._guard(context, "UndrainInstance", audited=True):
+            await self._fleet.undrain_instance(request.instance_id)
+            return pb.UndrainInstanceResponse()
+
+    # --- events -----------------------------------------------------------------
+
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[pb.FleetEvent]:
+        async with self._guard(context, "WatchEvents") as ip:
+            stream = self._hub.open()
+            if stream is None:
+                log.warning("watch stream limit reached ip=%s", ip)
+                raise FleetError(ErrorCode.SSE_LIMIT, "too many event streams")
+            try:
+                # Initial metadata tells the client its subscription is live.
+                await context.send_initial_metadata(())
+                async for message in stream:
+                    yield message
+            finally:
+                stream.close()
+            if stream.overflowed:
+                log.warning("watch stream fell behind ip=%s", ip)
+                raise FleetError(ErrorCode.SSE_LIMIT, "event stream fell behind")

@@ -1,0 +1,149 @@
+"""Strict parsing of REST input: list filters, paging parameters, the create body.
+
+Every malformed input raises the core's ``VALIDATION`` error (SPEC §10 "Filters and
+body"), so nothing malformed reaches the fleet service. Unknown query parameters are
+ignored; unknown body keys are not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, get_args
+
+from multidict import MultiMapping
+
+from fleet_server._ids import is_valid_room_id
+from fleet_server._placement import Placement, PlacementStrategy, ValidationError
+
+from ._paging import decode_cursor, parse_limit
+
+__all__ = ["CreateRoom", "RoomFilter", "create_room_body", "page_params", "room_filter"]
+
+_BODY_KEYS: Final = frozenset({"type", "roomId", "placement"})
+_PLACEMENT_KEYS: Final = frozenset({"instanceId", "processUid", "strategy", "labels", "force"})
+_STRATEGIES: Final[tuple[PlacementStrategy, ...]] = get_args(PlacementStrategy)
+
+Query = MultiMapping[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomFilter:
+    type: str | None = None
+    instance_id: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.type is None and self.instance_id is None and not self.labels
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRoom:
+    type: str
+    room_id: str | None
+    placement: Placement | None
+
+
+def _single(query: Query, name: str) -> str | None:
+    values = query.getall(name, [])
+    if len(values) > 1:
+        raise ValidationError(f"{name} may be given once")
+    return values[0] if values else None
+
+
+def page_params(query: Query) -> tuple[int | None, str | None]:
+    """``limit`` (1–10,000) and ``cursor`` (only with ``limit``), both checked here."""
+    limit_text = _single(query, "limit")
+    cursor = _single(query, "cursor")
+    limit = parse_limit(limit_text) if limit_text is not None else None
+    if cursor is not None:
+        if limit is None:
+            raise ValidationError("cursor needs limit")
+        decode_cursor(cursor)
+    return limit, cursor
+
+
+def room_filter(query: Query) -> RoomFilter:
+    """``type`` and ``instanceId`` (exact; empty means not given) and ``label=k:v``
+    (repeatable, split at the first ``:``, key non-empty, later duplicates win)."""
+    labels: dict[str, str] = {}
+    for item in query.getall("label", []):
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ValidationError("label must be key:value")
+        labels[key] = value
+    return RoomFilter(
+        type=_single(query, "type") or None,
+        instance_id=_single(query, "instanceId") or None,
+        labels=labels,
+    )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _optional_str(obj: Mapping[str, Any], key: str, what: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{what} must be a non-empty string")
+    return value
+
+
+def _placement(value: Any) -> Placement | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError("placement must be an object")
+    unknown = set(value) - _PLACEMENT_KEYS
+    if unknown:
+        raise ValidationError("placement has unknown keys")
+    strategy = value.get("strategy")
+    if strategy is None:
+        strategy = "least-loaded"
+    if strategy not in _STRATEGIES:
+        raise ValidationError("placement strategy must be least-loaded, most-loaded or random")
+    labels = value.get("labels")
+    if labels is None:
+        labels = {}
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ValidationError("placement labels must map strings to strings")
+    force = value.get("force")
+    if force is None:
+        force = False
+    if not isinstance(force, bool):
+        raise ValidationError("placement force must be a boolean")
+    return Placement(
+        instance_id=_optional_str(value, "instanceId", "placement instanceId"),
+        process_uid=_optional_str(value, "processUid", "placement processUid"),
+        strategy=next(s for s in _STRATEGIES if s == strategy),
+        labels=labels,
+        force=force,
+    )
+
+
+def create_room_body(body: bytes, content_type: str) -> CreateRoom:
+    """The ``POST /v1/rooms`` body: ``{type, roomId?, placement?}``; ``null`` = absent."""
+    if content_type != "application/json":
+        raise ValidationError("content type must be application/json")
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ValidationError("body must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ValidationError("body must be a JSON object")
+    if set(value) - _BODY_KEYS:
+        raise ValidationError("body has unknown keys")
+    room_type = _optional_str(value, "type", "type")
+    if room_type is None:
+        raise ValidationError("type is required")
+    room_id = value.get("roomId")
+    if room_id is not None and (not isinstance(room_id, str) or not is_valid_room_id(room_id)):
+        raise ValidationError("roomId must match ^[A-Za-z0-9_-]{1,64}$")
+    return CreateRoom(room_type, room_id, _placement(value.get("placement")))

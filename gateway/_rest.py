@@ -1,0 +1,251 @@
+"""The REST ``/v1`` routes and the health routes (CONTRACT §4, SPEC §10).
+
+Handlers translate HTTP onto the orchestrator's fleet service and back: they parse
+(:mod:`._parsing`), call ``orch.fleet``, and answer with the envelope. The route
+table (:meth:`RestApi.routes`) is the single list of what is served; the guard and the
+envelope middleware (:mod:`._middleware`) supply auth, limits and error mapping.
+
+``{id}`` and ``{roomId}`` are taken verbatim from the raw request path, never
+percent-decoded: public room ids are themselves percent-encoded (``caf%C3%A9``,
+``p_x~a%2Fb``), so the client sends them as they are listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from fleet_server._errors import ErrorCode, FleetError
+
+from ._cors import install_cors, options_middleware
+from ._envelope import encode, envelope, json_body, ok, rejected
+from ._middleware import CONTEXT, AuthMode, Guard, envelope_middleware, raw_path
+from ._openapi import serve_document
+from ._paging import page
+from ._parsing import create_room_body, page_params, room_filter
+from ._sse import EventStreams
+
+if TYPE_CHECKING:
+    from fleet_server._orchestrator import Orchestrator
+
+__all__ = ["RestApi", "Route", "mount_health", "mount_rest"]
+
+_MIDDLEWARES: Final = web.AppKey("fleet_gateway_middlewares", bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    auth: AuthMode = AuthMode.ADMIN
+    audited: bool = False
+    reads_body: bool = False
+
+
+def etag(state_hash: str) -> str:
+    return f'W/"{state_hash}"'
+
+
+def not_modified(request: web.Request, tag: str) -> bool:
+    """``If-None-Match`` is ``*`` or a list holding exactly ``tag``."""
+    header = request.headers.get(hdrs.IF_NONE_MATCH)
+    if header is None:
+        return False
+    return any(item.strip() in ("*", tag) for item in header.split(","))
+
+
+def path_params(request: web.Request) -> dict[str, str]:
+    """The route's ``{name}`` segments exactly as the raw path spells them."""
+    template = request.match_info.route.resource
+    canonical = template.canonical if template is not None else ""
+    wanted = canonical.split("/")
+    sent = raw_path(request).split("/")
+    if len(wanted) != len(sent):
+        raise web.HTTPNotFound()
+    params: dict[str, str] = {}
+    for want, got in zip(wanted, sent, strict=True):
+        if want.startswith("{") and want.endswith("}"):
+            if not got:
+                raise web.HTTPNotFound()
+            params[want[1:-1]] = got
+        elif want != got:
+            raise web.HTTPNotFound()
+    return params
+
+
+class RestApi:
+    """The handlers of one app, over one orchestrator."""
+
+    def __init__(self, orch: Orchestrator, streams: EventStreams) -> None:
+        self._orch = orch
+        self._streams = streams
+        self._bodies: dict[str, tuple[str, bytes]] = {}
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/v1/openapi.json", serve_document, auth=AuthMode.NONE),
+            Route("GET", "/v1/stats", self.stats),
+            Route("GET", "/v1/instances", self.instances),
+            Route("GET", "/v1/instances/{id}", self.instance),
+            Route("GET", "/v1/instances/{id}/rooms", self.instance_rooms),
+            Route("POST", "/v1/instances/{id}/drain", self.drain, audited=True),
+            Route("POST", "/v1/instances/{id}/undrain", self.undrain, audited=True),
+            Route("GET", "/v1/rooms", self.rooms),
+            Route("POST", "/v1/rooms", self.create_room, audited=True, reads_body=True),
+            Route("GET", "/v1/rooms/{roomId}", self.room),
+            Route("DELETE", "/v1/rooms/{roomId}", self.destroy_room, audited=True),
+            Route("GET", "/v1/events", self._streams.handle, auth=AuthMode.ADMIN_OR_QUERY),
+        ]
+
+    def _cached_body(self, name: str, state_hash: str, build: Callable[[], Any]) -> bytes:
+        """A serialized body that changes only with the state hash, built once per hash."""
+        cached = self._bodies.get(name)
+        if cached is not None and cached[0] == state_hash:
+            return cached[1]
+        body = encode(build())
+        self._bodies[name] = (state_hash, body)
+        return body
+
+    # --- reads ------------------------------------------------------------------
+
+    async def stats(self, request: web.Request) -> web.StreamResponse:
+        stats = self._orch.fleet.stats
+        tag = etag(stats.state_hash)
+        if not_modified(request, tag):
+            return web.Response(status=304, headers={hdrs.ETAG: tag})
+        body = self._cached_body("stats", stats.state_hash, lambda: envelope(stats.to_dict()))
+        return json_body(body, headers={hdrs.ETAG: tag})
+
+    async def instances(self, request: web.Request) -> web.StreamResponse:
+        limit, cursor = page_params(request.query)
+        fleet = self._orch.fleet
+        tag = etag(fleet.state_hash)
+        if not_modified(request, tag):
+            return web.Response(status=304, headers={hdrs.ETAG: tag})
+        result = page(fleet.instances, fleet.position, limit, cursor)
+        return ok(
+            [info.to_dict() for info in result.rows],
+            count=result.count,
+            next_cursor=result.next_cursor,
+            headers={hdrs.ETAG: tag},
+        )
+
+    async def instance(self, request: web.Request) -> web.StreamResponse:
+        info = self._orch.fleet.get_instance(path_params(request)["id"])
+        if info is None:
+            raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
+        return ok(info.to_dict())
+
+    async def instance_rooms(self, request: web.Request) -> web.StreamResponse:
+        instance_id = path_params(request)["id"]
+        limit, cursor = page_params(request.query)
+        fleet = self._orch.fleet
+        info = fleet.get_instance(instance_id)
+        if info is None:
+            raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
+        result = page(info.rooms, fleet.position, limit, cursor)
+        return ok(
+            [room.to_dict() for room in result.rows],
+            count=result.count,
+            next_cursor=result.next_cursor,
+        )
+
+    async def rooms(self, request: web.Request) -> web.StreamResponse:
+        where = room_filter(request.query)
+        limit, cursor = page_params(request.query)
+        fleet = self._orch.fleet
+        state_hash = fleet.state_hash
+        tag = etag(state_hash)
+        if not_modified(request, tag):
+            return web.Response(status=304, headers={hdrs.ETAG: tag})
+        if where.empty and limit is None:
+            rooms = fleet.rooms
+            body = self._cached_body(
+                "rooms",
+                state_hash,
+                lambda: envelope([room.to_dict() for room in rooms], count=len(rooms)),
+            )
+            return json_body(body, headers={hdrs.ETAG: tag})
+        rows = fleet.find_rooms(type=where.type, labels=where.labels, instance_id=where.instance_id)
+        result = page(rows, fleet.position, limit, cursor)
+        return ok(
+            [room.to_dict() for room in result.rows],
+            count=result.count,
+            next_cursor=result.next_cursor,
+            headers={hdrs.ETAG: tag},
+        )
+
+    async def room(self, request: web.Request) -> web.StreamResponse:
+        info = self._orch.fleet.get_room(path_params(request)["roomId"])
+        if info is None:
+            raise FleetError(ErrorCode.ROOM_NOT_FOUND, "room not found")
+        return ok(info.to_dict())
+
+    # --- control ----------------------------------------------------------------
+
+    async def create_room(self, request: web.Request) -> web.StreamResponse:
+        create = create_room_body(request[CONTEXT].body, request.content_type)
+        room = await self._orch.fleet.create_room(
+            create.type, room_id=create.room_id, placement=create.placement
+        )
+        return ok(room.to_dict(), status=201)
+
+    async def destroy_room(self, request: web.Request) -> web.StreamResponse:
+        await self._orch.fleet.destroy_room(path_params(request)["roomId"])
+        return ok()
+
+    async def drain(self, request: web.Request) -> web.StreamResponse:
+        await self._orch.fleet.drain_instance(path_params(request)["id"])
+        return ok()
+
+    async def undrain(self, request: web.Request) -> web.StreamResponse:
+        await self._orch.fleet.undrain_instance(path_params(request)["id"])
+        return ok()
+
+
+def _install_middlewares(app: web.Application) -> None:
+    if app.get(_MIDDLEWARES):
+        return
+    app[_MIDDLEWARES] = True
+    app.middlewares.append(envelope_middleware)
+    app.middlewares.append(options_middleware)
+
+
+def mount_health(app: web.Application, orch: Orchestrator) -> None:
+    """``GET /healthz`` and ``GET /readyz`` (no auth, never throttled), and the envelope
+    for every failure on ``app`` — unknown routes and wrong methods included."""
+    _install_middlewares(app)
+
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        return ok()
+
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        return ok() if orch.ready else rejected(ErrorCode.NOT_READY)
+
+    app.router.add_route("GET", "/healthz", healthz)
+    app.router.add_route("GET", "/readyz", readyz)
+
+
+def mount_rest(app: web.Application, orch: Orchestrator) -> Callable[[], Awaitable[None]]:
+    """The REST ``/v1`` routes, the SSE stream and CORS on ``app``.
+
+    Returns the coroutine function that ends every SSE stream; the orchestrator runs
+    it first at shutdown.
+    """
+    _install_middlewares(app)
+    install_cors(app, orch.cors_origins)
+    streams = EventStreams(orch.events, limit=orch.sse_stream_limit, ping_ms=orch.sse_ping_ms)
+    guard = Guard(orch)
+    for route in RestApi(orch, streams).routes():
+        handler = route.handler
+        if route.auth is not AuthMode.NONE:
+            handler = guard.wrap(
+                handler, auth=route.auth, audited=route.audited, reads_body=route.reads_body
+            )
+        app.router.add_route(route.method, route.path, handler)
+    return streams.close

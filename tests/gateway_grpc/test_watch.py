@@ -1,0 +1,205 @@
+"""``WatchEvents``: the fleet's events, typed and in order; the stream cap and its ends."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import grpc
+import pytest
+from rivalis.fleet.v1 import control_pb2 as pb
+
+from fleet_server import Orchestrator
+from tests.server.raw_agent import ADMIN, RawRoom, wait_for
+
+from .conftest import AUTH, MakeAgent, cause
+
+if TYPE_CHECKING:
+    from rivalis.fleet.v1.control_pb2_grpc import FleetControlAsyncStub
+
+Watch = Any  # grpc.aio.UnaryStreamCall[pb.WatchEventsRequest, pb.FleetEvent]
+
+
+async def open_watch(stub: FleetControlAsyncStub) -> Watch:
+    """A WatchEvents call whose subscription is live (initial metadata has arrived)."""
+    call = stub.WatchEvents(pb.WatchEventsRequest(), metadata=AUTH)
+    await asyncio.wait_for(call.initial_metadata(), 5)
+    return call
+
+
+async def next_event(call: Watch, *, skip_sync: bool = True) -> pb.FleetEvent:
+    while True:
+        event = await asyncio.wait_for(call.read(), 5)
+        assert isinstance(event, pb.FleetEvent), f"stream ended: {event!r}"
+        if not (skip_sync and event.type == "sync"):
+            return event
+
+
+def watch_streams(orch: Orchestrator) -> int:
+    assert orch._grpc is not None
+    return orch._grpc.watch_streams
+
+
+async def test_a_room_created_through_the_fleet_api_is_streamed(
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+) -> None:
+    agent = await agents()
+    call = await open_watch(stub)
+    room = await orch.fleet.create_room("match", room_id="m-1")
+    event = await next_event(call)
+    assert event.type == "room:create" and event.WhichOneof("data") == "room"
+    assert event.room == pb.RoomInfo(
+        id="m-1",
+        type="match",
+        instance_id=agent.instance_id,
+        endpoint_url=room.endpoint_url,
+        local=False,
+    )
+    call.cancel()
+
+
+async def test_a_room_created_over_rest_is_streamed(
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+) -> None:
+    agent = await agents()
+    call = await open_watch(stub)
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            f"http://127.0.0.1:{orch.port}/v1/rooms",
+            json={"type": "match", "roomId": "from-rest"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert response.status == 201, await response.text()
+    event = await next_event(call)
+    assert event.type == "room:create"
+    assert (event.room.id, event.room.instance_id) == ("from-rest", agent.instance_id)
+    call.cancel()
+
+
+async def test_events_arrive_typed_and_in_emission_order(
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+) -> None:
+    seen: list[tuple[str, str]] = []
+    orch.events.subscribe_all(lambda kind, payload: seen.append((kind, type(payload).__name__)))
+    call = await open_watch(stub)
+    agent = await agents(name="w1", rooms={"r1": RawRoom("match", 2)})
+    await orch.fleet.destroy_room("r1")
+    await agent.close()
+    await wait_for(lambda: orch.fleet.stats.instances == 0)
+    streamed: list[pb.FleetEvent] = []
+    while len(streamed) < len(seen):
+        streamed.append(await next_event(call, skip_sync=False))
+    kinds = [e.type for e in streamed]
+    assert kinds == [kind for kind, _ in seen]
+    assert [k for k in kinds if k != "sync"] == [
+        "instance:join",
+        "room:create",
+        "room:destroy",
+        "instance:leave",
+    ]
+    payloads = {e.type: e.WhichOneof("data") for e in streamed}
+    assert payloads == {
+        "instance:join": "instance",
+        "room:create": "room",
+        "room:destroy": "room",
+        "instance:leave": "instance",
+        "sync": "stats",
+    }
+    join = streamed[0].instance
+    assert (
+        join.id == agent.instance_id and join.name == "w1" and [r.id for r in join.rooms] == ["r1"]
+    )
+    last_sync = [e for e in streamed if e.type == "sync"][-1].stats
+    assert last_sync.instances == 0 and last_sync.state_hash == orch.fleet.stats.state_hash
+    call.cancel()
+
+
+async def test_a_stale_instance_is_streamed(
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+) -> None:
+    agent = await agents()
+    call = await open_watch(stub)
+    agent.auto_reply = False
+    event = await next_event(call)
+    assert event.type == "instance:stale" and event.instance.id == agent.instance_id
+    call.cancel()
+
+
+@pytest.mark.parametrize("orch_options", [{"sse_stream_limit": 2}])
+async def test_streams_beyond_the_cap_are_refused_until_one_closes(
+    orch: Orchestrator, stub: FleetControlAsyncStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await open_watch(stub)
+    second = await open_watch(stub)
+    third = stub.WatchEvents(pb.WatchEventsRequest(), metadata=AUTH)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await third.read()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert cause(refused.value) == "SSE_LIMIT"
+    assert "watch stream limit reached ip=127.0.0.1" in caplog.text
+    first.cancel()
+    await wait_for(lambda: watch_streams(orch) == 1)
+    fourth = await open_watch(stub)
+    assert watch_streams(orch) == 2
+    second.cancel()
+    fourth.cancel()
+    await wait_for(lambda: watch_streams(orch) == 0)
+
+
+@pytest.mark.parametrize("orch_options", [{"sse_stream_limit": 1}])
+async def test_the_stream_cap_is_separate_from_the_sse_cap(
+    orch: Orchestrator, stub: FleetControlAsyncStub
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        sse = await session.get(
+            f"http://127.0.0.1:{orch.port}/v1/events",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert sse.status == 200
+        call = await open_watch(stub)  # the SSE stream does not count against it
+        refused = stub.WatchEvents(pb.WatchEventsRequest(), metadata=AUTH)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await refused.read()
+        assert cause(info.value) == "SSE_LIMIT"
+        call.cancel()
+        sse.close()
+
+
+async def test_a_consumer_that_falls_behind_is_ended_with_sse_limit(
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+) -> None:
+    await agents()
+    call = await open_watch(stub)
+    stats = orch.fleet.stats
+    orch.events.emit([("sync", stats)] * 2000)  # at once: the stream cannot keep up
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        while True:
+            event = await asyncio.wait_for(call.read(), 5)
+            assert event is not grpc.aio.EOF
+    assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert cause(ended.value) == "SSE_LIMIT"
+    await wait_for(lambda: watch_streams(orch) == 0)
+    # Others are unaffected: a new stream works.
+    again = await open_watch(stub)
+    await orch.fleet.create_room("match", room_id="after")
+    assert (await next_event(again)).room.id == "after"
+    again.cancel()
+
+
+async def test_cancelling_a_stream_frees_its_slot_and_subscription(
+    orch: Orchestrator, stub: FleetControlAsyncStub
+) -> None:
+    calls = [await open_watch(stub) for _ in range(3)]
+    assert watch_streams(orch) == 3
+    for call in calls:
+        call.cancel()
+    await wait_for(lambda: watch_streams(orch) == 0)
+    assert orch.events._streams == []
+
+
+async def test_shutdown_ends_open_streams(orch: Orchestrator, stub: FleetControlAsyncStub) -> None:
+    call = await open_watch(stub)
+    await orch.shutdown()
+    assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
+    assert await call.code() == grpc.StatusCode.OK

@@ -30,7 +30,7 @@ test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 run: install
-	$(PY) -m examples.demo
+	$(PY) -m examples.run_fleet
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -21,6 +21,19 @@ import aiohttp
 GAME_SERVERS = (("eu1", "region=eu", 9001), ("us1", "region=us", 9002))
 
 
+async def _wait_ready(base: str, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(f"{base}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the orchestrator was not ready in {timeout} s")
+            await asyncio.sleep(0.1)
+
+
 async def _wait_for_instances(base: str, admin_key: str, count: int, timeout: float) -> int:
     headers = {"Authorization": f"Bearer {admin_key}"}
     deadline = asyncio.get_running_loop().time() + timeout
@@ -86,6 +99,7 @@ async def run(port: int, grpc_port: int) -> int:
                 sys.executable, "-m", "fleet_server", env=env, start_new_session=True
             )
         )
+        await _wait_ready(base, 30)
         for name, label, game_port in GAME_SERVERS:
             procs.append(
                 await asyncio.create_subprocess_exec(
@@ -116,10 +130,10 @@ async def run(port: int, grpc_port: int) -> int:
             stopper.cancel()
         return 0
     finally:
+        # Game servers first (they leave the fleet cleanly), then the daemon.
         for proc in reversed(procs):
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in procs:
             try:
                 await asyncio.wait_for(proc.wait(), 15)
             except TimeoutError:

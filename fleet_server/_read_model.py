@@ -199,7 +199,7 @@ class ReadModel:
         self._claims: dict[str, list[_Room]] = {}  # base public id -> claimants
         self._public: dict[str, _Room] = {}
         self._warned_collisions: set[tuple[str, str, str]] = set()
-        self._names: dict[str, str] = {}
+        self._names: dict[str, dict[str, Instance]] = {}  # name -> joined holders
         self._held: dict[str, Instance] = {}
         self._stats: FleetStats | None = None
         self._state_hash: str | None = None
@@ -314,10 +314,10 @@ class ReadModel:
             self._join_counter += 1
             instance.join_seq = self._join_counter
             self._joined[instance.id] = instance
-            self._warn_same_name(instance, snapshot)
         elif previous is not None and previous.endpoint_url != snapshot.endpoint_url:
             for room in instance.rooms.values():
                 room.info = None
+        self._track_name(instance, snapshot, previous.name if previous is not None else None)
         return self._update(instance, joined=joined)
 
     def touch(self, instance: Instance, now_ms: int) -> list[Event]:
@@ -357,8 +357,7 @@ class ReadModel:
             return []
         leave = instance.info()
         del self._joined[instance.id]
-        if self._names.get(leave.name) == instance.id:
-            del self._names[leave.name]
+        self._forget_name(instance, leave.name)
         events: list[Event] = [("instance:leave", leave)]
         events.extend(self._update(instance, removing=True))
         instance.provisional.clear()
@@ -368,21 +367,37 @@ class ReadModel:
 
     # --- internals --------------------------------------------------------------
 
-    def _warn_same_name(self, instance: Instance, snapshot: Snapshot) -> None:
-        other_id = self._names.get(snapshot.name)
-        other = self._joined.get(other_id) if other_id else None
-        if (
-            other is not None
-            and other.snapshot is not None
-            and other.snapshot.process_uid != snapshot.process_uid
-        ):
-            log.warning(
-                "instance name shared name=%s instance=%s other=%s",
-                snapshot.name,
-                instance.id,
-                other.id,
+    def _forget_name(self, instance: Instance, name: str) -> None:
+        holders = self._names.get(name)
+        if holders is not None:
+            holders.pop(instance.id, None)
+            if not holders:
+                del self._names[name]
+
+    def _track_name(self, instance: Instance, snapshot: Snapshot, previous: str | None) -> None:
+        """Keep the name index current; warn when a first snapshot shares a live name."""
+        if previous == snapshot.name:
+            return
+        if previous is not None:
+            self._forget_name(instance, previous)
+        holders = self._names.setdefault(snapshot.name, {})
+        if previous is None:
+            other = next(
+                (
+                    h
+                    for h in holders.values()
+                    if h.snapshot is not None and h.snapshot.process_uid != snapshot.process_uid
+                ),
+                None,
             )
-        self._names.setdefault(snapshot.name, instance.id)
+            if other is not None:
+                log.warning(
+                    "instance name shared name=%s instance=%s other=%s",
+                    snapshot.name,
+                    instance.id,
+                    other.id,
+                )
+        holders[instance.id] = instance
 
     def _update(
         self, instance: Instance, *, joined: bool = False, removing: bool = False
@@ -393,6 +408,7 @@ class ReadModel:
         affected: set[str] = set()
         changed: set[Instance] = {instance}
         before: dict[_Room, str] = {}
+        old_info: dict[_Room, RoomInfo] = {}  # as last published, for renamed rooms
         destroyed: list[RoomInfo] = []
         created: list[_Room] = []
 
@@ -424,6 +440,7 @@ class ReadModel:
             ):
                 if existing.local != reported.local:
                     affected.add(existing.base)
+                    old_info[existing] = existing.room_info()
                 existing.type = reported.type
                 existing.connections = reported.connections
                 existing.local = reported.local
@@ -443,11 +460,8 @@ class ReadModel:
                 continue
             changed.add(room.instance)
             if old_public and room not in created:
-                info = room.info
-                destroyed.append(
-                    replace(info, id=old_public) if info is not None else room.room_info()
-                )
-                room.info = None
+                last = old_info.get(room) or room.info or room.room_info()
+                destroyed.append(replace(last, id=old_public))
                 renamed_created.append(room)
             room.info = None
 

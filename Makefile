@@ -30,7 +30,7 @@ test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 run: install
-	$(PY) -m examples.run_fleet
+	$(PY) -m examples.run_fleet $(RUN_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

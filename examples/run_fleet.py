@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import aiohttp
 
-GAME_SERVERS = (("eu1", "region=eu", 9001), ("us1", "region=us", 9002))
+GAME_SERVERS = (("eu1", "region=eu"), ("us1", "region=us"))
 
 
 async def _wait_ready(base: str, timeout: float) -> None:
@@ -76,7 +76,7 @@ def _banner(base: str, grpc_port: int, admin_key: str) -> str:
     )
 
 
-async def run(port: int, grpc_port: int) -> int:
+async def run(port: int, grpc_port: int, game_port: int) -> int:
     agent_key = secrets.token_urlsafe(32)
     admin_key = secrets.token_urlsafe(32)
     env = {
@@ -100,7 +100,7 @@ async def run(port: int, grpc_port: int) -> int:
             )
         )
         await _wait_ready(base, 30)
-        for name, label, game_port in GAME_SERVERS:
+        for offset, (name, label) in enumerate(GAME_SERVERS):
             procs.append(
                 await asyncio.create_subprocess_exec(
                     sys.executable,
@@ -109,7 +109,7 @@ async def run(port: int, grpc_port: int) -> int:
                     "--name",
                     name,
                     "--port",
-                    str(game_port),
+                    str(game_port + offset),
                     "--label",
                     label,
                     "--orchestrator",
@@ -146,9 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.run_fleet")
     parser.add_argument("--port", type=int, default=7350)
     parser.add_argument("--grpc-port", type=int, default=7351)
+    parser.add_argument("--game-port", type=int, default=9001, help="eu1's port; us1 gets +1")
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(run(args.port, args.grpc_port))
+        return asyncio.run(run(args.port, args.grpc_port, args.game_port))
     except TimeoutError as exc:
         print(f"run_fleet: {exc}", file=sys.stderr)
         return 1

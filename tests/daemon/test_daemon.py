@@ -258,3 +258,14 @@ def test_port_in_use_is_one_clear_line_exit_1() -> None:
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
+
+
+def test_example_config_documents_every_yaml_key_and_loads() -> None:
+    import yaml
+
+    from fleet_server._config import YAML_KEYS, build_parser, load_config
+
+    path = ROOT / "examples" / "fleet.yaml"
+    assert set(yaml.safe_load(path.read_text())) == set(YAML_KEYS)
+    config = load_config(build_parser("0").parse_args(["--config", str(path)]), {})
+    assert config.grpc_port == 7351 and config.cors_origins

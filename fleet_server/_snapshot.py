@@ -1,6 +1,8 @@
 """Validation of full State replies and their conversion to an immutable snapshot (SPEC §4).
 
-A reason names the field and the limit and never quotes agent data.
+Checks run in the SPEC's order and the first failure is the reason, which names the
+field and the limit and never quotes agent data. Beyond the SPEC's list, an empty room
+id (unaddressable) and a room id listed twice (ambiguous) are refused too.
 """
 
 from __future__ import annotations
@@ -92,26 +94,26 @@ def parse_snapshot(state: agent_pb2.State) -> Snapshot:
             raise SnapshotRejectedError(f"label key longer than {MAX_LABEL_KEY} chars")
         if len(value) > MAX_LABEL_VALUE:
             raise SnapshotRejectedError(f"label value longer than {MAX_LABEL_VALUE} chars")
-    rooms: dict[str, ReportedRoom] = {}
-    origins = _ORIGINS
     for room in state.rooms:
-        room_id = room.id
-        if not room_id:
+        if not room.id:
             raise SnapshotRejectedError("room id is empty")
-        if len(room_id) > MAX_ROOM_ID:
+        if len(room.id) > MAX_ROOM_ID:
             raise SnapshotRejectedError(f"room id longer than {MAX_ROOM_ID} chars")
         if len(room.type) > MAX_ROOM_TYPE:
             raise SnapshotRejectedError(f"room type longer than {MAX_ROOM_TYPE} chars")
         if room.connections > MAX_CONNECTIONS:
             raise SnapshotRejectedError(f"room connections above {MAX_CONNECTIONS}")
+    if state.status not in _STATUSES:
+        raise SnapshotRejectedError("status must be active or draining")
+    rooms: dict[str, ReportedRoom] = {}
+    origins = _ORIGINS
+    for room in state.rooms:
         local = origins.get(room.origin)
         if local is None:
             raise SnapshotRejectedError("room origin must be fleet or local")
-        if room_id in rooms:
+        if room.id in rooms:
             raise SnapshotRejectedError("room id listed twice")
-        rooms[room_id] = ReportedRoom(room.type, room.connections, local)
-    if state.status not in _STATUSES:
-        raise SnapshotRejectedError("status must be active or draining")
+        rooms[room.id] = ReportedRoom(room.type, room.connections, local)
     capacity = state.capacity
     max_connections = capacity.max_connections if capacity.HasField("max_connections") else None
     max_rooms = capacity.max_rooms if capacity.HasField("max_rooms") else None

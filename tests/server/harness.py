@@ -1,0 +1,118 @@
+"""A running orchestrator plus raw agents and an event recorder, for orchestrator tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rivalis.fleet.v3 import agent_pb2
+
+from fleet_server import Orchestrator
+from fleet_server._events import EVENT_TYPES
+from fleet_server._link import AgentLink
+
+from .conftest import running_orchestrator
+from .raw_agent import RawAgent, wait_for
+
+
+@dataclass
+class Recorded:
+    type: str
+    payload: Any
+    at: float  # loop time of emission
+
+
+@dataclass
+class Harness:
+    orch: Orchestrator
+    agents: list[RawAgent] = field(default_factory=list)
+    events: list[Recorded] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.orch.port}/"
+
+    def agent(self, **fields: Any) -> RawAgent:
+        """A RawAgent for this orchestrator, not yet connected (closed by the harness)."""
+        agent = RawAgent(self.url, **fields)
+        self.agents.append(agent)
+        return agent
+
+    async def connect(self, **fields: Any) -> RawAgent:
+        agent = self.agent(**fields)
+        await agent.connect()
+        return agent
+
+    async def join(self, **fields: Any) -> RawAgent:
+        """Connect an agent and wait until it is in the read model."""
+        agent = await self.connect(**fields)
+        await self.joined(agent)
+        return agent
+
+    async def joined(self, agent: RawAgent, timeout: float = 5.0) -> None:
+        await wait_for(lambda: self.orch.fleet.get_instance(agent.instance_id) is not None, timeout)
+
+    def link(self, agent: RawAgent) -> AgentLink:
+        return next(
+            link for link in self.orch.transport.links if link.instance.id == agent.instance_id
+        )
+
+    def types(self, since: int = 0) -> list[str]:
+        return [e.type for e in self.events[since:]]
+
+    def of(self, event_type: str, since: int = 0) -> list[Any]:
+        return [e.payload for e in self.events[since:] if e.type == event_type]
+
+    def first(self, event_type: str, predicate: Callable[[Any], bool] = bool) -> Recorded | None:
+        for event in self.events:
+            if event.type == event_type and predicate(event.payload):
+                return event
+        return None
+
+    async def applied(self, agent: RawAgent, timeout: float = 5.0) -> None:
+        """Wait until the orchestrator applied the agent's current state: a later poll
+        carries the agent's current hash."""
+        digest = agent.snapshot_hash()
+        start = len(agent.polls)
+        await wait_for(
+            lambda: any(
+                p.HasField("known_hash") and p.known_hash == digest for p in agent.polls[start:]
+            ),
+            timeout,
+        )
+
+    async def settle_polls(self, agent: RawAgent, count: int = 2, timeout: float = 5.0) -> None:
+        """Wait for ``count`` further polls of ``agent`` (each answered by auto-reply)."""
+        start = len(agent.polls)
+        await wait_for(lambda: len(agent.polls) >= start + count, timeout)
+
+
+@contextlib.asynccontextmanager
+async def harness(**options: Any) -> AsyncIterator[Harness]:
+    options.setdefault("heartbeat_ms", 100)
+    async with running_orchestrator(**options) as orch:
+        h = Harness(orch)
+        loop = asyncio.get_running_loop()
+
+        def recorder(event_type: str) -> Callable[[Any], None]:
+            return lambda payload: h.events.append(Recorded(event_type, payload, loop.time()))
+
+        for event_type in EVENT_TYPES:
+            orch.on(event_type, recorder(event_type))
+        try:
+            yield h
+        finally:
+            for agent in h.agents:
+                await agent.close()
+
+
+def ack(cmd: agent_pb2.Command, **fields: Any) -> agent_pb2.Frame:
+    return agent_pb2.Frame(ack=agent_pb2.Ack(cmd_id=cmd.cmd_id, **fields))
+
+
+async def silent(cmd: agent_pb2.Command) -> agent_pb2.Ack | None:
+    """An ``on_command`` hook that records the command and never acks."""
+    return None

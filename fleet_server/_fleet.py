@@ -8,6 +8,7 @@ id is atomic on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -54,6 +55,9 @@ class Fleet:
         self._links: dict[str, CommandSink] = {}
         self._reserved: set[str] = set()
         self._commands = Commands(command_timeout_ms, self._settled)
+        self._sync_handle: asyncio.Handle | None = None
+        self._sync_cost = 0.0  # seconds the last state hash took
+        self._sync_last = 0.0
 
     # --- reads ------------------------------------------------------------------
 
@@ -184,14 +188,14 @@ class Fleet:
         sink = self._links.pop(instance.id, None)
         if sink is not None:
             self._commands.fail_all(sink, reason)
-        self._events.emit(self._read.remove(instance))
+        self._emit(self._read.remove(instance))
 
     def on_state(self, instance: Instance, state: agent_pb2.State) -> None:
         """A State that answered the outstanding poll."""
         if instance.removed:
             return
         if not state.full:
-            self._events.emit(self._read.touch(instance, self._clock_ms()))
+            self._emit(self._read.touch(instance, self._clock_ms()))
             return
         try:
             snapshot = parse_snapshot(state)
@@ -211,7 +215,7 @@ class Fleet:
         except Exception:
             log.exception("snapshot apply failed instance=%s", instance.id)
             return
-        self._events.emit(events)
+        self._emit(events)
 
     def on_ack(self, sink: CommandSink, ack: agent_pb2.Ack) -> bool:
         return self._commands.acknowledge(sink, ack)
@@ -220,6 +224,40 @@ class Fleet:
         instance.stale = True
         if instance.joined and not instance.removed:
             self._events.emit([("instance:stale", instance.info())])
+
+    # --- events -------------------------------------------------------------------
+
+    def _emit(self, events: list[tuple[str, Any]]) -> None:
+        """Emit reconcile events now and schedule the coalesced ``sync`` (SPEC §5).
+
+        ``sync`` follows in a later loop callback, so all reconciles of one burst share
+        one fleet hash; on a fleet whose hash is costly, flushes are spaced so hashing
+        stays under a tenth of the loop's time.
+        """
+        if events:
+            self._events.emit(events)
+        if self._read.sync_due and self._sync_handle is None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self._sync_last + 10 * self._sync_cost - loop.time())
+            if delay > 0:
+                self._sync_handle = loop.call_later(delay, self._flush_sync)
+            else:
+                self._sync_handle = loop.call_soon(self._flush_sync)
+
+    def _flush_sync(self) -> None:
+        self._sync_handle = None
+        started = time.perf_counter()
+        event = self._read.take_sync()
+        self._sync_cost = time.perf_counter() - started
+        self._sync_last = asyncio.get_running_loop().time()
+        if event is not None:
+            self._events.emit([event])
+
+    def close(self) -> None:
+        """Emit any owed ``sync`` now and stop scheduling (orchestrator shutdown)."""
+        if self._sync_handle is not None:
+            self._sync_handle.cancel()
+            self._flush_sync()
 
     # --- internals --------------------------------------------------------------
 
@@ -286,4 +324,4 @@ class Fleet:
                 events = self._read.hide(instance, pending.room_id)
         elif isinstance(outcome, agent_pb2.Ack) and instance.joined and not instance.removed:
             instance.override = "draining" if pending.op == "drain" else "active"
-        self._events.emit(events)
+        self._emit(events)

@@ -213,6 +213,7 @@ class Orchestrator:
         if self._grpc is not None:
             await self._grpc.end_streams()
         await self.transport.close_all()
+        self.fleet.close()  # the teardown's owed ``sync``, before listeners go
         if self._grpc is not None:
             await self._grpc.stop()
             self._grpc = None

@@ -8,9 +8,10 @@ several claim one, ``fleet`` beats ``local``, then the earlier joiner, then the 
 instance id; the others are namespaced ``<processUid>~<id>``.
 
 Every mutation returns the events it causes, already ordered: ``instance:join`` and
-the instance's new rooms, then ``room:destroy``, then ``sync`` when the state hash
-moved. Derived views (instance infos, stats, state hash, indexes) are cached and
-rebuilt only after a semantic change.
+the instance's new rooms, then ``room:destroy``; it also marks ``sync_due``, and the
+owner collects the ``sync`` event with :meth:`ReadModel.take_sync`, so a burst of
+reconciles hashes the fleet once. Derived views (instance infos, stats, state hash,
+indexes) are cached and rebuilt only after a semantic change.
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ class ReadModel:
         self._stats: FleetStats | None = None
         self._state_hash: str | None = None
         self._emitted_hash = EMPTY_HASH
+        self.sync_due = False
 
     # --- connections ------------------------------------------------------------
 
@@ -477,11 +479,17 @@ class ReadModel:
         creates.sort(key=lambda r: (r.instance.join_seq or 0, r.raw))
         events.extend(("room:create", room.room_info()) for room in creates)
         events.extend(("room:destroy", info) for info in destroyed)
-        digest = self.state_hash
-        if digest != self._emitted_hash:
-            self._emitted_hash = digest
-            events.append(("sync", self.stats))
+        self.sync_due = True
         return events
+
+    def take_sync(self) -> Event | None:
+        """The ``sync`` event owed after reconciles, if ``stateHash`` moved since the last."""
+        self.sync_due = False
+        digest = self.state_hash
+        if digest == self._emitted_hash:
+            return None
+        self._emitted_hash = digest
+        return ("sync", self.stats)
 
     def _resolve(self, base: str, claimants: list[_Room]) -> None:
         claimants.sort(key=lambda r: (r.local, r.instance.join_seq or 0, r.instance.id))

@@ -150,6 +150,7 @@ class Fleet:
             self._reserved.discard(room_id)
             raise
         instance.inflight += 1
+        self._read.index.refresh(instance)
         await self._commands.run(pending)
         room = instance.rooms.get(room_id)
         if room is not None:
@@ -288,7 +289,7 @@ class Fleet:
             instance = max(matches, key=lambda i: i.join_seq or 0)
             check_pin(instance, placement.force)
             return instance
-        return choose(self._read.joined, room_type, placement, self._rng)
+        return choose(self._read, room_type, placement, self._rng)
 
     def _require_link(self, instance: Instance) -> CommandSink:
         sink = self._links.get(instance.id)
@@ -314,6 +315,7 @@ class Fleet:
         events: list[tuple[str, Any]] = []
         if pending.op == "create":
             instance.inflight -= 1
+            self._read.index.refresh(instance)
             self._reserved.discard(pending.room_id)
             if isinstance(outcome, agent_pb2.Ack):
                 events = self._read.add_provisional(instance, pending.room_id, pending.room_type)

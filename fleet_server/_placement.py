@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
 from ._errors import ErrorCode, FleetError
-from ._read_model import Instance
+from ._read_model import Instance, ReadModel
 
 __all__ = ["Placement", "PlacementStrategy", "ValidationError", "check_pin", "choose"]
 
@@ -79,20 +79,44 @@ def _fits(instance: Instance, room_type: str, labels: Mapping[str, str]) -> bool
 
 
 def choose(
+    read: ReadModel,
+    room_type: str,
+    placement: Placement,
+    rng: random.Random,
+) -> Instance:
+    """The instance a strategy placement picks; ``NO_CANDIDATE`` if none.
+
+    Least- and most-loaded use the per-type index; ``random`` and types whose
+    members mix declared and unlimited capacities scan the fleet in join order.
+    """
+    labels = placement.labels
+    if placement.strategy != "random" and read.index.ordered(room_type):
+        picked = read.index.choose(
+            room_type,
+            placement.strategy == "most-loaded",
+            lambda i: _fits(i, room_type, labels),
+            rng,
+        )
+        if picked is None:
+            raise FleetError(ErrorCode.NO_CANDIDATE, f"no instance can host a {room_type!r} room")
+        return picked
+    return _scan(read.joined, room_type, placement, rng)
+
+
+def _scan(
     instances: Iterable[Instance],
     room_type: str,
     placement: Placement,
     rng: random.Random,
 ) -> Instance:
-    """The instance a strategy placement picks, in join order; ``NO_CANDIDATE`` if none."""
     candidates = [i for i in instances if _fits(i, room_type, placement.labels)]
     if not candidates:
         raise FleetError(ErrorCode.NO_CANDIDATE, f"no instance can host a {room_type!r} room")
     if placement.strategy == "random" or len(candidates) == 1:
         return candidates[0] if len(candidates) == 1 else rng.choice(candidates)
     snaps = [c.snapshot for c in candidates]
-    by_capacity = all(s is not None and s.max_connections for s in snaps)
-    rooms_by_capacity = all(s is not None and s.max_rooms for s in snaps)
+    by_capacity = all(s is not None and s.max_connections is not None for s in snaps)
+    rooms_by_capacity = all(s is not None and s.max_rooms is not None for s in snaps)
     sign = 1 if placement.strategy == "least-loaded" else -1
     best: list[Instance] = []
     best_key: tuple[float, float] | None = None

@@ -26,6 +26,7 @@ from fleet_agent.wire import canonical_json, hash64_text
 
 from ._ids import encode_public_id
 from ._models import FleetStats, InstanceInfo, InstanceStatus, RoomInfo
+from ._placement_index import PlacementIndex
 from ._snapshot import ReportedRoom, Snapshot
 
 __all__ = ["Event", "Instance", "ReadModel"]
@@ -206,6 +207,7 @@ class ReadModel:
         self._state_hash: str | None = None
         self._emitted_hash = EMPTY_HASH
         self.sync_due = False
+        self.index = PlacementIndex()
 
     # --- connections ------------------------------------------------------------
 
@@ -254,12 +256,17 @@ class ReadModel:
             return
         instance.holds.add(raw)
         self._held[raw] = instance
+        self.index.refresh(instance)
 
     def _clear_holds(self, instance: Instance) -> None:
+        if not instance.holds:
+            return
         for raw in instance.holds:
             if self._held.get(raw) is instance:
                 del self._held[raw]
         instance.holds.clear()
+        if instance.joined:
+            self.index.refresh(instance)
 
     def room_infos(self, instances: Iterable[Instance] | None = None) -> list[RoomInfo]:
         out: list[RoomInfo] = []
@@ -469,6 +476,10 @@ class ReadModel:
 
         for inst in changed:
             inst._invalidate()
+            if inst.removed:
+                self.index.remove(inst)
+            else:
+                self.index.refresh(inst)
         self._stats = None
         self._state_hash = None
 

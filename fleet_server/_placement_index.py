@@ -1,0 +1,205 @@
+"""Per-room-type placement indexes, so a placement does not scan the fleet (SPEC §6.2).
+
+For each room type the instances that may host it (joined, ``autoCreate``, the type in
+``roomTypes``) are kept sorted by ``(load, rooms, join order)``, where load and rooms
+are raw counts or ratios to ``maxConnections`` / ``maxRooms`` exactly as §6.2 scores
+them. A type's members all declaring a limit, or all not declaring it, fixes the
+scoring; a mixed type is answered by the plain scan, which decides per candidate set.
+
+Least-loaded walks from the front, most-loaded from the back, skipping instances that
+fail the per-request checks (stale, draining, labels, headroom); equal scores form one
+contiguous run in join order, from which the RNG draws like ``rng.choice`` would.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ._read_model import Instance
+
+__all__ = ["PlacementIndex"]
+
+_EXACT_TIES: Final = 64  # runs up to this long are drawn exactly as rng.choice would
+_SAMPLES: Final = 64
+
+Entry = tuple[float, float, int, str]
+
+
+def _ratio(value: int, limit: int | None) -> float:
+    if not limit:
+        return math.inf
+    return value / limit
+
+
+class _TypeIndex:
+    __slots__ = ("entries", "members", "no_max_connections", "no_max_rooms", "ratio_modes")
+
+    def __init__(self) -> None:
+        self.members: dict[str, Instance] = {}
+        self.no_max_connections = 0
+        self.no_max_rooms = 0
+        self.entries: list[Entry] = []
+        self.ratio_modes: tuple[bool, bool] | None = (False, False)
+
+    def modes(self) -> tuple[bool, bool] | None:
+        """(connections as ratio, rooms as ratio), or None when the type is mixed."""
+        n = len(self.members)
+        conn = self.no_max_connections
+        rooms = self.no_max_rooms
+        if 0 < conn < n or 0 < rooms < n:
+            return None
+        return (conn == 0 and n > 0, rooms == 0 and n > 0)
+
+    def key(self, instance: Instance) -> Entry:
+        snapshot = instance.snapshot
+        assert snapshot is not None and instance.join_seq is not None
+        conn_ratio, rooms_ratio = self.ratio_modes or (False, False)
+        load: float = instance.connections
+        rooms: float = instance.room_load
+        if conn_ratio:
+            load = _ratio(instance.connections, snapshot.max_connections)
+        if rooms_ratio:
+            rooms = _ratio(instance.room_load, snapshot.max_rooms)
+        return (load, rooms, instance.join_seq, instance.id)
+
+    def rebuild(self) -> None:
+        self.ratio_modes = self.modes()
+        if self.ratio_modes is None:
+            self.entries = []
+            return
+        self.entries = sorted(self.key(i) for i in self.members.values())
+
+
+class PlacementIndex:
+    """Keeps every type's candidates ordered; callers ``refresh`` after load changes."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, _TypeIndex] = {}
+        self._keys: dict[str, dict[str, Entry]] = {}  # instance id -> type -> entry
+        self._capacity: dict[str, tuple[bool, bool]] = {}  # instance id -> (no conn, no rooms)
+
+    def refresh(self, instance: Instance) -> None:
+        """Re-file ``instance`` after its snapshot, rooms, in-flight count or holds changed."""
+        snapshot = instance.snapshot
+        wanted: Iterable[str] = ()
+        if snapshot is not None and snapshot.auto_create and not instance.removed:
+            wanted = snapshot.room_types
+        old = self._keys.get(instance.id, {})
+        new_types = set(wanted)
+        for room_type in [t for t in old if t not in new_types]:
+            self._leave(instance, room_type)
+        if not new_types:
+            self._keys.pop(instance.id, None)
+            self._capacity.pop(instance.id, None)
+            return
+        assert snapshot is not None
+        capacity = (snapshot.max_connections is None, snapshot.max_rooms is None)
+        previous_capacity = self._capacity.get(instance.id)
+        if previous_capacity is not None and previous_capacity != capacity:
+            for room_type in list(self._keys.get(instance.id, {})):
+                self._leave(instance, room_type)
+        self._capacity[instance.id] = capacity
+        keys = self._keys.setdefault(instance.id, {})
+        for room_type in new_types:
+            index = self._types.get(room_type)
+            if index is None:
+                index = self._types[room_type] = _TypeIndex()
+            if instance.id not in index.members:
+                index.members[instance.id] = instance
+                index.no_max_connections += capacity[0]
+                index.no_max_rooms += capacity[1]
+                if index.modes() != index.ratio_modes:
+                    index.rebuild()
+                    self._rekey(index, room_type)
+                    continue
+            elif index.ratio_modes is None:
+                continue
+            entry = index.key(instance)
+            current = keys.get(room_type)
+            if current == entry:
+                continue
+            if current is not None:
+                position = bisect.bisect_left(index.entries, current)
+                if position < len(index.entries) and index.entries[position] == current:
+                    del index.entries[position]
+            bisect.insort(index.entries, entry)
+            keys[room_type] = entry
+
+    def remove(self, instance: Instance) -> None:
+        for room_type in list(self._keys.get(instance.id, {})):
+            self._leave(instance, room_type)
+        self._keys.pop(instance.id, None)
+        self._capacity.pop(instance.id, None)
+
+    def _leave(self, instance: Instance, room_type: str) -> None:
+        index = self._types.get(room_type)
+        keys = self._keys.get(instance.id, {})
+        entry = keys.pop(room_type, None)
+        if index is None or index.members.pop(instance.id, None) is None:
+            return
+        capacity = self._capacity.get(instance.id, (False, False))
+        index.no_max_connections -= capacity[0]
+        index.no_max_rooms -= capacity[1]
+        if not index.members:
+            del self._types[room_type]
+            return
+        if index.modes() != index.ratio_modes:
+            index.rebuild()
+            self._rekey(index, room_type)
+        elif entry is not None:
+            position = bisect.bisect_left(index.entries, entry)
+            if position < len(index.entries) and index.entries[position] == entry:
+                del index.entries[position]
+
+    def _rekey(self, index: _TypeIndex, room_type: str) -> None:
+        for entry in index.entries:
+            self._keys.setdefault(entry[3], {})[room_type] = entry
+        if index.ratio_modes is None:
+            for instance_id in index.members:
+                self._keys.setdefault(instance_id, {}).pop(room_type, None)
+
+    # --- queries --------------------------------------------------------------------
+
+    def ordered(self, room_type: str) -> bool:
+        """Whether ``choose`` can answer for this type (known, and not mixed)."""
+        index = self._types.get(room_type)
+        return index is None or index.ratio_modes is not None
+
+    def members(self, room_type: str) -> Mapping[str, Instance]:
+        index = self._types.get(room_type)
+        return index.members if index is not None else {}
+
+    def choose(
+        self,
+        room_type: str,
+        most_loaded: bool,
+        fits: Callable[[Instance], bool],
+        rng: random.Random,
+    ) -> Instance | None:
+        """The instance least- or most-loaded placement picks, or None without candidates."""
+        index = self._types.get(room_type)
+        if index is None:
+            return None
+        entries = index.entries
+        members = index.members
+        positions = range(len(entries) - 1, -1, -1) if most_loaded else range(len(entries))
+        for position in positions:
+            entry = entries[position]
+            if not fits(members[entry[3]]):
+                continue
+            lo = bisect.bisect_left(entries, (entry[0], entry[1], -1, ""))
+            hi = bisect.bisect_left(entries, (entry[0], entry[1], math.inf, ""))
+            if hi - lo > _EXACT_TIES:
+                for _ in range(_SAMPLES):
+                    candidate = members[entries[lo + rng.randrange(hi - lo)][3]]
+                    if fits(candidate):
+                        return candidate
+            ties = [members[e[3]] for e in entries[lo:hi]]
+            ties = [t for t in ties if fits(t)]
+            return ties[0] if len(ties) == 1 else rng.choice(ties)
+        return None

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install protos lint test run bench fuzz clean
+.PHONY: venv install protos lint test run bench bench-quick fuzz chaos clean
 
 venv: $(PY)
 
@@ -31,6 +31,21 @@ test: install lint
 
 run: install
 	$(PY) -m examples.run_fleet $(RUN_ARGS)
+
+bench: install
+	$(PY) tools/bench.py $(BENCH_ARGS)
+
+bench-quick: install
+	$(PY) tools/bench.py --quick $(BENCH_ARGS)
+
+# Long runs of what `make test` runs briefly (docs/reliability.md): a 60 s churn, and
+# schemathesis + hypothesis with many examples and a random seed.
+chaos: install
+	CHURN_SECONDS=$${CHURN_SECONDS:-60} $(PY) -m pytest -q -s tests/chaos $(PYTEST_ARGS)
+
+fuzz: install
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} HYPOTHESIS_PROFILE=fuzz \
+		$(PY) -m pytest -q -s tests/fuzz $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

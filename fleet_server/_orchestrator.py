@@ -30,6 +30,11 @@ log = logging.getLogger("fleet.server")
 
 MIN_KEY_LENGTH: Final = 16
 STRONG_KEY_LENGTH: Final = 32
+# SPEC §10 Hygiene: a request's headers must arrive within 10 s of the connection (or of
+# the previous response). aiohttp's keep-alive timer closes a connection still waiting
+# for a whole request when it fires, so it is that bound; a running handler (SSE, the
+# agent WebSocket) is never cut by it.
+HEADER_TIMEOUT_S: Final = 10.0
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -167,7 +172,13 @@ class Orchestrator:
             return
         self._state = "starting"
         app = self.build_app()
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            keepalive_timeout=HEADER_TIMEOUT_S,
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port, reuse_address=True)
         try:

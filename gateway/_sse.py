@@ -6,7 +6,8 @@ event is encoded once — ``event: <type>`` + ``data: <compact camelCase JSON>``
 appended to every open stream's buffer in emission order. A stream starts with
 ``: connected``; aiohttp-sse adds a ``: ping`` every ``ping_ms``. A stream ends when
 its client goes (noticed within a second, or at the next write), when its buffer
-overflows (a consumer that fell ``BUFFER_LIMIT`` events behind is cut off), or at
+overflows (a consumer that fell ``BUFFER_LIMIT`` events or ``BUFFER_BYTES`` bytes behind
+is cut off), or at
 :meth:`EventStreams.close`, which the orchestrator runs first at shutdown: every
 stream gets its pending events and a clean end, new ones are refused.
 """
@@ -30,11 +31,12 @@ from fleet_server._events import EventBus
 from ._envelope import rejected
 from ._middleware import CONTEXT
 
-__all__ = ["BUFFER_LIMIT", "EventStreams"]
+__all__ = ["BUFFER_BYTES", "BUFFER_LIMIT", "EventStreams"]
 
 log = logging.getLogger("fleet.http")
 
 BUFFER_LIMIT: Final = 1 << 18  # events buffered per stream (references to shared bytes)
+BUFFER_BYTES: Final = 8 << 20  # … or bytes held (plus one frame): big events pin memory
 CLOSE_GRACE_S: Final = 1.0
 WATCH_S: Final = 1.0  # how often an idle stream checks that its client is still there
 CONNECTED: Final = b": connected\n\n"
@@ -51,6 +53,7 @@ class _Stream:
         self.request = request
         self.ip = ip
         self.frames: deque[bytes] = deque()
+        self.buffered = 0  # bytes in ``frames``
         self.wake = asyncio.Event()
         self.ended = False
         self.finished = asyncio.Event()
@@ -58,13 +61,14 @@ class _Stream:
     def push(self, frame: bytes) -> None:
         if self.ended:
             return
-        if len(self.frames) >= BUFFER_LIMIT:
+        if len(self.frames) >= BUFFER_LIMIT or self.buffered >= BUFFER_BYTES:
             log.warning("sse stream cut off: consumer too slow ip=%s", self.ip)
             self.frames.clear()
             self.end()
             self.abort()
             return
         self.frames.append(frame)
+        self.buffered += len(frame)
         self.wake.set()
 
     def end(self) -> None:
@@ -132,6 +136,7 @@ class EventStreams:
             if stream.frames:
                 data = b"".join(stream.frames)
                 stream.frames.clear()
+                stream.buffered = 0
                 await response.write(data)
                 continue
             if stream.ended:

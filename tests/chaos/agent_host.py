@@ -1,0 +1,156 @@
+"""A game-server process for the chaos tests: FleetAgents driven by lines on stdin.
+
+    python -m tests.chaos.agent_host URL KEY NAME [--agents N] [--lag-ms MS]
+
+Each agent runs over its own :class:`~fleet_agent.RoomManager` (so its own process_uid
+and rooms) with room types ``match`` (created at once), ``lag`` (created after
+``--lag-ms``) and ``slow`` (creation takes an hour: a command that never acks).
+
+Every line on stdout is one event, flushed at once::
+
+    joined <slot> <instance_id> <process_uid> <monotonic s>   (also after each reconnect)
+    left <slot>
+    local <slot> <room_id>
+    rooms <json: {process_uid: [room ids]}>
+
+Commands on stdin: ``join`` (one more agent), ``leave <slot>`` (disconnect for good; its
+rooms go with it), ``local <slot> <room_id>`` (a room made on the game server itself),
+``dump`` (every agent's rooms). The process ends when stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+
+from fleet_agent import Backoff, FleetAgent, Room, RoomManager
+
+FAST = Backoff(initial_ms=20, max_ms=200)
+WATCH_S = 0.005  # how often a rejoin (a new instance id) is looked for
+
+
+class SlowRoom(Room):
+    async def on_create(self) -> None:
+        await asyncio.sleep(3600)
+
+
+def lag_room(lag_s: float) -> type[Room]:
+    class LagRoom(Room):
+        async def on_create(self) -> None:
+            await asyncio.sleep(lag_s)
+
+    return LagRoom
+
+
+def say(*words: object) -> None:
+    sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+    sys.stdout.flush()
+
+
+class Host:
+    def __init__(self, url: str, key: str, name: str, lag_s: float) -> None:
+        self.url = url
+        self.key = key
+        self.name = name
+        self.lag_s = lag_s
+        self.agents: dict[int, tuple[FleetAgent, RoomManager]] = {}
+        self.watchers: dict[int, asyncio.Task[None]] = {}
+        self._next = 0
+
+    async def join(self) -> None:
+        slot = self._next
+        self._next += 1
+        rooms = RoomManager()
+        rooms.define("match", Room)
+        rooms.define("lag", lag_room(self.lag_s))
+        rooms.define("slow", SlowRoom)
+        agent = FleetAgent(
+            rooms,
+            url=self.url,
+            key=self.key,
+            endpoint_url=f"ws://{self.name}-{slot}.example:9000",
+            name=f"{self.name}-{slot}",
+            backoff=FAST,
+        )
+        self.agents[slot] = (agent, rooms)
+        await agent.connect()
+        self.watchers[slot] = asyncio.create_task(self._watch(slot, agent))
+
+    async def _watch(self, slot: int, agent: FleetAgent) -> None:
+        """Report every (re)join: the instance id an agent holds changed."""
+        seen: str | None = None
+        while True:
+            current = agent.instance_id
+            if current is not None and current != seen:
+                seen = current
+                say("joined", slot, current, agent.process_uid, f"{time.monotonic():.6f}")
+            await asyncio.sleep(WATCH_S)
+
+    async def leave(self, slot: int) -> None:
+        entry = self.agents.pop(slot, None)
+        watcher = self.watchers.pop(slot, None)
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if entry is not None:
+            await entry[0].disconnect()
+        say("left", slot)
+
+    async def local(self, slot: int, room_id: str) -> None:
+        _, rooms = self.agents[slot]
+        await rooms.create("match", room_id=room_id)
+        say("local", slot, room_id)
+
+    def dump(self) -> None:
+        rooms = {
+            agent.process_uid: sorted(room.id for room in manager.rooms())
+            for agent, manager in self.agents.values()
+        }
+        say("rooms", json.dumps(rooms, separators=(",", ":")))
+
+    async def serve(self, stdin: asyncio.StreamReader) -> None:
+        while line := await stdin.readline():
+            words = line.decode().split()
+            if not words:
+                continue
+            command, args = words[0], words[1:]
+            if command == "join":
+                await self.join()
+            elif command == "leave":
+                await self.leave(int(args[0]))
+            elif command == "local":
+                await self.local(int(args[0]), args[1])
+            elif command == "dump":
+                self.dump()
+
+    async def close(self) -> None:
+        for slot in list(self.agents):
+            await self.leave(slot)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("key")
+    parser.add_argument("name")
+    parser.add_argument("--agents", type=int, default=1)
+    parser.add_argument("--lag-ms", type=float, default=500.0)
+    args = parser.parse_args()
+    host = Host(args.url, args.key, args.name, args.lag_ms / 1000.0)
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    await asyncio.gather(*(host.join() for _ in range(args.agents)))
+    try:
+        await host.serve(stdin)
+    finally:
+        await host.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

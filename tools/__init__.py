@@ -1,0 +1,1 @@
+"""Developer tools: protobuf generation, the load generator and the benchmark suite."""

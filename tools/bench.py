@@ -1,0 +1,1272 @@
+"""The benchmark suite: every performance target, each next to a floor from the same run.
+
+``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
+(``--quick``) runs scaled-down sizes in under a minute. ``--only NAME`` runs some
+scenarios (steady, scaling, reads, placement, single, memory, streams), ``--profile
+DIR`` samples the orchestrator with py-spy during each measured phase and writes the
+collapsed stacks and a hot-spot summary per phase there, ``--json PATH`` saves the rows.
+
+Every server runs in its own process: the orchestrator under test
+(:mod:`tools.loadgen.target`) and the floor (:mod:`tools.floors`, a bare aiohttp server
+doing the least work the same operation could do), so each one's CPU time comes from
+``/proc/<pid>/stat``. The load comes from :mod:`tools.loadgen` worker processes
+(agents) and from this process (HTTP clients); everything talks to 127.0.0.1 only, and
+every load loop is bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+if __package__ in (None, ""):  # run as a script: python tools/bench.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.loadgen import (
+    ADMIN_KEY,
+    Histogram,
+    LoadConfig,
+    LoadGenerator,
+    LoadReport,
+    OrchestratorProcess,
+    ServerProcess,
+)
+from tools.loadgen._http import HttpLoadResult, http_load, request_bytes
+from tools.loadgen._streams import StreamsConfig, streams_main
+
+HOST: Final = "127.0.0.1"
+AUTH: Final = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+# --- sizes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    processes: int = 2  # load-generator worker processes
+    heartbeat_ms: int = 1000
+    steady_agents: int = 10_000
+    scaling_agents: int = 1_000  # the reference fleet of the scaling ratio
+    rooms: int = 20
+    churn: float = 0.01  # fraction of rooms changing per second
+    settle_s: float = 4.0
+    pause_s: float = 1.5  # between phases
+    tail_heartbeats: float = 2.5  # after churn stops, for the last replies to land
+    idle_s: float = 2.0  # measuring a server's background CPU
+    quiet_s: float = 15.0
+    full_s: float = 15.0
+    full_fraction: float = 0.25  # agents changing a room before every reply, phase "full"
+    steady_s: float = 60.0
+    post_samples: int = 200
+    fleet_agents: int = 100
+    fleet_rooms: int = 50  # × fleet_agents = the 5,000-room read
+    read_s: float = 5.0
+    place_s: float = 15.0
+    single_s: float = 30.0
+    concurrency: int = 32
+    memory_agents: int = 100
+    memory_rooms: int = 2_000  # × memory_agents = 200,000 rooms
+    type_reads: int = 8
+    sse_streams: int = 100
+    grpc_streams: int = 10
+    event_rate: float = 1_000.0  # room events per second (half creates, half destroys)
+    stream_s: float = 20.0
+
+
+QUICK: Final = replace(
+    Sizes(),
+    steady_agents=1_000,
+    scaling_agents=100,
+    settle_s=1.0,
+    pause_s=0.4,
+    tail_heartbeats=1.5,
+    idle_s=0.5,
+    quiet_s=1.5,
+    full_s=1.5,
+    steady_s=3.0,
+    post_samples=30,
+    read_s=1.0,
+    place_s=2.0,
+    single_s=2.0,
+    memory_rooms=200,
+    type_reads=3,
+    sse_streams=20,
+    grpc_streams=2,
+    event_rate=300.0,
+    stream_s=2.0,
+)
+
+
+# --- rows and the table -----------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One figure. ``ratio`` is value / floor; ``ok`` is None for a figure without a target."""
+
+    scenario: str
+    figure: str
+    value: float | None
+    unit: str
+    floor: float | None = None
+    target: str = ""
+    ok: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or not self.floor:
+            return None
+        return self.value / self.floor
+
+
+def at_most_ratio(row: Row, limit: float) -> Row:
+    row.target = f"≤ {limit:g}× floor"
+    ratio = row.ratio
+    row.ok = ratio is not None and ratio <= limit
+    return row
+
+
+def at_least_ratio(row: Row, limit: float) -> Row:
+    row.target = f"≥ {limit:g}× floor"
+    ratio = row.ratio
+    row.ok = ratio is not None and ratio >= limit
+    return row
+
+
+def at_most(row: Row, limit: float, unit: str = "") -> Row:
+    row.target = f"≤ {limit:g}{(' ' + unit) if unit else ''}"
+    row.ok = row.value is not None and row.value <= limit
+    return row
+
+
+def at_least(row: Row, limit: float, unit: str = "") -> Row:
+    row.target = f"≥ {limit:g}{(' ' + unit) if unit else ''}"
+    row.ok = row.value is not None and row.value >= limit
+    return row
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def table(rows: list[Row]) -> str:
+    header = ("scenario", "figure", "value", "floor", "ratio", "target", "result")
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * 3 + ["---"] * 2) + "|",
+    ]
+    for row in rows:
+        ratio = row.ratio
+        result = "—" if row.ok is None else ("PASS" if row.ok else "**FAIL**")
+        figure = f"{row.figure} ({row.unit})" if row.unit else row.figure
+        if row.note:
+            figure += f" — {row.note}"
+        lines.append(
+            "| "
+            + " | ".join(
+                (
+                    row.scenario,
+                    figure,
+                    _num(row.value),
+                    _num(row.floor),
+                    "—" if ratio is None else f"{ratio:.2f}×",
+                    row.target or "—",
+                    result,
+                )
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+# --- measuring ------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[bench {stamp}] {message}", file=sys.stderr, flush=True)
+
+
+class Profiler:
+    """py-spy ``record --nonblocking`` of a process during one phase (when enabled)."""
+
+    def __init__(self, out_dir: Path | None) -> None:
+        self.out_dir = out_dir
+        self.py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if not Path(self.py_spy).exists():
+                raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+
+    @contextlib.contextmanager
+    def phase(self, name: str, pid: int, seconds: float) -> Iterator[None]:
+        if self.out_dir is None:
+            yield
+            return
+        raw = self.out_dir / f"{name}.txt"
+        proc = subprocess.Popen(
+            [
+                self.py_spy,
+                "record",
+                "--nonblocking",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--duration",
+                str(max(1, math.floor(seconds))),
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            yield
+        finally:
+            try:
+                proc.wait(timeout=seconds + 30)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                proc.wait(10)
+            if raw.exists():
+                summary = summarize_profile(raw)
+                (self.out_dir / f"{name}.top.txt").write_text(summary)
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Self and inclusive shares of the sampled (non-idle) stacks, by function."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame_name(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return "no samples\n"
+    out = [f"{total} samples (non-idle) in {path.name}", "", "inclusive, project code:"]
+    project = [
+        (f, n)
+        for f, n in inclusive.most_common()
+        if any(p in f for p in ("fleet_server/", "gateway/", "fleet_agent/"))
+    ]
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in project[:top]]
+    out += ["", "self (leaf), everything:"]
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    out += ["", "inclusive, everything:"]
+    out += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(out) + "\n"
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/file.py:12)`` → ``file path:func`` with the path cut at the package."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    file_path = where.rsplit(":", 1)[0] if ":" in where else where
+    for marker in ("fleet_server/", "gateway/", "fleet_agent/", "site-packages/", "python3.11/"):
+        index = file_path.find(marker)
+        if index >= 0:
+            file_path = file_path[index:].removeprefix("site-packages/")
+            break
+    return f"{file_path}:{name}"
+
+
+@dataclass
+class Window:
+    """CPU seconds of one process over a wall-clock window, with the load report and, for
+    the orchestrator, the seconds its garbage collector ran."""
+
+    cpu: float
+    wall: float
+    load: LoadReport = field(default_factory=LoadReport)
+    gc: float = 0.0
+    loop_lag_p99: float = 0.0
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.cpu / self.wall if self.wall else 0.0
+
+
+def measure(
+    server: ServerProcess,
+    load: LoadGenerator,
+    seconds: float,
+    profiler: Profiler | None = None,
+    name: str = "",
+) -> Window:
+    runner = server if isinstance(server, OrchestratorProcess) else None
+    if runner is not None:
+        runner.reset()
+    load.reset()
+    started, cpu0 = time.monotonic(), server.cpu_seconds()
+    if profiler is not None and name:
+        with profiler.phase(name, server.pid, seconds):
+            time.sleep(seconds)
+    else:
+        time.sleep(seconds)
+    cpu1, ended = server.cpu_seconds(), time.monotonic()
+    window = Window(cpu1 - cpu0, ended - started, load.report(reset=True))
+    if runner is not None:
+        stats = runner.stats()
+        window.gc = float(stats["gc"]["total_ms"]) / 1000
+        window.loop_lag_p99 = float(stats["loop_lag_ms"]["p99"]) / 1000
+    return window
+
+
+def idle_rate(server: ServerProcess, seconds: float = 2.0) -> float:
+    """CPU seconds per second the server spends without requests (background polls)."""
+    started, cpu0 = time.monotonic(), server.cpu_seconds()
+    time.sleep(seconds)
+    return (server.cpu_seconds() - cpu0) / (time.monotonic() - started)
+
+
+@dataclass
+class HttpRun:
+    result: HttpLoadResult
+    cpu: float  # server CPU seconds during the run, background subtracted
+
+    @property
+    def cpu_per_request(self) -> float:
+        return self.cpu / self.result.requests if self.result.requests else math.inf
+
+
+def run_http(
+    server: ServerProcess,
+    make_request: Callable[[int], bytes],
+    *,
+    concurrency: int,
+    duration: float | None = None,
+    count: int | None = None,
+    background: float = 0.0,
+    profiler: Profiler | None = None,
+    name: str = "",
+) -> HttpRun:
+    cpu0, started = server.cpu_seconds(), time.monotonic()
+    seconds = duration if duration is not None else 10.0
+    phase = (
+        profiler.phase(name, server.pid, seconds)
+        if profiler is not None and name
+        else contextlib.nullcontext()
+    )
+    with phase:
+        result = asyncio.run(
+            http_load(
+                HOST,
+                server.port,
+                make_request,
+                concurrency=concurrency,
+                duration=duration,
+                count=count,
+            )
+        )
+    cpu = server.cpu_seconds() - cpu0 - background * (time.monotonic() - started)
+    return HttpRun(result, max(0.0, cpu))
+
+
+def fetch(server: ServerProcess, path: str, headers: dict[str, str] | None = None) -> bytes:
+    bodies: list[bytes] = []
+    raw = request_bytes("GET", path, headers={**AUTH, **(headers or {})})
+
+    async def once() -> None:
+        await http_load(
+            HOST,
+            server.port,
+            lambda _: raw,
+            concurrency=1,
+            count=1,
+            keep_body=True,
+            on_response=lambda status, body: bodies.append(body),
+        )
+
+    asyncio.run(once())
+    return bodies[0] if bodies else b""
+
+
+def post_create(prefix: str) -> Callable[[int], bytes]:
+    headers = {**AUTH, "Content-Type": "application/json"}
+
+    def make(index: int) -> bytes:
+        body = f'{{"type":"match","roomId":"{prefix}-{index}"}}'.encode()
+        return request_bytes("POST", "/v1/rooms", headers=headers, body=body)
+
+    return make
+
+
+def floor_process(heartbeat_ms: int, sse_rate: float = 0.0) -> ServerProcess:
+    args = ["--heartbeat-ms", str(heartbeat_ms)]
+    if sse_rate:
+        args += ["--sse-rate", str(sse_rate)]
+    return ServerProcess("tools.floors", args)
+
+
+def loadgen(url: str, sizes: Sizes, agents: int, **options: Any) -> LoadGenerator:
+    processes = sizes.processes if agents >= 200 else 1
+    return LoadGenerator(LoadConfig(url=url, agents=agents, processes=processes, **options))
+
+
+def _solve(a: Window, b: Window) -> tuple[float, float]:
+    """CPU per hash-only and per full reply from two windows with different mixes."""
+    ha, fa, hb, fb = (
+        a.load.replies_hash,
+        a.load.replies_full,
+        b.load.replies_hash,
+        b.load.replies_full,
+    )
+    det = ha * fb - hb * fa
+    if ha == 0 or fb == 0 or abs(det) < 1e-9 * max(1, ha * fb):
+        per = a.cpu / max(1, a.load.replies)
+        return per, per
+    hash_cost = (a.cpu * fb - b.cpu * fa) / det
+    full_cost = (ha * b.cpu - hb * a.cpu) / det
+    return hash_cost, full_cost
+
+
+# --- scenarios --------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, sizes: Sizes, profiler: Profiler, quick: bool) -> None:
+        self.sizes = sizes
+        self.profiler = profiler
+        self.quick = quick
+        self.rows: list[Row] = []
+        self.extra: dict[str, Any] = {}
+        self._post_median: dict[int, float] = {}
+        self._poll_cpu: dict[int, float] = {}
+        self._floor_full: float | None = None
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        ratio = row.ratio
+        log(
+            f"{row.scenario}: {row.figure} = {_num(row.value)} {row.unit}"
+            + (f" (floor {_num(row.floor)}, {ratio:.2f}×)" if ratio is not None else "")
+            + ("" if row.ok is None else (" PASS" if row.ok else " FAIL"))
+        )
+
+    # 1. steady state, and the 10k side of the scaling ratios
+
+    def steady(self) -> None:
+        s = self.sizes
+        n = s.steady_agents
+        log(f"steady: orchestrator, {n} agents × {s.rooms} rooms, heartbeat {s.heartbeat_ms} ms")
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as orch,
+            loadgen(orch.agent_url, s, n, rooms=s.rooms) as load,
+        ):
+            joined = load.wait_joined(timeout=60 + n / 100)
+            orch.wait_instances(n, timeout=60)
+            log(f"steady: {joined} agents joined, rss {orch.rss_bytes() / 2**20:.0f} MiB")
+            time.sleep(s.settle_s)
+            quiet = measure(orch, load, s.quiet_s, self.profiler, "steady-quiet")
+            load.set(change_fraction=s.full_fraction)
+            time.sleep(s.pause_s)
+            full = measure(orch, load, s.full_s, self.profiler, "steady-full")
+            load.set(change_fraction=0.0)
+            time.sleep(s.pause_s)
+            load.set(churn_per_s=s.churn * n * s.rooms)
+            steady = measure(orch, load, s.steady_s, self.profiler, "steady-churn")
+            load.set(churn_per_s=0.0)
+            runner = orch.stats()
+            time.sleep(s.pause_s)
+            post = run_http(orch, post_create("steady"), concurrency=1, count=s.post_samples)
+            self._post_median[n] = post.result.latency.quantile(0.5)
+            self.extra["steady"] = {
+                "quiet": quiet.load.summary(),
+                "full": full.load.summary(),
+                "churn": steady.load.summary(),
+                "runner": runner,
+                "cpu_rate": {
+                    "quiet": quiet.cpu_rate,
+                    "full": full.cpu_rate,
+                    "churn": steady.cpu_rate,
+                },
+                "gc_s": {"quiet": quiet.gc, "full": full.gc, "churn": steady.gc},
+                "loop_lag_p99_s": {
+                    "quiet": quiet.loop_lag_p99,
+                    "full": full.loop_lag_p99,
+                    "churn": steady.loop_lag_p99,
+                },
+                "rss_mib": orch.rss_bytes() / 2**20,
+            }
+        hash_cost, full_cost = _solve(quiet, full)
+        self._poll_cpu[n] = quiet.cpu / max(1, quiet.load.replies)
+
+        log(f"steady: floor, {n} agents")
+        floor_hash, floor_full, floor_p99 = self._ws_floor(n)
+        self._floor_full = floor_full
+
+        spurious = (
+            int(runner["stale"].get("ok", 0)) + steady.load.evicted("ok") + steady.load.kicked("ok")
+        )
+        self.add(
+            at_most(
+                Row(
+                    "steady",
+                    f"spurious stale + evicted + kicked, {s.steady_s:g} s of {s.churn:.0%}/s churn",
+                    spurious,
+                    "",
+                    note=f"errors {steady.load.error_count}",
+                ),
+                0,
+            )
+        )
+        self.add(
+            at_most(
+                Row(
+                    "steady",
+                    "poll delay p99 (agent view)",
+                    steady.load.lateness.quantile(0.99) * 1000,
+                    "ms",
+                    floor=floor_p99 * 1000,
+                    note=f"p50 {steady.load.lateness.quantile(0.5) * 1000:.1f} ms, "
+                    f"orchestrator loop lag p99 {steady.loop_lag_p99 * 1000:.0f} ms",
+                ),
+                100,
+                "ms",
+            )
+        )
+        self.add(
+            at_most_ratio(
+                Row(
+                    "steady",
+                    "orchestrator CPU per hash-only poll",
+                    hash_cost * 1e6,
+                    "µs",
+                    floor=floor_hash * 1e6,
+                    note=f"quiet fleet, all replies: {self._poll_cpu[n] * 1e6:.0f} µs/poll",
+                ),
+                2.0,
+            )
+        )
+        self.add(
+            at_most_ratio(
+                Row(
+                    "steady",
+                    f"orchestrator CPU per full {s.rooms}-room snapshot",
+                    full_cost * 1e6,
+                    "µs",
+                    floor=floor_full * 1e6,
+                ),
+                4.0,
+            )
+        )
+        self.add(
+            Row(
+                "steady",
+                f"orchestrator CPU share at {s.churn:.0%}/s churn",
+                steady.cpu_rate * 100,
+                "% of a core",
+                note=f"{steady.load.replies / steady.wall:,.0f} polls/s, "
+                f"GC {100 * steady.gc / max(steady.cpu, 1e-9):.0f}% of that CPU",
+            )
+        )
+
+    def _ws_floor(self, agents: int) -> tuple[float, float, float]:
+        """Floor CPU per hash-only and per full round trip, and the poll delay p99."""
+        s = self.sizes
+        with floor_process(s.heartbeat_ms) as floor:
+            url = f"ws://{HOST}:{floor.port}/"
+            with loadgen(url, s, agents, rooms=s.rooms) as load:
+                load.wait_joined(timeout=60 + agents / 100)
+                load.set(policy="hash")
+                time.sleep(s.settle_s)
+                quiet = measure(floor, load, s.quiet_s)
+                load.set(policy="full")
+                time.sleep(s.pause_s)
+                full = measure(floor, load, s.full_s)
+        return (
+            quiet.cpu / max(1, quiet.load.replies),
+            full.cpu / max(1, full.load.replies),
+            quiet.load.lateness.quantile(0.99),
+        )
+
+    # 2. scaling: the small side of both ratios (the large side comes from steady)
+
+    def scaling(self) -> None:
+        s = self.sizes
+        n = s.scaling_agents
+        log(f"scaling: orchestrator, {n} agents × {s.rooms} rooms")
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as orch,
+            loadgen(orch.agent_url, s, n, rooms=s.rooms) as load,
+        ):
+            load.wait_joined(timeout=60)
+            orch.wait_instances(n, timeout=60)
+            time.sleep(s.settle_s)
+            quiet = measure(orch, load, s.quiet_s)
+            load.set(change_fraction=s.full_fraction)
+            time.sleep(s.pause_s)
+            full = measure(orch, load, s.full_s)
+        self._poll_cpu[n] = quiet.cpu / max(1, quiet.load.replies)
+        _, full_cost = _solve(quiet, full)
+        self.add(
+            Row(
+                "scaling",
+                f"CPU per full {s.rooms}-room snapshot at {n:,} agents (loop not saturated)",
+                full_cost * 1e6,
+                "µs",
+                floor=None if self._floor_full is None else self._floor_full * 1e6,
+                note=f"{quiet.cpu_rate:.0%} → {full.cpu_rate:.0%} of a core",
+            )
+        )
+        big = s.steady_agents
+        if big in self._poll_cpu:
+            self.add(
+                at_most_ratio(
+                    Row(
+                        "scaling",
+                        f"CPU per poll (quiet) at {big:,} agents, floor = at {n:,}",
+                        self._poll_cpu[big] * 1e6,
+                        "µs",
+                        floor=self._poll_cpu[n] * 1e6,
+                    ),
+                    1.3,
+                )
+            )
+        small = s.fleet_agents
+        if big in self._post_median and small in self._post_median:
+            self.add(
+                at_most_ratio(
+                    Row(
+                        "scaling",
+                        f"POST /v1/rooms median at {big:,} instances, floor = at {small}",
+                        self._post_median[big] * 1000,
+                        "ms",
+                        floor=self._post_median[small] * 1000,
+                    ),
+                    1.3,
+                )
+            )
+
+    # 3 + 4. reads and placement over a 100-agent fleet
+
+    def fleet(self) -> None:
+        s = self.sizes
+        n = s.fleet_agents
+        rooms = n * s.fleet_rooms
+        stats_get = request_bytes("GET", "/v1/stats", headers=AUTH)
+        rooms_get = request_bytes("GET", "/v1/rooms", headers=AUTH)
+        log(f"reads/placement: orchestrator, {n} agents × {s.fleet_rooms} rooms")
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as orch,
+            loadgen(orch.agent_url, s, n, rooms=s.fleet_rooms) as load,
+        ):
+            load.wait_joined(timeout=60)
+            orch.wait_instances(n, timeout=60, rooms=rooms)
+            time.sleep(s.settle_s)
+            background = idle_rate(orch, s.idle_s)
+            stats = run_http(
+                orch,
+                lambda _: stats_get,
+                concurrency=16,
+                duration=s.read_s,
+                profiler=self.profiler,
+                name="reads-stats",
+            )
+            state_hash = json.loads(fetch(orch, "/v1/stats"))["data"]["stateHash"]
+            tagged = request_bytes(
+                "GET", "/v1/stats", headers={**AUTH, "If-None-Match": f'W/"{state_hash}"'}
+            )
+            not_modified = run_http(orch, lambda _: tagged, concurrency=16, duration=s.read_s)
+            rooms_body = len(fetch(orch, "/v1/rooms"))
+            room_list = run_http(
+                orch,
+                lambda _: rooms_get,
+                concurrency=2,
+                duration=s.read_s,
+                background=background,
+                profiler=self.profiler,
+                name="reads-rooms",
+            )
+            post = run_http(orch, post_create("seq"), concurrency=1, count=s.post_samples)
+            self._post_median[n] = post.result.latency.quantile(0.5)
+            time.sleep(s.pause_s)
+            place = run_http(
+                orch,
+                post_create("place"),
+                concurrency=s.concurrency,
+                duration=s.place_s,
+                profiler=self.profiler,
+                name="placement-100",
+            )
+            place_load = load.report()
+        log(f"reads/placement: floor, {n} agents")
+        with (
+            floor_process(s.heartbeat_ms) as floor,
+            loadgen(f"ws://{HOST}:{floor.port}/cmd", s, n, rooms=s.fleet_rooms) as load,
+        ):
+            load.wait_joined(timeout=60)
+            time.sleep(s.pause_s)
+            small_get = request_bytes("GET", "/small")
+            small = run_http(floor, lambda _: small_get, concurrency=16, duration=s.read_s)
+            fbackground = idle_rate(floor, s.idle_s)
+            blob_get = request_bytes("GET", f"/blob/{rooms_body}")
+            blob = run_http(
+                floor,
+                lambda _: blob_get,
+                concurrency=2,
+                duration=s.read_s,
+                background=fbackground,
+            )
+            rt_post = post_create("rt")
+
+            def rt(index: int) -> bytes:
+                return rt_post(index).replace(b"/v1/rooms", b"/rt", 1)
+
+            floor_rt = run_http(floor, rt, concurrency=s.concurrency, duration=s.place_s)
+
+        self.add(
+            at_least_ratio(
+                Row(
+                    "reads",
+                    "GET /v1/stats throughput",
+                    stats.result.throughput,
+                    "req/s",
+                    floor=small.result.throughput,
+                    note=f"{stats.cpu_per_request * 1e6:.0f} vs {small.cpu_per_request * 1e6:.0f} "
+                    "µs CPU/request; floor: small JSON",
+                ),
+                0.8,
+            )
+        )
+        self.add(
+            at_least_ratio(
+                Row(
+                    "reads",
+                    "GET /v1/stats 304 throughput",
+                    not_modified.result.throughput if not_modified.result.non(304) == 0 else 0.0,
+                    "req/s",
+                    floor=small.result.throughput,
+                    note="floor: small JSON",
+                ),
+                0.8,
+            )
+        )
+        row = Row(
+            "reads",
+            f"GET /v1/rooms, {rooms:,} rooms, orchestrator CPU per request",
+            room_list.cpu_per_request * 1000,
+            "ms",
+            floor=blob.cpu_per_request * 1000,
+            note=f"{rooms_body / 1024:.0f} KiB; floor: same-size static body",
+        )
+        self.add(at_most(row, 1.0, "ms"))
+        errors = place.result.non(201)
+        self.add(
+            at_least_ratio(
+                Row(
+                    "placement",
+                    f"POST /v1/rooms ×{s.concurrency} over {n} agents, throughput",
+                    place.result.throughput,
+                    "creates/s",
+                    floor=floor_rt.result.throughput,
+                    note=f"errors {errors}; floor: HTTP + 1 WS round trip",
+                ),
+                0.6,
+            )
+        )
+        self.add(
+            at_most_ratio(
+                Row(
+                    "placement",
+                    "POST /v1/rooms p99",
+                    place.result.latency.quantile(0.99) * 1000,
+                    "ms",
+                    floor=floor_rt.result.latency.quantile(0.99) * 1000,
+                ),
+                2.0,
+            )
+        )
+        self.add(
+            at_most_ratio(
+                Row(
+                    "placement",
+                    "orchestrator CPU per create",
+                    place.cpu_per_request * 1e6,
+                    "µs",
+                    floor=floor_rt.cpu_per_request * 1e6,
+                ),
+                1.5,
+            )
+        )
+        self.extra["fleet"] = {
+            "post_sequential_median_ms": self._post_median[n] * 1000,
+            "place_statuses": dict(place.result.statuses),
+            "place_load": place_load.summary(),
+            "stats_statuses": dict(stats.result.statuses),
+            "not_modified_statuses": dict(not_modified.result.statuses),
+            "background_cpu_rate": background,
+        }
+
+    def single(self) -> None:
+        s = self.sizes
+        log(f"single agent: orchestrator, ×{s.concurrency} creates for {s.single_s:g} s")
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as orch,
+            loadgen(orch.agent_url, s, 1, rooms=0) as load,
+        ):
+            load.wait_joined(timeout=30)
+            orch.wait_instances(1, timeout=30)
+            load.reset()
+            run = run_http(
+                orch,
+                post_create("one"),
+                concurrency=s.concurrency,
+                duration=s.single_s,
+                profiler=self.profiler,
+                name="placement-single",
+            )
+            report = load.report()
+            runner = orch.stats()
+        with (
+            floor_process(s.heartbeat_ms) as floor,
+            loadgen(f"ws://{HOST}:{floor.port}/cmd", s, 1, rooms=0) as load,
+        ):
+            load.wait_joined(timeout=30)
+            rt_post = post_create("rt")
+            floor_rt = run_http(
+                floor,
+                lambda i: rt_post(i).replace(b"/v1/rooms", b"/rt", 1),
+                concurrency=s.concurrency,
+                duration=min(s.single_s, 5.0),
+            )
+        errors = run.result.non(201)
+        kicks = report.kicked("ok") + report.evicted("ok") + report.error_count
+        self.add(
+            at_least(
+                Row(
+                    "placement",
+                    f"POST /v1/rooms ×{s.concurrency} on 1 agent, sustained {s.single_s:g} s",
+                    run.result.throughput if errors == 0 and kicks == 0 else 0.0,
+                    "creates/s",
+                    floor=floor_rt.result.throughput,
+                    note=f"errors {errors}, kicks {kicks}, p99 "
+                    f"{run.result.latency.quantile(0.99) * 1000:.0f} ms",
+                ),
+                1000,
+                "creates/s",
+            )
+        )
+        self.extra["single"] = {
+            "statuses": dict(run.result.statuses),
+            "http_errors": dict(run.result.errors),
+            "load": report.summary(),
+            "runner": runner,
+        }
+
+    # 4b + 5. a 200,000-room fleet: memory, and the filtered list read
+
+    def memory(self) -> None:
+        s = self.sizes
+        n = s.memory_agents
+        rooms = n * s.memory_rooms
+        log(f"memory: orchestrator, {n} agents, then {rooms:,} rooms")
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as orch,
+            loadgen(orch.agent_url, s, n, rooms=0, room_types=("match", "lobby")) as load,
+        ):
+            load.wait_joined(timeout=60)
+            orch.wait_instances(n, timeout=60)
+            time.sleep(s.settle_s)
+            orch.command("gc")
+            rss0 = orch.rss_bytes()
+            load.set(add_rooms=s.memory_rooms)
+            if not orch.wait_instances(n, timeout=120, rooms=rooms):
+                log("memory: the fleet never reached its room count")
+            time.sleep(s.settle_s + s.tail_heartbeats * s.heartbeat_ms / 1000)
+            orch.command("gc")
+            rss1 = orch.rss_bytes()
+            background = idle_rate(orch, s.idle_s)
+            body = fetch(orch, "/v1/rooms?type=match")
+            typed_get = request_bytes("GET", "/v1/rooms?type=match", headers=AUTH)
+            typed = run_http(
+                orch,
+                lambda _: typed_get,
+                concurrency=1,
+                count=s.type_reads,
+                background=background,
+                profiler=self.profiler,
+                name="reads-rooms-type",
+            )
+        listed = json.loads(body)["data"]
+        encode_times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            json.dumps(
+                {"status": "OK", "data": listed, "count": len(listed)},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            ).encode()
+            encode_times.append(time.perf_counter() - started)
+        encode = min(encode_times)
+        self.add(
+            at_most(
+                Row(
+                    "memory",
+                    f"orchestrator RSS growth per room at {rooms:,} rooms",
+                    (rss1 - rss0) / rooms,
+                    "B/room",
+                    note=f"{rss0 / 2**20:.0f} → {rss1 / 2**20:.0f} MiB",
+                ),
+                1024,
+                "B/room",
+            )
+        )
+        self.add(
+            at_most_ratio(
+                Row(
+                    "reads",
+                    f"GET /v1/rooms?type=match ({len(listed):,} of {rooms:,} rooms), CPU/request",
+                    typed.cpu_per_request * 1000,
+                    "ms",
+                    floor=encode * 1000,
+                    note=f"latency p50 {typed.result.latency.quantile(0.5) * 1000:.0f} ms; "
+                    "floor: stdlib json encode of the list",
+                ),
+                2.0,
+            )
+        )
+
+    # 6. event streams
+
+    def streams(self) -> None:
+        s = self.sizes
+        n = s.fleet_agents
+        log(
+            f"streams: orchestrator, {s.sse_streams} SSE + {s.grpc_streams} gRPC streams, "
+            f"{s.event_rate:g} room events/s"
+        )
+        with (
+            OrchestratorProcess(
+                heartbeat_ms=s.heartbeat_ms, grpc=True, extra=["--count-events"]
+            ) as orch,
+            loadgen(orch.agent_url, s, n, rooms=s.rooms) as load,
+        ):
+            load.wait_joined(timeout=60)
+            orch.wait_instances(n, timeout=60)
+            time.sleep(s.settle_s)
+            sse_config = StreamsConfig(
+                host=HOST, port=orch.port, sse=s.sse_streams, admin_key=ADMIN_KEY
+            )
+            grpc_config = StreamsConfig(
+                host=HOST,
+                port=orch.port,
+                sse=0,
+                grpc_port=orch.grpc_port,
+                grpc=s.grpc_streams,
+                admin_key=ADMIN_KEY,
+            )
+            with consumers(sse_config) as sse, consumers(grpc_config) as watch:
+                sse.wait_open(s.sse_streams)
+                watch.wait_open(s.grpc_streams)
+                time.sleep(s.pause_s)
+                sse.report(reset=True)
+                watch.report(reset=True)
+                orch.reset()
+                load.reset()
+                cpu0 = orch.cpu_seconds()
+                started = time.monotonic()
+                load.set(replace_per_s=s.event_rate / 2)
+                with self.profiler.phase("streams", orch.pid, s.stream_s):
+                    time.sleep(s.stream_s)
+                load.set(replace_per_s=0.0)
+                wall = time.monotonic() - started
+                time.sleep(s.tail_heartbeats * s.heartbeat_ms / 1000 + s.pause_s)
+                cpu = orch.cpu_seconds() - cpu0
+                sse_report = sse.report()
+                grpc_report = watch.report()
+                runner = orch.stats()
+                churn = load.report()
+        emitted: dict[str, int] = runner["events"]
+        per_stream = sse_report["sse"] + grpc_report["grpc"]
+        missing = 0
+        for counts in per_stream:
+            for kind, total in emitted.items():
+                missing += max(0, total - int(counts.get(kind, 0)))
+        sse_latency = Histogram.from_state(sse_report["latency"])
+        grpc_latency = Histogram.from_state(grpc_report["latency"])
+        events = sum(emitted.values())
+        errors = sse_report["errors"] + grpc_report["errors"]
+        log(f"streams: floor, {s.sse_streams} SSE streams at {s.event_rate:g} events/s")
+        with floor_process(s.heartbeat_ms, sse_rate=s.event_rate) as floor:
+            config = StreamsConfig(host=HOST, port=floor.port, sse=s.sse_streams, path="/events")
+            with consumers(config) as streams:
+                streams.wait_open(s.sse_streams)
+                time.sleep(s.pause_s)
+                streams.report(reset=True)
+                time.sleep(s.stream_s)
+                floor_report = streams.report()
+        floor_latency = Histogram.from_state(floor_report["latency"])
+        self.add(
+            at_most(
+                Row(
+                    "streams",
+                    f"events missed over {len(per_stream)} streams",
+                    missing,
+                    "",
+                    note=f"{events / wall:,.0f} events/s emitted "
+                    f"({churn.rooms_created:,} creates), errors {len(errors)}",
+                ),
+                0,
+            )
+        )
+        self.add(
+            at_most(
+                Row(
+                    "streams",
+                    f"SSE delivery p99, {s.sse_streams} streams (agent reply → client)",
+                    sse_latency.quantile(0.99) * 1000,
+                    "ms",
+                    floor=floor_latency.quantile(0.99) * 1000,
+                    note=f"p50 {sse_latency.quantile(0.5) * 1000:.1f} ms, orchestrator "
+                    f"{100 * cpu / wall:.0f}% of a core; floor: bare SSE fan-out",
+                ),
+                100,
+                "ms",
+            )
+        )
+        self.add(
+            at_most(
+                Row(
+                    "streams",
+                    f"gRPC WatchEvents delivery p99, {s.grpc_streams} streams",
+                    grpc_latency.quantile(0.99) * 1000,
+                    "ms",
+                    note=f"p50 {grpc_latency.quantile(0.5) * 1000:.1f} ms",
+                ),
+                100,
+                "ms",
+            )
+        )
+        self.extra["streams"] = {
+            "emitted": emitted,
+            "errors": errors,
+            "ended": sse_report["ended"] + grpc_report["ended"],
+            "samples": {"sse": sse_latency.count, "grpc": grpc_latency.count},
+            "consumer_cpu_s": {"sse": sse_report.get("cpu_s"), "grpc": grpc_report.get("cpu_s")},
+            "runner_gc": runner.get("gc"),
+        }
+
+
+class Consumers:
+    """A stream-consumer process (:mod:`tools.loadgen._streams`)."""
+
+    def __init__(self, config: StreamsConfig) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._proc = context.Process(target=streams_main, args=(child, config), daemon=True)
+        self._proc.start()
+        child.close()
+
+    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._conn.send(message)
+        if not self._conn.poll(60):
+            raise TimeoutError("stream consumers did not answer")
+        reply: dict[str, Any] = self._conn.recv()
+        return reply
+
+    def wait_open(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self._ask({"op": "status"})["open"] < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError("event streams did not open")
+            time.sleep(0.1)
+
+    def report(self, reset: bool = False) -> dict[str, Any]:
+        return self._ask({"op": "report", "reset": reset})
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, EOFError, TimeoutError):
+            self._ask({"op": "stop"})
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(5)
+        self._conn.close()
+
+
+@contextlib.contextmanager
+def consumers(config: StreamsConfig) -> Iterator[Consumers]:
+    c = Consumers(config)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def host_cpu() -> tuple[float, float]:
+    """Busy and steal CPU seconds of the whole machine so far (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and every child it has reaped (all of ours, between
+    scenarios: each scenario ends its servers, workers and profilers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+@dataclass
+class Noise:
+    """CPU that processes outside this benchmark used during a scenario."""
+
+    scenario: str
+    wall: float
+    foreign: float
+    steal: float
+
+
+@contextlib.contextmanager
+def watch_noise(scenario: str, noise: list[Noise]) -> Iterator[None]:
+    started = time.monotonic()
+    busy0, steal0 = host_cpu()
+    own0 = own_cpu()
+    try:
+        yield
+    finally:
+        busy1, steal1 = host_cpu()
+        foreign = max(0.0, (busy1 - busy0) - (own_cpu() - own0))
+        noise.append(Noise(scenario, time.monotonic() - started, foreign, steal1 - steal0))
+
+
+SCENARIOS: Final = ("steady", "scaling", "reads", "placement", "single", "memory", "streams")
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python tools/bench.py", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, under 60 s")
+    parser.add_argument(
+        "--only", action="append", choices=SCENARIOS, help="run only these scenarios"
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy profiles of each phase into DIR")
+    parser.add_argument("--json", type=Path, help="write the rows and details as JSON")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else Sizes()
+    wanted = set(args.only or SCENARIOS)
+    bench = Bench(sizes, Profiler(args.profile), args.quick)
+    started = time.monotonic()
+    info = machine()
+    log(f"{'quick' if args.quick else 'full'} run on {info}")
+    noise: list[Noise] = []
+    plan: list[tuple[str, bool, Callable[[], None]]] = [
+        ("steady", bool(wanted & {"steady", "scaling"}), bench.steady),
+        ("reads/placement", bool(wanted & {"reads", "placement", "scaling"}), bench.fleet),
+        ("scaling", "scaling" in wanted, bench.scaling),
+        ("single agent", bool(wanted & {"single", "placement"}), bench.single),
+        ("memory", bool(wanted & {"memory", "reads"}), bench.memory),
+        ("streams", "streams" in wanted, bench.streams),
+    ]
+    for name, run, scenario in plan:
+        if run:
+            with watch_noise(name, noise):
+                scenario()
+    order = {
+        name: i
+        for i, name in enumerate(("steady", "scaling", "placement", "reads", "memory", "streams"))
+    }
+    rows = sorted(bench.rows, key=lambda r: order.get(r.scenario, 99))
+    elapsed = time.monotonic() - started
+    print(
+        f"\nrivalis-fleet bench ({'quick' if args.quick else 'full'}) — {info['date']}, "
+        f"{info['nproc']} × {info['cpu']}, Python {info['python']}, {elapsed:.0f} s\n"
+    )
+    print(table(rows))
+    failed = [r for r in rows if r.ok is False]
+    print(
+        f"\n{len(rows) - len(failed)} of {len(rows)} figures pass"
+        + ("" if not failed else f", {len(failed)} fail")
+    )
+    noisy = [n for n in noise if n.foreign / n.wall > 0.05 or n.steal / n.wall > 0.05]
+    for n in noisy:
+        print(
+            f"machine noise during {n.scenario}: other processes used "
+            f"{n.foreign / n.wall:.2f} cores on average, hypervisor steal "
+            f"{n.steal / n.wall:.2f} cores ({n.wall:.0f} s)"
+        )
+    if not noisy:
+        print("machine noise: none (other processes < 0.05 cores during every scenario)")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "mode": "quick" if args.quick else "full",
+                    "sizes": asdict(sizes),
+                    "elapsed_s": elapsed,
+                    "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
+                    "details": bench.extra,
+                    "noise": [asdict(n) for n in noise],
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""One simulated agent: the agent side of protocol 3 over :class:`WsClient`.
+
+It answers every Poll with a State — hash-only when the poll's ``known_hash`` is its
+current snapshot hash, full otherwise (or as a ``policy`` forces, for floor servers that
+do not track hashes) — and every Command with an Ack, like ``fleet_agent`` does.
+Snapshot hashes are the real :func:`fleet_agent.wire.snapshot_hash`; replies are built
+from precomputed tails (:mod:`._frames`).
+
+Behaviours: ``ok``; ``silent`` (answers the first poll, then nothing: stale, then
+evicted); ``late`` (every 5th reply arrives 1.5 heartbeats late, which must cost
+nothing); ``garbage`` (one undecodable message per connection: kicked with 4002).
+After the orchestrator closes a connection the agent reconnects after about a second,
+keeping its ``process_uid``, as a real agent does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from rivalis.fleet.v3 import agent_pb2
+
+from fleet_agent import wire
+
+from ._frames import AGENT_VERSION, ack_frame, full_tail, hash_tail, state_frame
+from ._histogram import Histogram
+from ._wsclient import WsClient
+
+__all__ = ["BEHAVIOURS", "AgentStats", "Behaviour", "ReplyPolicy", "SimAgent"]
+
+Behaviour = Literal["ok", "silent", "late", "garbage"]
+BEHAVIOURS: Final[tuple[Behaviour, ...]] = ("ok", "silent", "late", "garbage")
+ReplyPolicy = Literal["auto", "hash", "full"]
+
+_TAG_HELLO, _TAG_POLL, _TAG_CMD = 0x0A, 0x12, 0x22
+_LATE_EVERY: Final = 5
+_LATE_FACTOR: Final = 1.5
+_GARBAGE: Final = wire.HEADER + b"\xff\xff\xff\xff\x0f"
+
+
+@dataclass
+class AgentStats:
+    """Counters shared by every agent of one worker process."""
+
+    hellos: int = 0
+    polls: int = 0
+    replies_hash: int = 0
+    replies_full: int = 0
+    bytes_full: int = 0
+    commands: int = 0
+    acks: int = 0
+    conn_changes: int = 0
+    rooms_created: int = 0
+    rooms_destroyed: int = 0
+    closes: Counter[str] = field(default_factory=Counter)  # "<behaviour>:<close code>"
+    errors: Counter[str] = field(default_factory=Counter)
+    lateness: Histogram = field(default_factory=Histogram)  # ok agents' polls vs schedule
+
+    def reset(self) -> None:
+        fresh = AgentStats()
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(fresh, name))
+
+
+def _parse_poll(data: bytes) -> tuple[bytes, bytes | None]:
+    """``(req_id, known_hash)`` of a Poll frame (``data[2]`` is the poll tag)."""
+    pos = 3
+    length = 0
+    shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+    end = pos + length
+    req_id = b""
+    known: bytes | None = None
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        if tag & 7 == 2:
+            size = data[pos]
+            pos += 1
+            if size >= 0x80:  # two-byte length (never for these short strings)
+                size = (size & 0x7F) | (data[pos] << 7)
+                pos += 1
+            value = data[pos : pos + size]
+            pos += size
+            if tag == 0x0A:
+                req_id = value
+            elif tag == 0x12:
+                known = value
+        else:  # a varint field: skip it
+            while data[pos] & 0x80:
+                pos += 1
+            pos += 1
+    return req_id, known
+
+
+class SimAgent:
+    """State of one simulated game server; survives reconnects."""
+
+    def __init__(
+        self,
+        *,
+        worker: int,
+        index: int,
+        behaviour: Behaviour,
+        rooms: int,
+        room_types: tuple[str, ...],
+        labels: dict[str, str],
+        max_rooms: int | None,
+        stats: AgentStats,
+        connect: Callable[[SimAgent], None],
+    ) -> None:
+        self.behaviour: Behaviour = behaviour
+        self.name = f"lg{worker}-{index}-{behaviour}"
+        self.process_uid = "p_" + secrets.token_hex(12)
+        self.endpoint_url = f"ws://127.0.0.1:{20000 + index % 40000}"
+        self.labels = labels
+        self.max_rooms = max_rooms
+        self.room_types = room_types
+        self.status = "active"
+        self.rooms: dict[str, tuple[str, int, str]] = {}
+        for k in range(rooms):
+            self.rooms[f"r{worker}-{index}-{k}"] = (room_types[k % len(room_types)], k % 7, "local")
+        self._prefix = f"{worker}-{index}"
+        self._made = 0
+        self.stats = stats
+        self._connect = connect
+        self.client: WsClient | None = None
+        self.instance_id = ""
+        self.heartbeat_s = 1.0
+        self.seq = 0
+        self.joined = False  # the current connection got its Hello
+        self.policy: ReplyPolicy = "auto"
+        self.change_every_poll = False
+        self.pending_replace = 0
+        self.stopping = False
+        self._dirty = True
+        self._hash = b""
+        self._hash_tail = b""
+        self._full_tail: bytes | None = None
+        self._last_poll: float | None = None
+        self._polls_here = 0
+        self._replied = False
+        self._garbage: asyncio.TimerHandle | None = None
+
+    # --- connection ---------------------------------------------------------------
+
+    def new_client(self, host: str, path: str, key: str) -> WsClient:
+        self.client = WsClient(
+            host=host,
+            path=path,
+            protocols=(wire.SUBPROTOCOL, key),
+            on_open=self._on_open,
+            on_message=self.on_message,
+            on_close=self._on_close,
+        )
+        return self.client
+
+    def _on_open(self) -> None:
+        self.seq = 0
+        self._last_poll = None
+        self._polls_here = 0
+        self._replied = False
+
+    def _on_close(self, code: int, http_status: int | None) -> None:
+        self.joined = False
+        if self._garbage is not None:
+            self._garbage.cancel()
+            self._garbage = None
+        if self.stopping:
+            return
+        if http_status is not None:
+            self.stats.errors[f"upgrade refused: HTTP {http_status}"] += 1
+        else:
+            self.stats.closes[f"{self.behaviour}:{code}"] += 1
+        asyncio.get_running_loop().call_later(
+            1.0 + random.random() * 0.5, self._connect, self
+        )  # reconnect, as a real agent does
+
+    # --- snapshot -----------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        rooms = [(rid, t, c, o) for rid, (t, c, o) in self.rooms.items()]
+        digest = wire.snapshot_hash(
+            name=self.name,
+            process_uid=self.process_uid,
+            agent_version=AGENT_VERSION,
+            protocol_version=wire.PROTOCOL_MAJOR,
+            endpoint_url=self.endpoint_url,
+            labels=self.labels,
+            max_connections=None,
+            max_rooms=self.max_rooms,
+            auto_create=True,
+            room_types=self.room_types,
+            rooms=rooms,
+            status=self.status,
+        )
+        self._hash = digest.encode()
+        self._hash_tail = hash_tail(digest)
+        self._full_tail = None
+        self._dirty = False
+
+    def _full(self) -> bytes:
+        tail = self._full_tail
+        if tail is None:
+            tail = self._full_tail = full_tail(
+                digest=self._hash.decode(),
+                name=self.name,
+                process_uid=self.process_uid,
+                endpoint_url=self.endpoint_url,
+                labels=self.labels,
+                max_rooms=self.max_rooms,
+                room_types=self.room_types,
+                rooms=((rid, t, c, o) for rid, (t, c, o) in self.rooms.items()),
+                status=self.status,
+            )
+        return tail
+
+    def bump_connections(self) -> None:
+        """One room's connection count changes (a player joined or left)."""
+        if not self.rooms:
+            return
+        window = min(len(self.rooms), 64)  # a random room among the first 64
+        room_id = next(itertools.islice(iter(self.rooms), random.randrange(window), None))
+        room_type, connections, origin = self.rooms[room_id]
+        self.rooms[room_id] = (room_type, (connections + 1) % 50, origin)
+        self._dirty = True
+        self.stats.conn_changes += 1
+
+    def _replace_rooms(self, count: int) -> None:
+        """Destroy ``count`` rooms and create as many; new ids carry the time they are
+        first reported (``x<monotonic µs>-…``) so event streams can time delivery."""
+        stamp = time.monotonic_ns() // 1000
+        for _ in range(count):
+            if self.rooms:
+                oldest = next(iter(self.rooms))
+                room_type = self.rooms.pop(oldest)[0]
+                self.stats.rooms_destroyed += 1
+            else:
+                room_type = self.room_types[0]
+            self._made += 1
+            self.rooms[f"x{stamp}-{self._prefix}-{self._made}"] = (room_type, 1, "local")
+            self.stats.rooms_created += 1
+        self._dirty = True
+
+    def add_rooms(self, count: int) -> None:
+        base = len(self.rooms)
+        for k in range(base, base + count):
+            self.rooms[f"a{self._prefix}-{k}"] = (
+                self.room_types[k % len(self.room_types)],
+                1,
+                "local",
+            )
+        self._dirty = True
+
+    # --- frames -------------------------------------------------------------------
+
+    def on_message(self, data: bytes) -> None:
+        if len(data) < 3 or data[0] != wire.PROTOCOL_MAJOR:
+            self.stats.errors["malformed frame from server"] += 1
+            return
+        tag = data[2]
+        if tag == _TAG_POLL:
+            self._on_poll(data)
+        elif tag == _TAG_CMD:
+            self._on_command(agent_pb2.Frame.FromString(data[2:]).cmd)
+        elif tag == _TAG_HELLO:
+            hello = agent_pb2.Frame.FromString(data[2:]).hello
+            self.instance_id = hello.instance_id
+            self.heartbeat_s = (hello.heartbeat_ms or 1000) / 1000.0
+            self.joined = True
+            self.stats.hellos += 1
+            if self.behaviour == "garbage":
+                delay = self.heartbeat_s * random.uniform(1.0, 3.0)
+                self._garbage = asyncio.get_running_loop().call_later(delay, self._send_garbage)
+        else:
+            self.stats.errors[f"unexpected frame tag {tag:#x} from server"] += 1
+
+    def _on_poll(self, data: bytes) -> None:
+        stats = self.stats
+        stats.polls += 1
+        now = time.monotonic()
+        last = self._last_poll
+        self._last_poll = now
+        self._polls_here += 1
+        behaviour = self.behaviour
+        if last is not None and behaviour == "ok":
+            stats.lateness.add(max(0.0, now - last - self.heartbeat_s))
+        if behaviour == "silent" and self._replied:
+            return
+        req_id, known = _parse_poll(data)
+        if self.change_every_poll:
+            self.bump_connections()
+        if self.pending_replace:
+            self._replace_rooms(self.pending_replace)
+            self.pending_replace = 0
+        if self._dirty:
+            self._refresh()
+        policy = self.policy
+        full = policy == "full" or (policy == "auto" and known != self._hash)
+        self.seq += 1
+        if full:
+            frame = state_frame(req_id, self.seq, self._full())
+            stats.replies_full += 1
+            stats.bytes_full += len(frame)
+        else:
+            frame = state_frame(req_id, self.seq, self._hash_tail)
+            stats.replies_hash += 1
+        self._replied = True
+        client = self.client
+        if client is None:
+            return
+        if behaviour == "late" and self._polls_here % _LATE_EVERY == 0:
+            asyncio.get_running_loop().call_later(
+                self.heartbeat_s * _LATE_FACTOR, client.send, frame
+            )
+            return
+        client.send(frame)
+
+    def _on_command(self, cmd: agent_pb2.Command) -> None:
+        self.stats.commands += 1
+        ack = agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=True)
+        if cmd.op == "create":
+            if cmd.room_id in self.rooms:
+                ack.ok = False
+                ack.exists = True
+            else:
+                self.rooms[cmd.room_id] = (cmd.room_type, 0, "fleet")
+                ack.room.id = cmd.room_id
+                ack.room.type = cmd.room_type
+                self._dirty = True
+        elif cmd.op == "destroy":
+            if self.rooms.pop(cmd.room_id, None) is None:
+                ack.already_gone = True
+            else:
+                self._dirty = True
+        elif cmd.op in ("drain", "undrain"):
+            self.status = "draining" if cmd.op == "drain" else "active"
+            self._dirty = True
+        else:
+            ack.ok = False
+            ack.error = "unknown op"
+        client = self.client
+        if client is not None and client.send(ack_frame(ack)):
+            self.stats.acks += 1
+
+    def _send_garbage(self) -> None:
+        self._garbage = None
+        if self.client is not None:
+            self.client.send(_GARBAGE)

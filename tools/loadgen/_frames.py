@@ -1,0 +1,95 @@
+"""Protocol-3 frames for simulated agents, built from precomputed bytes.
+
+A reply is ``[3, 0]`` + ``Frame{state: State}``. Protobuf fields may come in any
+order and a parser merges them, so a State is the two per-reply fields (``req_id``,
+``seq``) in front of a *tail* that only changes with the agent's snapshot: for a
+hash-only reply the tail is just the ``hash`` field, for a full reply it is the whole
+serialized snapshot. Building a reply is then two varints and a join, no message
+objects. Incoming frames are decoded with the generated ``agent_pb2`` classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from rivalis.fleet.v3 import agent_pb2
+
+from fleet_agent import wire
+
+__all__ = [
+    "AGENT_VERSION",
+    "ack_frame",
+    "full_tail",
+    "hash_tail",
+    "state_frame",
+    "varint",
+]
+
+AGENT_VERSION: Final = "1.0.0-loadgen"
+_HEADER: Final = wire.HEADER
+_TAG_STATE: Final = b"\x1a"  # Frame.state, field 3, length-delimited
+_TAG_REQ_ID: Final = b"\x0a"  # State.req_id, field 1
+_TAG_SEQ: Final = b"\x18"  # State.seq, field 3, varint
+_TAG_HASH: Final = b"\x22"  # State.hash, field 4
+
+
+def varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def hash_tail(digest: str) -> bytes:
+    """The tail of a hash-only State: ``full`` stays false (absent), only ``hash``."""
+    raw = digest.encode()
+    return _TAG_HASH + varint(len(raw)) + raw
+
+
+def full_tail(
+    *,
+    digest: str,
+    name: str,
+    process_uid: str,
+    endpoint_url: str,
+    labels: Mapping[str, str],
+    max_rooms: int | None,
+    room_types: Iterable[str],
+    rooms: Iterable[tuple[str, str, int, str]],
+    status: str,
+) -> bytes:
+    """The tail of a full State: everything but ``req_id`` and ``seq``."""
+    state = agent_pb2.State(
+        full=True,
+        hash=digest,
+        name=name,
+        process_uid=process_uid,
+        agent_version=AGENT_VERSION,
+        protocol_version=wire.PROTOCOL_MAJOR,
+        endpoint_url=endpoint_url,
+        auto_create=True,
+        room_types=sorted(room_types),
+        status=status,
+    )
+    state.labels.update(labels)
+    if max_rooms is not None:
+        state.capacity.max_rooms = max_rooms
+    add = state.rooms.add
+    for room_id, room_type, connections, origin in rooms:
+        add(id=room_id, type=room_type, connections=connections, origin=origin)
+    return state.SerializeToString()
+
+
+def state_frame(req_id: bytes, seq: int, tail: bytes) -> bytes:
+    """One State reply as a whole WebSocket message."""
+    body = _TAG_REQ_ID + varint(len(req_id)) + req_id + _TAG_SEQ + varint(seq) + tail
+    return b"".join((_HEADER, _TAG_STATE, varint(len(body)), body))
+
+
+def ack_frame(ack: agent_pb2.Ack) -> bytes:
+    return wire.encode_frame(agent_pb2.Frame(ack=ack))

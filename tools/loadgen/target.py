@@ -1,0 +1,219 @@
+"""The orchestrator under test, alone in its process: ``python -m tools.loadgen.target``.
+
+It runs the real :class:`fleet_server.Orchestrator` (REST, SSE, optionally gRPC) on
+ephemeral 127.0.0.1 ports with the load generator's keys, prints one JSON line with
+its ports once it listens, then answers commands on stdin, one JSON line each:
+
+- ``stats``: fleet totals, ``instance:stale`` events by the stale agent's behaviour
+  (the load generator names agents ``lg<w>-<i>-<behaviour>``), warnings by kind, the
+  garbage collector's runs and longest pauses per generation, the event loop's lag
+  (how late a 50 ms timer fires: p50, p99, max), and, with
+  ``--count-events``, every event by type;
+- ``reset``: zero those counters; ``gc``: a full collection (before reading RSS);
+- ``quit`` or end of input: shut down cleanly.
+
+Logging stays at WARNING and is counted, not printed (errors are printed to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from fleet_server import InstanceInfo, Orchestrator
+
+from ._generator import AGENT_KEY
+from ._histogram import Histogram
+from ._process import ADMIN_KEY
+from ._worker import raise_fd_limit
+
+EVENT_TYPES = (
+    "instance:join",
+    "instance:leave",
+    "instance:stale",
+    "room:create",
+    "room:destroy",
+    "sync",
+)
+
+
+class _CountingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: Counter[str] = Counter()
+        self._stderr = logging.StreamHandler(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        words = str(record.msg).split()
+        key = " ".join(w for w in words[:3] if "=" not in w and "%" not in w)
+        self.counts[f"{record.levelname.lower()}: {key}"] += 1
+        if record.levelno >= logging.ERROR:
+            self._stderr.emit(record)
+
+
+class _GcPauses:
+    """Durations of the collector's runs (a full one stops the event loop)."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.reset()
+        gc.callbacks.append(self._callback)
+
+    def reset(self) -> None:
+        self.runs = [0, 0, 0]
+        self.total = 0.0
+        self.longest = [0.0, 0.0, 0.0]
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        generation = info["generation"]
+        self.runs[generation] += 1
+        self.total += took
+        self.longest[generation] = max(self.longest[generation], took)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "runs": self.runs,
+            "total_ms": round(self.total * 1000, 1),
+            "longest_ms": [round(t * 1000, 1) for t in self.longest],
+        }
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    handler = _CountingHandler()
+    pauses = _GcPauses()
+    root = logging.getLogger("fleet")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    root.propagate = False
+
+    orch = Orchestrator(
+        host="127.0.0.1",
+        port=0,
+        agent_key=AGENT_KEY,
+        admin_key=ADMIN_KEY,
+        api=True,
+        grpc_port=0 if args.grpc else None,
+        heartbeat_ms=args.heartbeat_ms,
+        command_timeout_ms=args.command_timeout_ms,
+    )
+    events: Counter[str] = Counter()
+    stale: Counter[str] = Counter()
+
+    def on_stale(info: InstanceInfo) -> None:
+        stale[info.name.rsplit("-", 1)[-1]] += 1
+
+    orch.on("instance:stale", on_stale)
+    if args.count_events:
+        for event_type in EVENT_TYPES:
+
+            def count(payload: Any, event_type: str = event_type) -> None:
+                events[event_type] += 1
+
+            orch.on(event_type, count)
+
+    await orch.listen()
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, 50, 1000)
+    lag = Histogram()
+    watcher = asyncio.create_task(_watch_lag(lag))
+    freezer = (
+        asyncio.create_task(_freeze_every(args.gc_freeze_every)) if args.gc_freeze_every else None
+    )
+    print(
+        json.dumps({"port": orch.port, "grpc_port": orch.grpc_port, "pid": os.getpid()}),
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        while True:
+            line = (await reader.readline()).strip()
+            if not line or line == b"quit":
+                break
+            if line == b"stats":
+                stats = orch.fleet.stats
+                reply: dict[str, Any] = {
+                    "instances": stats.instances,
+                    "rooms": stats.rooms,
+                    "connections": stats.connections,
+                    "stale": dict(stale),
+                    "events": dict(events),
+                    "warnings": dict(handler.counts),
+                    "agent_links": len(orch.transport.links),
+                    "gc": pauses.summary(),
+                    "loop_lag_ms": {
+                        "p50": round(lag.quantile(0.5) * 1000, 2),
+                        "p99": round(lag.quantile(0.99) * 1000, 2),
+                        "max": round(lag.max * 1000, 2),
+                    },
+                }
+            elif line == b"reset":
+                events.clear()
+                stale.clear()
+                handler.counts.clear()
+                pauses.reset()
+                lag.clear()
+                reply = {}
+            elif line == b"gc":
+                reply = {"collected": gc.collect()}
+            else:
+                reply = {"error": f"unknown command {line.decode(errors='replace')!r}"}
+            print(json.dumps(reply), flush=True)
+    finally:
+        watcher.cancel()
+        if freezer is not None:
+            freezer.cancel()
+        await orch.shutdown()
+
+
+async def _watch_lag(lag: Histogram, period: float = 0.05) -> None:
+    """How late a 50 ms timer fires: the event loop's scheduling delay."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period
+        await asyncio.sleep(period)
+        lag.add(max(0.0, loop.time() - due))
+
+
+async def _freeze_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        gc.freeze()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tools.loadgen.target")
+    parser.add_argument("--heartbeat-ms", type=int, default=1000)
+    parser.add_argument("--command-timeout-ms", type=int, default=10_000)
+    parser.add_argument("--grpc", action="store_true", help="serve gRPC on an ephemeral port")
+    parser.add_argument("--count-events", action="store_true", help="count events by type")
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        help="what-if: gc.set_threshold(N, 50, 1000) (the product keeps Python's defaults)",
+    )
+    parser.add_argument(
+        "--gc-freeze-every",
+        type=float,
+        help="what-if: gc.freeze() every S seconds, so long-lived objects leave the scans",
+    )
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -93,14 +93,14 @@ QUICK: Final = replace(
     Sizes(),
     steady_agents=1_000,
     scaling_agents=100,
-    settle_s=1.0,
+    settle_s=0.8,
     pause_s=0.4,
     tail_heartbeats=1.5,
     idle_s=0.5,
-    quiet_s=1.5,
-    full_s=1.5,
+    quiet_s=1.2,
+    full_s=1.2,
     steady_s=3.0,
-    post_samples=30,
+    post_samples=20,
     read_s=1.0,
     place_s=2.0,
     single_s=2.0,
@@ -109,7 +109,7 @@ QUICK: Final = replace(
     sse_streams=20,
     grpc_streams=2,
     event_rate=300.0,
-    stream_s=2.0,
+    stream_s=1.5,
 )
 
 

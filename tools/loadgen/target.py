@@ -9,7 +9,8 @@ its ports once it listens, then answers commands on stdin, one JSON line each:
   garbage collector's runs and longest pauses per generation, the event loop's lag
   (how late a 50 ms timer fires: p50, p99, max), and, with
   ``--count-events``, every event by type;
-- ``reset``: zero those counters; ``gc``: a full collection (before reading RSS);
+- ``reset``: zero those counters; ``gc``: a full collection (before reading RSS), and
+  the number of objects the collector tracks;
 - ``quit`` or end of input: shut down cleanly.
 
 Logging stays at WARNING and is counted, not printed (errors are printed to stderr).
@@ -168,7 +169,8 @@ async def _serve(args: argparse.Namespace) -> None:
                 lag.clear()
                 reply = {}
             elif line == b"gc":
-                reply = {"collected": gc.collect()}
+                collected = gc.collect()
+                reply = {"collected": collected, "tracked_objects": len(gc.get_objects())}
             else:
                 reply = {"error": f"unknown command {line.decode(errors='replace')!r}"}
             print(json.dumps(reply), flush=True)

@@ -87,6 +87,7 @@ async def test_events_arrive_typed_and_in_emission_order(
     await orch.fleet.destroy_room("r1")
     await agent.close()
     await wait_for(lambda: orch.fleet.stats.instances == 0)
+    await wait_for(lambda: seen[-1][0] == "sync")  # sync follows its burst of reconciles
     streamed: list[pb.FleetEvent] = []
     while len(streamed) < len(seen):
         streamed.append(await next_event(call, skip_sync=False))

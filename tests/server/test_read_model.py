@@ -176,7 +176,7 @@ async def test_state_hash_matches_the_spec_vectors_through_a_real_agent(
         assert agent.snapshot_hash() == "23d9d53e385c3d97"
         assert h.orch.fleet.state_hash == "00448d34db78fdb8"
         assert h.orch.fleet.stats.state_hash == "00448d34db78fdb8"
-        assert h.of("sync")[-1].state_hash == "00448d34db78fdb8"
+        await wait_for(lambda: h.of("sync") and h.of("sync")[-1].state_hash == "00448d34db78fdb8")
         # The orchestrator echoes the agent's hash in later polls.
         await h.applied(agent)
         assert agent.polls[-1].known_hash == "23d9d53e385c3d97"

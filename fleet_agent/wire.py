@@ -36,6 +36,7 @@ __all__ = [
     "UndecodableFrameError",
     "WireError",
     "canonical_json",
+    "canonical_text",
     "decode_frame",
     "encode_frame",
     "hash64",
@@ -123,6 +124,12 @@ def _normalize(value: Any) -> Any:
 def canonical_json(value: Any) -> str:
     """Compact JSON with keys sorted at every depth; integral floats as ints, NaN/inf as null."""
     return _dumps(_normalize(value))
+
+
+def canonical_text(value: Any) -> str:
+    """:func:`canonical_json` for values already made of str, int, bool, None, dicts with
+    string keys, lists and tuples: the same text without the normalizing copy."""
+    return _dumps(value)
 
 
 def hash64_text(text: str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Final
 
+from ._collector import CollectorTuning
 from ._config import ConfigError, DaemonConfig, build_parser, load_config
 from ._orchestrator import Orchestrator
 
@@ -110,7 +111,12 @@ async def _serve(orch: Orchestrator, config: DaemonConfig) -> int:
         orch.grpc_port if orch.grpc_port is not None else "off",
         orch.heartbeat_ms,
     )
+    collector = CollectorTuning(
+        lambda: orch.transport.closed_links, lambda: len(orch.transport.links)
+    )
+    collector.start()
     await stop.wait()
+    await collector.stop()
     try:
         await orch.shutdown()
     except Exception:

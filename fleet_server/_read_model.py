@@ -17,12 +17,12 @@ indexes) are cached and rebuilt only after a semantic change.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from fleet_agent import Capacity
-from fleet_agent.wire import canonical_json, hash64_text
+from fleet_agent.wire import canonical_text, hash64_text
 
 from ._ids import encode_public_id
 from ._models import FleetStats, InstanceInfo, InstanceStatus, RoomInfo
@@ -48,6 +48,19 @@ class _Room:
     local: bool
     instance: Instance
     info: RoomInfo | None = None
+    fragment: str | None = None  # canonical JSON of ``info``, for the instance's hash entry
+
+    def reset(self) -> None:
+        """Forget the derived views after the room or its instance's endpoint changed."""
+        self.info = None
+        self.fragment = None
+
+    def canonical(self) -> str:
+        text = self.fragment
+        if text is None:
+            text = canonical_text(self.room_info().to_dict())
+            self.fragment = text
+        return text
 
     def room_info(self) -> RoomInfo:
         info = self.info
@@ -133,11 +146,6 @@ class Instance:
             self._connections = total
         return total
 
-    def _invalidate(self) -> None:
-        self._info = None
-        self._hash_text = None
-        self._connections = None
-
     def info(self) -> InstanceInfo:
         info = self._info
         if info is None:
@@ -168,27 +176,87 @@ class Instance:
         return info
 
     def hash_text(self) -> str:
-        """This instance's canonical stateHash entry (``lastSyncAt`` excluded)."""
+        """This instance's canonical stateHash entry (``lastSyncAt`` excluded).
+
+        Equal to the canonical JSON of ``info().to_dict()`` without ``lastSyncAt``, built
+        from each room's cached fragment so a one-room change re-encodes one room.
+        """
         text = self._hash_text
         if text is None:
-            info = self.info()
-            entry = info.to_dict()
-            del entry["lastSyncAt"]
-            text = canonical_json(entry)
+            snap = self.snapshot
+            assert snap is not None
+            entry = {
+                "id": self.id,
+                "name": snap.name,
+                "processUid": snap.process_uid,
+                "endpointUrl": snap.endpoint_url,
+                "labels": dict(snap.labels),
+                "roomTypes": snap.room_types,
+                "rooms": (),
+                "connections": self.connections,
+                "capacity": {"maxConnections": snap.max_connections, "maxRooms": snap.max_rooms},
+                "autoCreate": snap.auto_create,
+                "status": "draining" if snap.status == "draining" else "active",
+                "agentVersion": snap.agent_version,
+                "protocolVersion": snap.protocol_version,
+            }
+            rooms = self.rooms
+            fragments = ",".join([rooms[raw].canonical() for raw in sorted(rooms)])
+            # Every other value is a string, number, bool, null, a list of strings or an
+            # object of strings, so this key is the only place the text can occur.
+            text = canonical_text(entry).replace(_EMPTY_ROOMS, f'"rooms":[{fragments}]', 1)
             self._hash_text = text
         return text
 
 
-def _effective_rooms(instance: Instance) -> dict[str, ReportedRoom]:
+_EMPTY_ROOMS: Final = '"rooms":[]'
+
+Change = tuple[str, ReportedRoom | None]  # raw room id -> its effective state, None: gone
+
+
+def _effective_room(instance: Instance, raw: str) -> ReportedRoom | None:
+    if raw in instance.hidden:
+        return None
     snapshot = instance.snapshot
     assert snapshot is not None
-    rooms = dict(snapshot.rooms)
+    reported = snapshot.rooms.get(raw)
+    if reported is not None:
+        return reported
+    room_type = instance.provisional.get(raw)
+    return ReportedRoom(room_type, 0, False) if room_type is not None else None
+
+
+def _full_changes(instance: Instance) -> list[Change]:
+    """Every room of ``instance``: the gone ones first, then its whole effective state."""
+    snapshot = instance.snapshot
+    assert snapshot is not None
+    target = dict(snapshot.rooms)
     for raw in instance.hidden:
-        rooms.pop(raw, None)
+        target.pop(raw, None)
     for raw, room_type in instance.provisional.items():
-        if raw not in rooms:
-            rooms[raw] = ReportedRoom(room_type, 0, False)
-    return rooms
+        if raw not in target:
+            target[raw] = ReportedRoom(room_type, 0, False)
+    changes: list[Change] = [(raw, None) for raw in instance.rooms if raw not in target]
+    changes.extend(target.items())
+    return changes
+
+
+def _same_content(previous: Snapshot, snapshot: Snapshot) -> bool:
+    """Whether two snapshots of one instance differ in nothing but ``seq`` and ``hash``."""
+    return (
+        previous.rooms == snapshot.rooms
+        and previous.status == snapshot.status
+        and previous.labels == snapshot.labels
+        and previous.endpoint_url == snapshot.endpoint_url
+        and previous.name == snapshot.name
+        and previous.max_connections == snapshot.max_connections
+        and previous.max_rooms == snapshot.max_rooms
+        and previous.room_types == snapshot.room_types
+        and previous.auto_create == snapshot.auto_create
+        and previous.process_uid == snapshot.process_uid
+        and previous.agent_version == snapshot.agent_version
+        and previous.protocol_version == snapshot.protocol_version
+    )
 
 
 class ReadModel:
@@ -307,27 +375,33 @@ class ReadModel:
     # --- mutations --------------------------------------------------------------
 
     def apply_snapshot(self, instance: Instance, snapshot: Snapshot, now_ms: int) -> list[Event]:
-        """Apply a validated full reply; the overlay and holds are dropped."""
+        """Apply a validated full reply; the overlay and holds are dropped.
+
+        A reply whose content equals the applied snapshot (the forced full replies of a
+        quiet instance) only settles the overlay: nothing is re-derived or re-hashed.
+        """
         joined = instance.snapshot is None
         previous = instance.snapshot
         instance.snapshot = snapshot
         instance.last_seq = snapshot.seq
         instance.last_sync_at = now_ms
-        instance.provisional.clear()
-        instance.hidden.clear()
         self._clear_holds(instance)
         if instance.override == snapshot.status:
             instance.override = None
-        instance._invalidate()
+        if previous is not None and _same_content(previous, snapshot):
+            return self._settle_overlay(instance)
+        instance.provisional.clear()
+        instance.hidden.clear()
         if joined:
             self._join_counter += 1
             instance.join_seq = self._join_counter
             self._joined[instance.id] = instance
         elif previous is not None and previous.endpoint_url != snapshot.endpoint_url:
             for room in instance.rooms.values():
-                room.info = None
+                room.reset()
         self._track_name(instance, snapshot, previous.name if previous is not None else None)
-        return self._update(instance, joined=joined)
+        self._dirty(instance)
+        return self._reconcile(instance, _full_changes(instance), joined=joined, whole=True)
 
     def touch(self, instance: Instance, now_ms: int) -> list[Event]:
         """A hash-only reply: newer ``lastSyncAt``; overlay, holds and overrides settle."""
@@ -335,25 +409,21 @@ class ReadModel:
         self._clear_holds(instance)
         if instance.override is not None and instance.override == instance.status:
             instance.override = None
-        if instance.provisional or instance.hidden:
-            instance.provisional.clear()
-            instance.hidden.clear()
-            return self._update(instance)
-        return []
+        return self._settle_overlay(instance)
 
     def add_provisional(self, instance: Instance, raw: str, room_type: str) -> list[Event]:
         if not instance.joined or instance.removed:
             return []
         instance.hidden.discard(raw)
         instance.provisional[raw] = room_type
-        return self._update(instance)
+        return self._reconcile(instance, [(raw, _effective_room(instance, raw))])
 
     def hide(self, instance: Instance, raw: str) -> list[Event]:
         if not instance.joined or instance.removed:
             return []
         instance.provisional.pop(raw, None)
         instance.hidden.add(raw)
-        return self._update(instance)
+        return self._reconcile(instance, [(raw, None)])
 
     def remove(self, instance: Instance) -> list[Event]:
         """Forget a connection; emits ``instance:leave`` first if it was in the read model."""
@@ -368,7 +438,9 @@ class ReadModel:
         del self._joined[instance.id]
         self._forget_name(instance, leave.name)
         events: list[Event] = [("instance:leave", leave)]
-        events.extend(self._update(instance, removing=True))
+        events.extend(self._reconcile(instance, [(raw, None) for raw in list(instance.rooms)]))
+        self.index.remove(instance)
+        self._dirty(instance)
         instance.provisional.clear()
         instance.hidden.clear()
         instance.override = None
@@ -408,37 +480,64 @@ class ReadModel:
                 )
         holders[instance.id] = instance
 
-    def _update(
-        self, instance: Instance, *, joined: bool = False, removing: bool = False
+    def _settle_overlay(self, instance: Instance) -> list[Event]:
+        """Drop the overlay: its rooms fall back to what the applied snapshot says."""
+        if not instance.provisional and not instance.hidden:
+            return []
+        raws = [*instance.provisional, *instance.hidden]
+        instance.provisional.clear()
+        instance.hidden.clear()
+        return self._reconcile(instance, [(raw, _effective_room(instance, raw)) for raw in raws])
+
+    def _dirty(self, instance: Instance) -> None:
+        """``instance``'s views and the fleet's derived views are out of date."""
+        instance._info = None
+        instance._hash_text = None
+        self._stats = None
+        self._state_hash = None
+        self.sync_due = True
+
+    def _reconcile(
+        self,
+        instance: Instance,
+        changes: Iterable[Change],
+        *,
+        joined: bool = False,
+        whole: bool = False,
     ) -> list[Event]:
-        """Bring ``instance``'s rooms in line with its effective state and reconcile."""
-        target: Mapping[str, ReportedRoom] = {} if removing else _effective_rooms(instance)
+        """Bring the listed rooms of ``instance`` to their effective state and re-resolve
+        the public ids they touch; costs O(changes), not O(rooms on the instance)."""
         current = instance.rooms
         affected: set[str] = set()
-        changed: set[Instance] = {instance}
+        changed: set[Instance] = set()
         before: dict[_Room, str] = {}
         old_info: dict[_Room, RoomInfo] = {}  # as last published, for renamed rooms
         destroyed: list[RoomInfo] = []
         created: list[_Room] = []
+        connections = 0
 
-        for raw in [raw for raw in current if raw not in target]:
-            room = current.pop(raw)
-            destroyed.append(room.room_info())
-            claimants = self._claims[room.base]
-            claimants.remove(room)
-            if not claimants:
-                del self._claims[room.base]
-            if self._public.get(room.public) is room:
-                del self._public[room.public]
-            affected.add(room.base)
-        for raw, reported in target.items():
+        for raw, reported in changes:
             existing = current.get(raw)
-            if existing is None:
+            if reported is None:
+                if existing is None:
+                    continue
+                del current[raw]
+                connections -= existing.connections
+                destroyed.append(existing.room_info())
+                claimants = self._claims[existing.base]
+                claimants.remove(existing)
+                if not claimants:
+                    del self._claims[existing.base]
+                if self._public.get(existing.public) is existing:
+                    del self._public[existing.public]
+                affected.add(existing.base)
+            elif existing is None:
                 base = encode_public_id(raw)
                 room = _Room(
                     raw, base, "", reported.type, reported.connections, reported.local, instance
                 )
                 current[raw] = room
+                connections += reported.connections
                 self._claims.setdefault(base, []).append(room)
                 affected.add(base)
                 created.append(room)
@@ -450,10 +549,17 @@ class ReadModel:
                 if existing.local != reported.local:
                     affected.add(existing.base)
                     old_info[existing] = existing.room_info()
+                connections += reported.connections - existing.connections
                 existing.type = reported.type
                 existing.connections = reported.connections
                 existing.local = reported.local
-                existing.info = None
+                existing.reset()
+            else:
+                continue
+            changed.add(instance)
+
+        if instance._connections is not None:
+            instance._connections += connections
 
         for base in affected:
             claimed = self._claims.get(base)
@@ -472,16 +578,14 @@ class ReadModel:
                 last = old_info.get(room) or room.info or room.room_info()
                 destroyed.append(replace(last, id=old_public))
                 renamed_created.append(room)
-            room.info = None
+            room.reset()
 
+        if whole:
+            changed.add(instance)
         for inst in changed:
-            inst._invalidate()
-            if inst.removed:
-                self.index.remove(inst)
-            else:
+            self._dirty(inst)
+            if not inst.removed:
                 self.index.refresh(inst)
-        self._stats = None
-        self._state_hash = None
 
         events: list[Event] = []
         if joined:
@@ -490,7 +594,6 @@ class ReadModel:
         creates.sort(key=lambda r: (r.instance.join_seq or 0, r.raw))
         events.extend(("room:create", room.room_info()) for room in creates)
         events.extend(("room:destroy", info) for info in destroyed)
-        self.sync_due = True
         return events
 
     def take_sync(self) -> Event | None:

@@ -67,6 +67,7 @@ class AgentTransport:
         self._accepting = is_accepting
         self._poll_ids = PollIds()
         self._links: set[AgentLink] = set()
+        self.closed_links = 0  # agent connections served and ended, ever
 
     @property
     def links(self) -> set[AgentLink]:
@@ -111,6 +112,7 @@ class AgentTransport:
             await link.run()
         finally:
             self._links.discard(link)
+            self.closed_links += 1
             log.info("agent disconnected instance=%s", link.instance.id)
         return ws
 

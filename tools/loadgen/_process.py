@@ -159,7 +159,7 @@ class OrchestratorProcess(ServerProcess):
     """The orchestrator under test (:mod:`tools.loadgen.target`) on ephemeral ports.
 
     ``LOADGEN_TARGET_ARGS`` (shell words) adds runner options to every start, for
-    what-if runs such as ``--gc-threshold 50000``."""
+    what-if runs such as ``--collector default``."""
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from collections import Counter
 from typing import Any
 
 from fleet_server import InstanceInfo, Orchestrator
+from fleet_server._collector import CollectorTuning
 
 from ._generator import AGENT_KEY
 from ._histogram import Histogram
@@ -125,13 +126,13 @@ async def _serve(args: argparse.Namespace) -> None:
             orch.on(event_type, count)
 
     await orch.listen()
-    if args.gc_threshold:
-        gc.set_threshold(args.gc_threshold, 50, 1000)
+    collector = CollectorTuning(
+        lambda: orch.transport.closed_links, lambda: len(orch.transport.links)
+    )
+    if args.collector == "daemon":
+        collector.start()
     lag = Histogram()
     watcher = asyncio.create_task(_watch_lag(lag))
-    freezer = (
-        asyncio.create_task(_freeze_every(args.gc_freeze_every)) if args.gc_freeze_every else None
-    )
     print(
         json.dumps({"port": orch.port, "grpc_port": orch.grpc_port, "pid": os.getpid()}),
         flush=True,
@@ -176,8 +177,7 @@ async def _serve(args: argparse.Namespace) -> None:
             print(json.dumps(reply), flush=True)
     finally:
         watcher.cancel()
-        if freezer is not None:
-            freezer.cancel()
+        await collector.stop()
         await orch.shutdown()
 
 
@@ -190,12 +190,6 @@ async def _watch_lag(lag: Histogram, period: float = 0.05) -> None:
         lag.add(max(0.0, loop.time() - due))
 
 
-async def _freeze_every(seconds: float) -> None:
-    while True:
-        await asyncio.sleep(seconds)
-        gc.freeze()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.loadgen.target")
     parser.add_argument("--heartbeat-ms", type=int, default=1000)
@@ -203,14 +197,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpc", action="store_true", help="serve gRPC on an ephemeral port")
     parser.add_argument("--count-events", action="store_true", help="count events by type")
     parser.add_argument(
-        "--gc-threshold",
-        type=int,
-        help="what-if: gc.set_threshold(N, 50, 1000) (the product keeps Python's defaults)",
-    )
-    parser.add_argument(
-        "--gc-freeze-every",
-        type=float,
-        help="what-if: gc.freeze() every S seconds, so long-lived objects leave the scans",
+        "--collector",
+        choices=("daemon", "default"),
+        default="daemon",
+        help="the daemon's garbage-collector tuning (default) or CPython's defaults",
     )
     args = parser.parse_args(argv)
     raise_fd_limit()

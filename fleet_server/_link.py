@@ -21,7 +21,7 @@ from ._commands import PendingCommand
 from ._fleet import Fleet
 from ._read_model import Instance
 
-__all__ = ["AgentLink", "CloseCode"]
+__all__ = ["AgentLink", "CloseCode", "poll_message"]
 
 log = logging.getLogger("fleet.server")
 
@@ -62,9 +62,13 @@ class AgentLink:
         self.instance: Instance = fleet.attach(instance_id, self)
 
     async def send(self, frame: agent_pb2.Frame) -> None:
+        await self.send_encoded(wire.encode_frame(frame))
+
+    async def send_encoded(self, data: bytes) -> None:
+        """Send one already encoded message (header included)."""
         if self._closing or self.ws.closed:
             raise ConnectionResetError("agent link is closed")
-        await self.ws.send_bytes(wire.encode_frame(frame))
+        await self.ws.send_bytes(data)
 
     async def run(self) -> None:
         """Serve the connection until it closes; teardown always runs."""
@@ -116,12 +120,10 @@ class AgentLink:
         self._polls += 1
         req_id = self._poll_ids.next()
         self._outstanding = req_id
-        poll = agent_pb2.Poll(req_id=req_id, status=self.instance.status)
         snapshot = self.instance.snapshot
         forced = self._polls % FORCED_FULL_EVERY == 1
-        if snapshot is not None and not forced:
-            poll.known_hash = snapshot.hash
-        await self.send(agent_pb2.Frame(poll=poll))
+        known_hash = snapshot.hash if snapshot is not None and not forced else None
+        await self.send_encoded(poll_message(req_id, known_hash, self.instance.status))
 
     async def _tick_loop(self) -> None:
         interval = self._heartbeat_ms / 1000.0
@@ -200,6 +202,31 @@ class AgentLink:
             await self.kick(
                 CloseCode.PROTOCOL_VIOLATION, f"unexpected {body or 'empty'} frame from agent"
             )
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string_field(tag: bytes, text: str) -> bytes:
+    raw = text.encode()
+    return tag + _varint(len(raw)) + raw
+
+
+def poll_message(req_id: str, known_hash: str | None, status: str) -> bytes:
+    """``wire.encode_frame(Frame(poll=Poll(...)))``, written directly: a poll goes to
+    every agent every heartbeat, and two message objects per poll cost more than this."""
+    body = _string_field(b"\x0a", req_id) if req_id else b""
+    if known_hash is not None:
+        body += _string_field(b"\x12", known_hash)
+    if status:
+        body += _string_field(b"\x1a", status)
+    return wire.HEADER + b"\x12" + _varint(len(body)) + body
 
 
 class PollIds:

@@ -1,0 +1,24 @@
+"""Pieces of the agent link that need no connection."""
+
+from __future__ import annotations
+
+import pytest
+from rivalis.fleet.v3 import agent_pb2
+
+from fleet_agent import wire
+from fleet_server._link import poll_message
+
+
+@pytest.mark.parametrize("req_id", ["poll_1", "poll_" + "9" * 200, ""])
+@pytest.mark.parametrize("known_hash", [None, "", "4f53cda18c2baa0c", "h" * 300])
+@pytest.mark.parametrize("status", ["active", "draining", ""])
+def test_poll_message_is_the_protobuf_encoding(
+    req_id: str, known_hash: str | None, status: str
+) -> None:
+    poll = agent_pb2.Poll(req_id=req_id, status=status)
+    if known_hash is not None:
+        poll.known_hash = known_hash
+    expected = wire.encode_frame(agent_pb2.Frame(poll=poll))
+    assert poll_message(req_id, known_hash, status) == expected
+    decoded = wire.decode_frame(expected).poll
+    assert decoded.HasField("known_hash") is (known_hash is not None)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from fleet_agent import wire
 from fleet_server import ErrorCode, FleetError
 from fleet_server._ids import ID_ALPHABET
 
@@ -225,14 +226,14 @@ async def test_failing_poll_send_in_the_timer_is_logged_and_becomes_misses(
         async with harness(heartbeat_ms=100) as h:
             agent = await h.join()
             link = h.link(agent)
-            original = link.send
+            original = link.send_encoded
 
-            async def failing(frame: Any) -> None:
-                if frame.WhichOneof("body") == "poll":
+            async def failing(data: bytes) -> None:
+                if wire.decode_frame(data).WhichOneof("body") == "poll":
                     raise RuntimeError("poll transport broke")
-                await original(frame)
+                await original(data)
 
-            monkeypatch.setattr(link, "send", failing)
+            monkeypatch.setattr(link, "send_encoded", failing)
             polls = len(agent.polls)
             stale = asyncio.Event()
             h.orch.on("instance:stale", lambda info: stale.set())

@@ -273,6 +273,7 @@ class ReadModel:
         self._held: dict[str, Instance] = {}
         self._stats: FleetStats | None = None
         self._state_hash: str | None = None
+        self._by_id: list[Instance] | None = None  # joined instances sorted by id
         self._emitted_hash = EMPTY_HASH
         self.sync_due = False
         self.index = PlacementIndex()
@@ -367,8 +368,11 @@ class ReadModel:
     def state_hash(self) -> str:
         digest = self._state_hash
         if digest is None:
-            ordered = sorted(self._joined.values(), key=lambda i: i.id)
-            digest = hash64_text("[" + ",".join(i.hash_text() for i in ordered) + "]")
+            ordered = self._by_id
+            if ordered is None:
+                ordered = sorted(self._joined.values(), key=lambda i: i.id)
+                self._by_id = ordered
+            digest = hash64_text("[" + ",".join([i.hash_text() for i in ordered]) + "]")
             self._state_hash = digest
         return digest
 
@@ -396,6 +400,7 @@ class ReadModel:
             self._join_counter += 1
             instance.join_seq = self._join_counter
             self._joined[instance.id] = instance
+            self._by_id = None
         elif previous is not None and previous.endpoint_url != snapshot.endpoint_url:
             for room in instance.rooms.values():
                 room.reset()
@@ -436,6 +441,7 @@ class ReadModel:
             return []
         leave = instance.info()
         del self._joined[instance.id]
+        self._by_id = None
         self._forget_name(instance, leave.name)
         events: list[Event] = [("instance:leave", leave)]
         events.extend(self._reconcile(instance, [(raw, None) for raw in list(instance.rooms)]))

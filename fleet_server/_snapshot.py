@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
 from rivalis.fleet.v3 import agent_pb2
@@ -35,8 +35,10 @@ class SnapshotRejectedError(ValueError):
     """A full State that fails validation; the message is the reason."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReportedRoom:
+class ReportedRoom(NamedTuple):
+    """One room as its agent reported it (a tuple: cheap to build, and of atoms only,
+    so the garbage collector stops tracking it)."""
+
     type: str
     connections: int
     local: bool
@@ -73,47 +75,36 @@ def _check_url(url: str) -> None:
 
 
 def parse_snapshot(state: agent_pb2.State) -> Snapshot:
-    """Validate ``state`` (a full reply) and return it as a :class:`Snapshot`."""
-    if len(state.endpoint_url) > MAX_ENDPOINT_URL:
-        raise SnapshotRejectedError(f"endpoint_url longer than {MAX_ENDPOINT_URL} chars")
-    if len(state.name) > MAX_NAME:
-        raise SnapshotRejectedError(f"name longer than {MAX_NAME} chars")
-    if len(state.room_types) > MAX_ROOM_TYPES:
-        raise SnapshotRejectedError(f"room_types has more than {MAX_ROOM_TYPES} entries")
-    for room_type in state.room_types:
-        if len(room_type) > MAX_ROOM_TYPE:
-            raise SnapshotRejectedError(f"room_types entry longer than {MAX_ROOM_TYPE} chars")
-    if len(state.rooms) > MAX_ROOMS:
-        raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS} entries")
-    _check_url(state.endpoint_url)
-    labels = dict(state.labels)
-    if len(labels) > MAX_LABELS:
-        raise SnapshotRejectedError(f"labels has more than {MAX_LABELS} entries")
-    for key, value in labels.items():
-        if len(key) > MAX_LABEL_KEY:
-            raise SnapshotRejectedError(f"label key longer than {MAX_LABEL_KEY} chars")
-        if len(value) > MAX_LABEL_VALUE:
-            raise SnapshotRejectedError(f"label value longer than {MAX_LABEL_VALUE} chars")
-    for room in state.rooms:
-        if not room.id:
-            raise SnapshotRejectedError("room id is empty")
-        if len(room.id) > MAX_ROOM_ID:
-            raise SnapshotRejectedError(f"room id longer than {MAX_ROOM_ID} chars")
-        if len(room.type) > MAX_ROOM_TYPE:
-            raise SnapshotRejectedError(f"room type longer than {MAX_ROOM_TYPE} chars")
-        if room.connections > MAX_CONNECTIONS:
-            raise SnapshotRejectedError(f"room connections above {MAX_CONNECTIONS}")
-    if state.status not in _STATUSES:
-        raise SnapshotRejectedError("status must be active or draining")
+    """Validate ``state`` (a full reply) and return it as a :class:`Snapshot`.
+
+    Well-formed rooms are read in one pass; when anything in that pass is off, the
+    checks run again in the SPEC's order so the reason is the first failure.
+    """
     rooms: dict[str, ReportedRoom] = {}
     origins = _ORIGINS
-    for room in state.rooms:
-        local = origins.get(room.origin)
-        if local is None:
-            raise SnapshotRejectedError("room origin must be fleet or local")
-        if room.id in rooms:
-            raise SnapshotRejectedError("room id listed twice")
-        rooms[room.id] = ReportedRoom(room.type, room.connections, local)
+    suspect = len(state.rooms) > MAX_ROOMS
+    if not suspect:
+        for room in state.rooms:
+            room_id = room.id
+            room_type = room.type
+            connections = room.connections
+            local = origins.get(room.origin)
+            if (
+                local is None
+                or not room_id
+                or len(room_id) > MAX_ROOM_ID
+                or len(room_type) > MAX_ROOM_TYPE
+                or connections > MAX_CONNECTIONS
+                or room_id in rooms
+            ):
+                suspect = True
+                break
+            rooms[room_id] = ReportedRoom(room_type, connections, local)
+    _check_fields(state)
+    if suspect:
+        rooms = _checked_rooms(state)
+    elif state.status not in _STATUSES:
+        raise SnapshotRejectedError("status must be active or draining")
     capacity = state.capacity
     max_connections = capacity.max_connections if capacity.HasField("max_connections") else None
     max_rooms = capacity.max_rooms if capacity.HasField("max_rooms") else None
@@ -127,7 +118,7 @@ def parse_snapshot(state: agent_pb2.State) -> Snapshot:
         agent_version=state.agent_version,
         protocol_version=state.protocol_version,
         endpoint_url=state.endpoint_url,
-        labels=labels,
+        labels=dict(state.labels),
         max_connections=max_connections,
         max_rooms=max_rooms,
         auto_create=state.auto_create,
@@ -137,3 +128,51 @@ def parse_snapshot(state: agent_pb2.State) -> Snapshot:
         hash=state.hash,
         seq=state.seq,
     )
+
+
+def _check_fields(state: agent_pb2.State) -> None:
+    """Every check but the rooms', in the SPEC's order (room checks sit in between)."""
+    if len(state.endpoint_url) > MAX_ENDPOINT_URL:
+        raise SnapshotRejectedError(f"endpoint_url longer than {MAX_ENDPOINT_URL} chars")
+    if len(state.name) > MAX_NAME:
+        raise SnapshotRejectedError(f"name longer than {MAX_NAME} chars")
+    if len(state.room_types) > MAX_ROOM_TYPES:
+        raise SnapshotRejectedError(f"room_types has more than {MAX_ROOM_TYPES} entries")
+    for room_type in state.room_types:
+        if len(room_type) > MAX_ROOM_TYPE:
+            raise SnapshotRejectedError(f"room_types entry longer than {MAX_ROOM_TYPE} chars")
+    if len(state.rooms) > MAX_ROOMS:
+        raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS} entries")
+    _check_url(state.endpoint_url)
+    labels = state.labels
+    if len(labels) > MAX_LABELS:
+        raise SnapshotRejectedError(f"labels has more than {MAX_LABELS} entries")
+    for key, value in labels.items():
+        if len(key) > MAX_LABEL_KEY:
+            raise SnapshotRejectedError(f"label key longer than {MAX_LABEL_KEY} chars")
+        if len(value) > MAX_LABEL_VALUE:
+            raise SnapshotRejectedError(f"label value longer than {MAX_LABEL_VALUE} chars")
+
+
+def _checked_rooms(state: agent_pb2.State) -> dict[str, ReportedRoom]:
+    """The rooms, checked one rule at a time in the SPEC's order (after the fields)."""
+    for room in state.rooms:
+        if not room.id:
+            raise SnapshotRejectedError("room id is empty")
+        if len(room.id) > MAX_ROOM_ID:
+            raise SnapshotRejectedError(f"room id longer than {MAX_ROOM_ID} chars")
+        if len(room.type) > MAX_ROOM_TYPE:
+            raise SnapshotRejectedError(f"room type longer than {MAX_ROOM_TYPE} chars")
+        if room.connections > MAX_CONNECTIONS:
+            raise SnapshotRejectedError(f"room connections above {MAX_CONNECTIONS}")
+    if state.status not in _STATUSES:
+        raise SnapshotRejectedError("status must be active or draining")
+    rooms: dict[str, ReportedRoom] = {}
+    for room in state.rooms:
+        local = _ORIGINS.get(room.origin)
+        if local is None:
+            raise SnapshotRejectedError("room origin must be fleet or local")
+        if room.id in rooms:
+            raise SnapshotRejectedError("room id listed twice")
+        rooms[room.id] = ReportedRoom(room.type, room.connections, local)
+    return rooms

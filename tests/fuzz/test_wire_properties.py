@@ -294,3 +294,63 @@ def test_a_valid_state_passes_and_the_validator_keeps_it_whole() -> None:
     assert snap.room_types == ("lobby", "match")
     assert snap.max_rooms == 0 and snap.max_connections is None
     assert snap.rooms["a/b"].local is True
+
+
+def _first_failure(state: agent_pb2.State) -> str | None:
+    """SPEC §4's checks one by one in their order: the reason the validator must give."""
+    s = _snapshot
+    rooms = list(state.rooms)
+    ordered: list[tuple[bool, str]] = [
+        (len(state.endpoint_url) > s.MAX_ENDPOINT_URL, "endpoint_url longer"),
+        (len(state.name) > s.MAX_NAME, "name longer"),
+        (len(state.room_types) > s.MAX_ROOM_TYPES, "room_types has more"),
+        (any(len(t) > s.MAX_ROOM_TYPE for t in state.room_types), "room_types entry"),
+        (len(rooms) > s.MAX_ROOMS, "rooms has more"),
+    ]
+    for failed, reason in ordered:
+        if failed:
+            return reason
+    try:
+        s._check_url(state.endpoint_url)
+    except SnapshotRejectedError as exc:
+        return str(exc)
+    checks: list[tuple[bool, str]] = [
+        (len(state.labels) > s.MAX_LABELS, "labels has more"),
+        *(
+            (len(k) > s.MAX_LABEL_KEY or len(v) > s.MAX_LABEL_VALUE, "label ")
+            for k, v in state.labels.items()
+        ),
+        *(
+            (
+                not r.id
+                or len(r.id) > s.MAX_ROOM_ID
+                or len(r.type) > s.MAX_ROOM_TYPE
+                or r.connections > s.MAX_CONNECTIONS,
+                "room ",
+            )
+            for r in rooms
+        ),
+        (state.status not in ("active", "draining"), "status must"),
+        (any(r.origin not in ("", "local", "fleet") for r in rooms), "room origin"),
+        (len({r.id for r in rooms}) != len(rooms), "room id listed twice"),
+        (
+            (state.capacity.HasField("max_connections") and state.capacity.max_connections < 0)
+            or (state.capacity.HasField("max_rooms") and state.capacity.max_rooms < 0),
+            "capacity values",
+        ),
+    ]
+    for failed, reason in checks:
+        if failed:
+            return reason
+    return None
+
+
+@given(states())
+def test_the_reason_is_the_first_failing_check_in_spec_order(state: agent_pb2.State) -> None:
+    expected = _first_failure(state)
+    try:
+        parse_snapshot(state)
+    except SnapshotRejectedError as exc:
+        assert expected is not None and str(exc).startswith(expected), (str(exc), expected)
+    else:
+        assert expected is None

@@ -16,13 +16,14 @@ indexes) are cached and rebuilt only after a semantic change.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from fleet_agent import Capacity
-from fleet_agent.wire import canonical_text, hash64_text
+from fleet_agent.wire import canonical_text
 
 from ._ids import encode_public_id
 from ._models import FleetStats, InstanceInfo, InstanceStatus, RoomInfo
@@ -84,7 +85,7 @@ class Instance:
 
     __slots__ = (
         "_connections",
-        "_hash_text",
+        "_hash_entry",
         "_info",
         "hidden",
         "holds",
@@ -116,7 +117,7 @@ class Instance:
         self.removed = False
         self.rooms: dict[str, _Room] = {}
         self._info: InstanceInfo | None = None
-        self._hash_text: str | None = None
+        self._hash_entry: bytes | None = None
         self._connections: int | None = None
 
     @property
@@ -175,14 +176,14 @@ class Instance:
             self._info = info
         return info
 
-    def hash_text(self) -> str:
-        """This instance's canonical stateHash entry (``lastSyncAt`` excluded).
+    def hash_entry(self) -> bytes:
+        """This instance's canonical stateHash entry (``lastSyncAt`` excluded), UTF-8.
 
         Equal to the canonical JSON of ``info().to_dict()`` without ``lastSyncAt``, built
         from each room's cached fragment so a one-room change re-encodes one room.
         """
-        text = self._hash_text
-        if text is None:
+        entry_bytes = self._hash_entry
+        if entry_bytes is None:
             snap = self.snapshot
             assert snap is not None
             entry = {
@@ -205,13 +206,26 @@ class Instance:
             # Every other value is a string, number, bool, null, a list of strings or an
             # object of strings, so this key is the only place the text can occur.
             text = canonical_text(entry).replace(_EMPTY_ROOMS, f'"rooms":[{fragments}]', 1)
-            self._hash_text = text
-        return text
+            entry_bytes = text.encode()
+            self._hash_entry = entry_bytes
+        return entry_bytes
 
 
 _EMPTY_ROOMS: Final = '"rooms":[]'
 
 Change = tuple[str, ReportedRoom | None]  # raw room id -> its effective state, None: gone
+
+
+def _fleet_digest(entries: list[bytes]) -> str:
+    """``hash64`` of ``[entry,entry,…]`` fed piecewise: no joined copy of the fleet's text."""
+    digest = hashlib.sha256(b"[")
+    update = digest.update
+    for n, entry in enumerate(entries):
+        if n:
+            update(b",")
+        update(entry)
+    update(b"]")
+    return digest.hexdigest()[:16]
 
 
 def _effective_room(instance: Instance, raw: str) -> ReportedRoom | None:
@@ -372,7 +386,7 @@ class ReadModel:
             if ordered is None:
                 ordered = sorted(self._joined.values(), key=lambda i: i.id)
                 self._by_id = ordered
-            digest = hash64_text("[" + ",".join([i.hash_text() for i in ordered]) + "]")
+            digest = _fleet_digest([i.hash_entry() for i in ordered])
             self._state_hash = digest
         return digest
 
@@ -498,7 +512,7 @@ class ReadModel:
     def _dirty(self, instance: Instance) -> None:
         """``instance``'s views and the fleet's derived views are out of date."""
         instance._info = None
-        instance._hash_text = None
+        instance._hash_entry = None
         self._stats = None
         self._state_hash = None
         self.sync_due = True

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from fleet_agent import wire
-from fleet_server import Capacity
+from fleet_server import Capacity, _read_model
 
 from .harness import Harness, harness
 from .raw_agent import RawRoom, wait_for
@@ -303,20 +302,20 @@ async def test_reads_reuse_one_hash_and_resolution_per_applied_snapshot(
         agent = await h.join(rooms={"r1": RawRoom("match", 1)})
         fleet = h.orch.fleet
         read = fleet._read
-        hashes: list[str] = []
+        hashes: list[list[bytes]] = []
         resolutions: list[str] = []
-        real_hash = wire.hash64_text
+        real_hash = _read_model._fleet_digest
         real_resolve = read._resolve
 
-        def counting_hash(text: str) -> str:
-            hashes.append(text)
-            return real_hash(text)
+        def counting_hash(entries: list[bytes]) -> str:
+            hashes.append(entries)
+            return real_hash(entries)
 
         def counting_resolve(base: str, claimants: list[Any]) -> None:
             resolutions.append(base)
             real_resolve(base, claimants)
 
-        monkeypatch.setattr("fleet_server._read_model.hash64_text", counting_hash)
+        monkeypatch.setattr(_read_model, "_fleet_digest", counting_hash)
         monkeypatch.setattr(read, "_resolve", counting_resolve)
 
         def read_everything(times: int = 50) -> None:

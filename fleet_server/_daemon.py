@@ -11,9 +11,9 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from importlib import metadata
-from typing import Final
+from typing import Any, Final
 
 from ._collector import CollectorTuning
 from ._config import ConfigError, DaemonConfig, build_parser, load_config
@@ -125,6 +125,15 @@ async def _serve(orch: Orchestrator, config: DaemonConfig) -> int:
     return EXIT_OK
 
 
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where it is installed (every platform but Windows), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the daemon; returns the process exit code."""
     parser = build_parser(_version())
@@ -155,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc))
         return EXIT_CONFIG
     try:
-        return asyncio.run(_serve(orch, config))
+        return _run(_serve(orch, config))
     except Exception:
         log.exception("orchestrator failed")
         return EXIT_FAILURE

@@ -36,6 +36,7 @@ from aiohttp import WSMsgType, web
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
+from tools._loops import add_loop_option, run
 
 SMALL: Final = (
     b'{"status":"OK","data":{"instances":100,"rooms":5000,"connections":15000,'
@@ -234,11 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.floors")
     parser.add_argument("--heartbeat-ms", type=int, default=1000)
     parser.add_argument("--sse-rate", type=float, default=0.0, help="SSE events per second")
+    add_loop_option(parser)
     args = parser.parse_args(argv)
     from tools.loadgen._worker import raise_fd_limit
 
     raise_fd_limit()
-    asyncio.run(_serve(args))
+    run(_serve(args), args.loop)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from typing import Any
 from fleet_server import InstanceInfo, Orchestrator
 from fleet_server._collector import CollectorTuning
 
+from .._loops import add_loop_option, run
 from ._generator import AGENT_KEY
 from ._histogram import Histogram
 from ._process import ADMIN_KEY
@@ -202,9 +203,10 @@ def main(argv: list[str] | None = None) -> None:
         default="daemon",
         help="the daemon's garbage-collector tuning (default) or CPython's defaults",
     )
+    add_loop_option(parser)
     args = parser.parse_args(argv)
     raise_fd_limit()
-    asyncio.run(_serve(args))
+    run(_serve(args), args.loop)
 
 
 if __name__ == "__main__":

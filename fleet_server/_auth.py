@@ -43,20 +43,43 @@ class KeyRing:
     def __init__(self, keys: Sequence[str]) -> None:
         self._keys = tuple(keys)
         self._digests = tuple(hashlib.sha256(k.encode()).digest() for k in self._keys)
+        self._ids = tuple(fingerprint(k) for k in self._keys)
+        # Digests of presented strings that matched a key: at most one per key, so only
+        # configured keys are held, and a wrong key is always hashed afresh.
+        self._matched: dict[str, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
 
+    def _index(self, presented: str | None) -> int:
+        """The position of the configured key equal to ``presented``, or -1.
+
+        The SHA-256 of ``presented`` (remembered once it has matched), then a
+        constant-time comparison with every configured digest, with no early exit.
+        """
+        if not presented or not self._digests:
+            return -1
+        digest = self._matched.get(presented)
+        remembered = digest is not None
+        if digest is None:
+            digest = hashlib.sha256(presented.encode()).digest()
+        found = -1
+        for index, candidate in enumerate(self._digests):
+            if hmac.compare_digest(digest, candidate):
+                found = index
+        if found >= 0 and not remembered:
+            self._matched[presented] = digest
+        return found
+
     def match(self, presented: str | None) -> str | None:
         """The configured key equal to ``presented``, or None."""
-        if not presented or not self._digests:
-            return None
-        digest = hashlib.sha256(presented.encode()).digest()
-        found: str | None = None
-        for key, candidate in zip(self._keys, self._digests, strict=True):
-            if hmac.compare_digest(digest, candidate):
-                found = key
-        return found
+        index = self._index(presented)
+        return self._keys[index] if index >= 0 else None
+
+    def identify(self, presented: str | None) -> str | None:
+        """The :func:`fingerprint` of the configured key equal to ``presented``, or None."""
+        index = self._index(presented)
+        return self._ids[index] if index >= 0 else None
 
     @staticmethod
     def bearer(header: str | None) -> str | None:
@@ -104,7 +127,10 @@ class AuthThrottle:
 
     def blocked(self, ip: str) -> bool:
         now = self._clock()
-        self._prune(now)
+        if now - self._last_prune >= self._window:
+            self._prune(now)
+        if ip not in self._buckets:  # a full bucket
+            return self._limit < 1.0
         return self._level(ip, now) < 1.0
 
     def failure(self, ip: str) -> None:

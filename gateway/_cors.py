@@ -3,8 +3,9 @@
 Off unless origins are configured. A listed ``Origin`` (or any, with ``*``) gets
 ``Access-Control-Allow-Origin`` and ``Access-Control-Expose-Headers: ETag`` on every
 response — errors and SSE streams included — through the app's response-prepare
-signal. ``OPTIONS`` is never routed: with CORS on, a preflight is answered ``204``
-before route matching and auth; otherwise it is ``404 NOT_FOUND``.
+signal. ``OPTIONS`` is never routed: the gateway's middleware hands every ``OPTIONS``
+request to :func:`answer_options` before auth, so with CORS on a preflight is answered
+``204``; otherwise it is ``404 NOT_FOUND``. With CORS off nothing is installed.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
 
-__all__ = ["CORS_POLICY", "CorsPolicy", "install_cors", "options_middleware"]
+__all__ = ["CORS_POLICY", "CorsPolicy", "answer_options", "install_cors"]
 
 ALLOW_METHODS: Final = "GET, POST, DELETE, OPTIONS"
 EXPOSE_HEADERS: Final = "ETag"
@@ -74,22 +74,19 @@ def _is_preflight(request: web.Request) -> bool:
     return hdrs.ORIGIN in headers and hdrs.ACCESS_CONTROL_REQUEST_METHOD in headers
 
 
-@web.middleware
-async def options_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer ``OPTIONS`` before routing: a preflight with CORS on, else ``404``."""
-    if request.method != hdrs.METH_OPTIONS:
-        return await handler(request)
-    policy = request.app.get(CORS_POLICY)
+def answer_options(request: web.Request, policy: CorsPolicy | None) -> web.Response:
+    """The answer to an ``OPTIONS`` request: a preflight with CORS on, else ``404``."""
     if policy is not None and policy.enabled and _is_preflight(request):
         return policy.preflight(request)
     raise web.HTTPNotFound()
 
 
-def install_cors(app: web.Application, origins: Sequence[str]) -> None:
-    """Enable CORS on ``app`` for ``origins`` (nothing happens for an empty list)."""
+def install_cors(app: web.Application, origins: Sequence[str]) -> CorsPolicy | None:
+    """Enable CORS on ``app`` for ``origins`` and return its policy (nothing happens, and
+    None is returned, for an empty list)."""
     policy = CorsPolicy(origins)
     if not policy.enabled:
-        return
+        return None
     app[CORS_POLICY] = policy
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -97,3 +94,4 @@ def install_cors(app: web.Application, origins: Sequence[str]) -> None:
             policy.apply(request, response)
 
     app.on_response_prepare.append(on_prepare)
+    return policy

@@ -31,9 +31,12 @@ class _NoData(enum.Enum):
 NO_DATA: Final = _NoData.NO_DATA
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(payload: Any) -> bytes:
     """Compact JSON, the encoding of every body (the failure helper's too)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(payload).encode()
 
 
 def json_body(

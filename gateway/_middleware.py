@@ -2,17 +2,17 @@
 
 Each request passes, in this order (SPEC §10 "Order"): CORS preflight
 (:mod:`._cors`) → route match (no route: ``404 NOT_FOUND``; known path, wrong method:
-``405 METHOD_NOT_ALLOWED`` with ``Allow``) → :class:`Guard`: the failed-auth throttle
-(``429 AUTH_THROTTLED``) → the admin key (``401 UNAUTHORIZED``) → the 64 KiB body
-cap (``413 PAYLOAD_TOO_LARGE``) → the handler, which validates its input (``400``).
+``405 METHOD_NOT_ALLOWED`` with ``Allow``) → for the routes it protects, the failed-auth
+throttle (``429 AUTH_THROTTLED``) → the admin key (``401 UNAUTHORIZED``) → the 64 KiB
+body cap (``413 PAYLOAD_TOO_LARGE``) → the handler, which validates its input (``400``).
 
-:func:`envelope_middleware`, outermost, turns whatever escapes into the envelope —
-a :class:`~fleet_server.FleetError` into its code's status, aiohttp's own HTTP errors
-into ``NOT_FOUND``/``METHOD_NOT_ALLOWED``/``PAYLOAD_TOO_LARGE``/``VALIDATION``, and
-anything else into ``500 INTERNAL`` (logged with method and path) — so a client
-never sees HTML or a traceback. It then writes the access line (``fleet.http``,
-DEBUG, never a query string) and, for the audited routes, the audit line
-(``fleet.audit``, INFO, also for refused requests).
+All of it runs in one middleware, :meth:`Guard.middleware`, which also turns whatever
+escapes into the envelope — a :class:`~fleet_server.FleetError` into its code's status,
+aiohttp's own HTTP errors into ``NOT_FOUND``/``METHOD_NOT_ALLOWED``/``PAYLOAD_TOO_LARGE``/
+``VALIDATION``, and anything else into ``500 INTERNAL`` (logged with method and path) —
+so a client never sees HTML or a traceback. It then writes the access line
+(``fleet.http``, DEBUG, never a query string; built only when DEBUG is on) and, for the
+audited routes, the audit line (``fleet.audit``, INFO, also for refused requests).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -29,10 +28,11 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from fleet_server._auth import KeyRing, fingerprint
+from fleet_server._auth import KeyRing
 from fleet_server._errors import ErrorCode, FleetError
 from fleet_server._transport import client_ip
 
+from ._cors import CorsPolicy, answer_options
 from ._envelope import rejected
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ __all__ = [
     "AuthMode",
     "Guard",
     "RequestContext",
-    "envelope_middleware",
+    "RoutePolicy",
     "raw_path",
 ]
 
@@ -100,49 +100,6 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return rejected(ErrorCode.INTERNAL)
 
 
-@web.middleware
-async def envelope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    outcome = "cancelled"
-    try:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                outcome = str(exc.status)
-                raise
-            response = _from_http_exception(exc)
-        except FleetError as exc:
-            response = rejected(exc.code)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except Exception:
-            log.exception("request failed method=%s path=%s", request.method, raw_path(request))
-            response = rejected(ErrorCode.INTERNAL)
-        outcome = str(response.status)
-        return response
-    finally:
-        context = request.get(CONTEXT)
-        ip = context.ip if context is not None else (request.remote or "unknown")
-        log.debug(
-            "%s %s %s ip=%s %.1fms",
-            request.method,
-            raw_path(request),
-            outcome,
-            ip,
-            (time.perf_counter() - started) * 1000,
-        )
-        if context is not None and context.audited:
-            audit_log.info(
-                "audit route=%s %s key=%s ip=%s outcome=%s",
-                request.method,
-                raw_path(request),
-                context.key_id or "unknown",
-                ip,
-                outcome,
-            )
-
-
 async def _read_body(request: web.Request) -> bytes:
     """The whole body, refusing it as soon as it passes :data:`BODY_LIMIT`."""
     body = bytearray()
@@ -157,60 +114,141 @@ async def _read_body(request: web.Request) -> bytes:
     return bytes(body)
 
 
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """How :class:`Guard` admits requests to one route."""
+
+    auth: AuthMode
+    audited: bool = False
+    reads_body: bool = False
+
+
 class Guard:
-    """Wraps a route's handler in the throttle → auth → body-cap sequence."""
+    """The one middleware of an app: preflight, throttle → auth → body cap, envelope, logs.
+
+    Routes registered with :meth:`protect` pass the throttle, the admin key and the body
+    cap before their handler runs; every other route (health, the agent endpoint, the
+    OpenAPI document) goes straight to its handler. Either way, whatever escapes becomes
+    the envelope, and the access and audit lines are written after the response.
+    """
 
     def __init__(self, orch: Orchestrator) -> None:
         self._orch = orch
+        self._policies: dict[web.AbstractRoute, RoutePolicy] = {}
+        self.cors: CorsPolicy | None = None
 
-    def wrap(
+    def protect(
         self,
-        handler: Handler,
+        route: web.AbstractRoute,
         *,
         auth: AuthMode,
         audited: bool = False,
         reads_body: bool = False,
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            refusal = await self._admit(request, auth, audited, reads_body)
-            if refusal is not None:
-                return refusal
-            return await handler(request)
+    ) -> None:
+        """Guard ``route`` (a route of this guard's app) with ``auth``; NONE leaves it open."""
+        if auth is AuthMode.NONE:
+            self._policies.pop(route, None)
+            return
+        self._policies[route] = RoutePolicy(auth, audited, reads_body)
 
-        return guarded
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        debug = log.isEnabledFor(logging.DEBUG)
+        started = time.perf_counter() if debug else 0.0
+        context: RequestContext | None = None
+        response: web.StreamResponse
+        status: int | None = None  # None: cancelled
+        try:
+            try:
+                if request.method == hdrs.METH_OPTIONS:
+                    response = answer_options(request, self.cors)
+                else:
+                    policy = self._policies.get(request.match_info.route)
+                    if policy is None:
+                        response = await handler(request)
+                    else:
+                        context = RequestContext(
+                            client_ip(request, self._orch.trust_proxy), policy.audited
+                        )
+                        request[CONTEXT] = context
+                        refusal = self._admit(request, context, policy)
+                        if refusal is None and policy.reads_body:
+                            refusal = await _admit_body(request, context)
+                        response = refusal if refusal is not None else await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    status = exc.status
+                    raise
+                response = _from_http_exception(exc)
+            except FleetError as exc:
+                response = rejected(exc.code)
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception:
+                log.exception("request failed method=%s path=%s", request.method, raw_path(request))
+                response = rejected(ErrorCode.INTERNAL)
+            status = response.status
+            return response
+        finally:
+            if debug or (context is not None and context.audited):
+                outcome = "cancelled" if status is None else str(status)
+                ip = context.ip if context is not None else (request.remote or "unknown")
+                path = raw_path(request)
+                if debug:
+                    log.debug(
+                        "%s %s %s ip=%s %.1fms",
+                        request.method,
+                        path,
+                        outcome,
+                        ip,
+                        (time.perf_counter() - started) * 1000,
+                    )
+                if context is not None and context.audited:
+                    audit_log.info(
+                        "audit route=%s %s key=%s ip=%s outcome=%s",
+                        request.method,
+                        path,
+                        context.key_id or "unknown",
+                        ip,
+                        outcome,
+                    )
 
-    async def _admit(
-        self, request: web.Request, auth: AuthMode, audited: bool, reads_body: bool
-    ) -> web.StreamResponse | None:
+    def _admit(
+        self, request: web.Request, context: RequestContext, policy: RoutePolicy
+    ) -> web.Response | None:
+        """The refusal of the throttle, the admin key or the declared body size, if any.
+
+        The admin key comes from ``Authorization: Bearer``, or, on routes that allow it
+        and with ``sse_query_auth`` on, from ``?key=``; either way a miss is one failure.
+        """
         orch = self._orch
-        context = RequestContext(ip=client_ip(request, orch.trust_proxy), audited=audited)
-        request[CONTEXT] = context
-        if auth is not AuthMode.NONE:
-            throttle = orch.throttle
-            route = f"{request.method} {raw_path(request)}"
-            if throttle.blocked(context.ip):
-                log.warning("auth throttled ip=%s route=%s", context.ip, route)
-                return rejected(ErrorCode.AUTH_THROTTLED)
-            key = self._authenticate(request, auth)
-            if key is None:
-                throttle.failure(context.ip)
-                log.warning("auth failed ip=%s route=%s", context.ip, route)
-                return rejected(ErrorCode.UNAUTHORIZED)
-            context.key_id = fingerprint(key)
+        throttle = orch.throttle
+        if throttle.blocked(context.ip):
+            log.warning("auth throttled ip=%s route=%s", context.ip, _route(request))
+            return rejected(ErrorCode.AUTH_THROTTLED)
+        keys = orch.admin_keys
+        key_id = keys.identify(KeyRing.bearer(request.headers.get(hdrs.AUTHORIZATION)))
+        if key_id is None and policy.auth is AuthMode.ADMIN_OR_QUERY and orch.sse_query_auth:
+            key_id = keys.identify(request.query.get("key"))
+        if key_id is None:
+            throttle.failure(context.ip)
+            log.warning("auth failed ip=%s route=%s", context.ip, _route(request))
+            return rejected(ErrorCode.UNAUTHORIZED)
+        context.key_id = key_id
         length = request.content_length
         if length is not None and length > BODY_LIMIT:
             return rejected(ErrorCode.PAYLOAD_TOO_LARGE)
-        if reads_body:
-            try:
-                context.body = await _read_body(request)
-            except _PayloadTooLargeError:
-                return rejected(ErrorCode.PAYLOAD_TOO_LARGE)
         return None
 
-    def _authenticate(self, request: web.Request, auth: AuthMode) -> str | None:
-        """The admin key the request presents, or None (one failure, however presented)."""
-        keys = self._orch.admin_keys
-        key = keys.match(KeyRing.bearer(request.headers.get(hdrs.AUTHORIZATION)))
-        if key is None and auth is AuthMode.ADMIN_OR_QUERY and self._orch.sse_query_auth:
-            key = keys.match(request.query.get("key"))
-        return key
+
+def _route(request: web.BaseRequest) -> str:
+    return f"{request.method} {raw_path(request)}"
+
+
+async def _admit_body(request: web.Request, context: RequestContext) -> web.Response | None:
+    """Read the body into ``context``; the refusal when it passes :data:`BODY_LIMIT`."""
+    try:
+        context.body = await _read_body(request)
+    except _PayloadTooLargeError:
+        return rejected(ErrorCode.PAYLOAD_TOO_LARGE)
+    return None

@@ -2,8 +2,8 @@
 
 Handlers translate HTTP onto the orchestrator's fleet service and back: they parse
 (:mod:`._parsing`), call ``orch.fleet``, and answer with the envelope. The route
-table (:meth:`RestApi.routes`) is the single list of what is served; the guard and the
-envelope middleware (:mod:`._middleware`) supply auth, limits and error mapping.
+table (:meth:`RestApi.routes`) is the single list of what is served; the guard, the
+app's one middleware (:mod:`._middleware`), supplies auth, limits and error mapping.
 
 ``{id}`` and ``{roomId}`` are taken verbatim from the raw request path, never
 percent-decoded: public room ids are themselves percent-encoded (``caf%C3%A9``,
@@ -21,9 +21,9 @@ from aiohttp.typedefs import Handler
 
 from fleet_server._errors import ErrorCode, FleetError
 
-from ._cors import install_cors, options_middleware
+from ._cors import install_cors
 from ._envelope import encode, envelope, json_body, ok, rejected
-from ._middleware import CONTEXT, AuthMode, Guard, envelope_middleware, raw_path
+from ._middleware import CONTEXT, AuthMode, Guard, raw_path
 from ._openapi import serve_document
 from ._paging import page
 from ._parsing import create_room_body, page_params, room_filter
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RestApi", "Route", "mount_health", "mount_rest"]
 
-_MIDDLEWARES: Final = web.AppKey("fleet_gateway_middlewares", bool)
+_GUARD: Final = web.AppKey("fleet_gateway_guard", Guard)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,8 @@ def not_modified(request: web.Request, tag: str) -> bool:
     header = request.headers.get(hdrs.IF_NONE_MATCH)
     if header is None:
         return False
+    if header == tag:
+        return True
     return any(item.strip() in ("*", tag) for item in header.split(","))
 
 
@@ -208,18 +210,19 @@ class RestApi:
         return ok()
 
 
-def _install_middlewares(app: web.Application) -> None:
-    if app.get(_MIDDLEWARES):
-        return
-    app[_MIDDLEWARES] = True
-    app.middlewares.append(envelope_middleware)
-    app.middlewares.append(options_middleware)
+def _install_guard(app: web.Application, orch: Orchestrator) -> Guard:
+    """The app's guard, installed as its only middleware on first use."""
+    guard = app.get(_GUARD)
+    if guard is None:
+        guard = app[_GUARD] = Guard(orch)
+        app.middlewares.append(guard.middleware)
+    return guard
 
 
 def mount_health(app: web.Application, orch: Orchestrator) -> None:
     """``GET /healthz`` and ``GET /readyz`` (no auth, never throttled), and the envelope
     for every failure on ``app`` — unknown routes and wrong methods included."""
-    _install_middlewares(app)
+    _install_guard(app, orch)
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return ok()
@@ -237,15 +240,14 @@ def mount_rest(app: web.Application, orch: Orchestrator) -> Callable[[], Awaitab
     Returns the coroutine function that ends every SSE stream; the orchestrator runs
     it first at shutdown.
     """
-    _install_middlewares(app)
-    install_cors(app, orch.cors_origins)
+    guard = _install_guard(app, orch)
+    guard.cors = install_cors(app, orch.cors_origins)
     streams = EventStreams(orch.events, limit=orch.sse_stream_limit, ping_ms=orch.sse_ping_ms)
-    guard = Guard(orch)
     for route in RestApi(orch, streams).routes():
-        handler = route.handler
-        if route.auth is not AuthMode.NONE:
-            handler = guard.wrap(
-                handler, auth=route.auth, audited=route.audited, reads_body=route.reads_body
-            )
-        app.router.add_route(route.method, route.path, handler)
+        guard.protect(
+            app.router.add_route(route.method, route.path, route.handler),
+            auth=route.auth,
+            audited=route.audited,
+            reads_body=route.reads_body,
+        )
     return streams.close

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import logging
 import os
 import re
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from fleet_server._auth import AuthThrottle
+import gateway._middleware as middleware
+from fleet_server._auth import AuthThrottle, KeyRing, fingerprint
 from tests.server.raw_agent import RawAgent, RawRoom
 
 from .support import ADMIN, KEY, Gateway, Reply, SseReader, running_gateway
@@ -242,3 +245,79 @@ async def test_a_handshake_without_the_sentinel_logs_no_key(
     caplog.set_level(logging.DEBUG)
     assert (await handshake(gw, KEY)).body == UNAUTHORIZED
     assert all(KEY not in record.getMessage() for record in caplog.records)
+
+
+async def test_the_access_line_is_written_at_debug_without_key_or_query(
+    gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="fleet.http")
+    assert (await gw.get(f"/v1/stats?key={ADMIN}&x=1")).status == 200
+    assert (await gw.get("/healthz?x=1", key=None)).status == 200
+    assert (await gw.get("/v1/rooms", key=KEY)).status == 401
+    lines = [r.getMessage() for r in caplog.records if r.name == "fleet.http" and r.levelno == 10]
+    assert len(lines) == 3, lines
+    assert re.fullmatch(r"GET /v1/stats 200 ip=127\.0\.0\.1 \d+\.\dms", lines[0])
+    assert re.fullmatch(r"GET /healthz 200 ip=127\.0\.0\.1 \d+\.\dms", lines[1])
+    assert re.fullmatch(r"GET /v1/rooms 401 ip=127\.0\.0\.1 \d+\.\dms", lines[2])
+    assert all(ADMIN not in line and KEY not in line and "?" not in line for line in lines)
+
+
+async def test_without_debug_no_access_line_is_built_but_audit_lines_are(
+    gw: Gateway, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO)
+    paths: list[str] = []
+    real = middleware.raw_path
+
+    def counting(request: web.BaseRequest) -> str:
+        path = real(request)
+        paths.append(path)
+        return path
+
+    monkeypatch.setattr(middleware, "raw_path", counting)
+    await gw.agent(rooms={"r1": RawRoom("match")})
+    assert (await gw.get("/v1/stats")).status == 200
+    assert (await gw.get("/healthz", key=None)).status == 200
+    assert paths == []
+    assert not [r for r in caplog.records if r.name == "fleet.http"]
+    assert (await gw.delete("/v1/rooms/r1")).status == 200
+    assert paths == ["/v1/rooms/r1"]
+    fp = fingerprint(ADMIN)
+    assert audit_lines(caplog) == [
+        f"audit route=DELETE /v1/rooms/r1 key={fp} ip=127.0.0.1 outcome=200"
+    ]
+
+
+def test_a_key_ring_identifies_keys_by_fingerprint_comparing_every_digest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    second = "second-admin-key-fedcba9876543210"
+    ring = KeyRing([ADMIN, second])
+    ids = {ADMIN: fingerprint(ADMIN), second: fingerprint(second)}
+    hashed: list[bytes] = []
+    compared: list[tuple[bytes, bytes]] = []
+    real_sha256 = hashlib.sha256
+    real_compare = hmac.compare_digest
+
+    def sha256(data: bytes) -> hashlib._Hash:
+        hashed.append(data)
+        return real_sha256(data)
+
+    def compare(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return bool(real_compare(a, b))
+
+    monkeypatch.setattr(hashlib, "sha256", sha256)
+    monkeypatch.setattr(hmac, "compare_digest", compare)
+    for _ in range(3):
+        assert ring.identify(ADMIN) == ids[ADMIN]
+        assert ring.identify(second) == ids[second]
+        assert ring.match(ADMIN) == ADMIN
+        assert ring.identify(KEY) is None and ring.match(KEY) is None
+        assert ring.identify(ADMIN + "x") is None and ring.identify(ADMIN[:-1]) is None
+    assert ring.identify(None) is None and ring.identify("") is None
+    assert len(compared) == 3 * 7 * 2  # every presented key against both digests
+    assert all(len(a) == len(b) == 32 for a, b in compared)
+    # a matching key is hashed once; a wrong one every time it is presented
+    wrong = [KEY, KEY, ADMIN + "x", ADMIN[:-1]]
+    assert sorted(hashed) == sorted(k.encode() for k in [ADMIN, second, *3 * wrong])

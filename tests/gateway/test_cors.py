@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .support import Gateway, SseReader, running_gateway
+from fleet_server import Orchestrator
+
+from .support import ADMIN, KEY, Gateway, SseReader, running_gateway
 
 LISTED = "https://dash.example"
 PREFLIGHT = {
@@ -70,3 +72,34 @@ async def test_event_streams_carry_cors_headers() -> None:
             assert stream.status == 200
             assert stream.headers["Access-Control-Allow-Origin"] == LISTED
             assert await SseReader(stream).frame() == [": connected"]
+
+
+async def test_with_cors_off_nothing_is_installed_and_options_is_never_routed() -> None:
+    for api in (True, False):
+        async with running_gateway(api=api) as gw:
+            for path in ("/v1/stats", "/v1/rooms/r1", "/healthz", "/", "/nope"):
+                for headers in (PREFLIGHT, {}):
+                    reply = await gw.request("OPTIONS", path, key=None, headers=headers)
+                    assert (reply.status, reply.cause) == (404, "NOT_FOUND"), (api, path)
+                    assert "Allow" not in reply.headers
+                    assert not [h for h in reply.headers if h.lower().startswith("access-")]
+            reply = await gw.get("/healthz", key=None, headers={"Origin": LISTED})
+            assert reply.status == 200 and "Vary" not in reply.headers
+            assert not [h for h in reply.headers if h.lower().startswith("access-control-")]
+    app = Orchestrator(host="127.0.0.1", port=0, agent_key=KEY, admin_key=ADMIN).build_app()
+    assert len(app.middlewares) == 1 and len(app.on_response_prepare) == 0
+
+
+async def test_cors_on_adds_one_response_hook_and_no_extra_middleware() -> None:
+    orch = Orchestrator(
+        host="127.0.0.1", port=0, agent_key=KEY, admin_key=ADMIN, api=True, cors_origins=[LISTED]
+    )
+    app = orch.build_app()
+    assert len(app.middlewares) == 1 and len(app.on_response_prepare) == 1
+    async with running_gateway(cors_origins=[LISTED]) as gw:
+        reply = await gw.request("OPTIONS", "/healthz", key=None, headers=PREFLIGHT)
+        assert reply.status == 204
+        assert reply.headers["Access-Control-Allow-Origin"] == LISTED
+        unknown = await gw.request("OPTIONS", "/nope", key=None, headers={"Origin": LISTED})
+        assert (unknown.status, unknown.cause) == (404, "NOT_FOUND")
+        assert unknown.headers["Access-Control-Allow-Origin"] == LISTED

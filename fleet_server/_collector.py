@@ -6,7 +6,7 @@ to a second at 10,000 agents), and young collections run every 700 allocations. 
 daemon therefore:
 
 - raises the young threshold to :data:`YOUNG_THRESHOLD` allocations;
-- calls :func:`gc.freeze` every few seconds, so objects that have lived that long
+- calls :func:`gc.freeze` every second, so objects that have lived that long
   leave every later collection (steady fleet traffic makes no cyclic garbage: it is
   freed by reference counting);
 - reclaims what freezing can hide — a closed connection leaves a few dozen objects in
@@ -43,7 +43,7 @@ class CollectorTuning:
         closed_connections: Callable[[], int],
         open_connections: Callable[[], int],
         *,
-        freeze_every_s: float = 5.0,
+        freeze_every_s: float = 1.0,
         reclaim_every_s: float = 3600.0,
         min_reclaim_gap_s: float = 60.0,
     ) -> None:

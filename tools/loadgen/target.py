@@ -25,7 +25,9 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+import traceback
 from collections import Counter
 from typing import Any
 
@@ -134,6 +136,7 @@ async def _serve(args: argparse.Namespace) -> None:
         collector.start()
     lag = Histogram()
     watcher = asyncio.create_task(_watch_lag(lag))
+    stalls = _StallReporter(args.stall_report_ms / 1000.0) if args.stall_report_ms else None
     print(
         json.dumps({"port": orch.port, "grpc_port": orch.grpc_port, "pid": os.getpid()}),
         flush=True,
@@ -178,8 +181,51 @@ async def _serve(args: argparse.Namespace) -> None:
             print(json.dumps(reply), flush=True)
     finally:
         watcher.cancel()
+        if stalls is not None:
+            stalls.stop()
         await collector.stop()
         await orch.shutdown()
+
+
+class _StallReporter:
+    """A thread that prints the loop thread's stack whenever the loop stalls too long.
+
+    The loop bumps a counter every 10 ms; when the counter has not moved for
+    ``threshold`` seconds, the main thread's current stack goes to stderr (once per
+    stall), which names the code that holds the loop.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self._threshold = threshold
+        self._ticks = 0
+        self._loop = asyncio.get_running_loop()
+        self._main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._handle = self._loop.call_later(0.01, self._tick)
+        self._thread = threading.Thread(target=self._watch, name="stall-reporter", daemon=True)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        self._ticks += 1
+        self._handle = self._loop.call_later(0.01, self._tick)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._handle.cancel()
+
+    def _watch(self) -> None:
+        seen, since, reported = self._ticks, time.monotonic(), False
+        while not self._stop.wait(0.005):
+            now = time.monotonic()
+            if self._ticks != seen:
+                if reported:
+                    print(f"stall ended after {1000 * (now - since):.0f} ms", file=sys.stderr)
+                seen, since, reported = self._ticks, now, False
+            elif not reported and now - since >= self._threshold:
+                reported = True
+                frame = sys._current_frames().get(self._main or 0)
+                stack = "".join(traceback.format_stack(frame)) if frame else "(no frame)"
+                print(f"stall over {1000 * self._threshold:.0f} ms at:\n{stack}", file=sys.stderr)
 
 
 async def _watch_lag(lag: Histogram, period: float = 0.05) -> None:
@@ -202,6 +248,12 @@ def main(argv: list[str] | None = None) -> None:
         choices=("daemon", "default"),
         default="daemon",
         help="the daemon's garbage-collector tuning (default) or CPython's defaults",
+    )
+    parser.add_argument(
+        "--stall-report-ms",
+        type=int,
+        default=0,
+        help="print the loop thread's stack to stderr whenever the loop stalls this long",
     )
     add_loop_option(parser)
     args = parser.parse_args(argv)

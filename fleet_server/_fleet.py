@@ -200,7 +200,7 @@ class Fleet:
             self._emit(self._read.touch(instance, self._clock_ms()))
             return
         try:
-            snapshot = parse_snapshot(state)
+            snapshot = parse_snapshot(state, instance.snapshot)
         except SnapshotRejectedError as exc:
             log.warning("snapshot rejected instance=%s reason=%s", instance.id, exc)
             return

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -244,12 +244,14 @@ def _full_changes(instance: Instance) -> list[Change]:
     """Every room of ``instance``: the gone ones first, then its whole effective state."""
     snapshot = instance.snapshot
     assert snapshot is not None
-    target = dict(snapshot.rooms)
-    for raw in instance.hidden:
-        target.pop(raw, None)
-    for raw, room_type in instance.provisional.items():
-        if raw not in target:
-            target[raw] = ReportedRoom(room_type, 0, False)
+    target: Mapping[str, ReportedRoom] = snapshot.rooms
+    if instance.hidden or instance.provisional:
+        target = dict(target)
+        for raw in instance.hidden:
+            target.pop(raw, None)
+        for raw, room_type in instance.provisional.items():
+            if raw not in target:
+                target[raw] = ReportedRoom(room_type, 0, False)
     changes: list[Change] = [(raw, None) for raw in instance.rooms if raw not in target]
     changes.extend(target.items())
     return changes

@@ -74,11 +74,13 @@ def _check_url(url: str) -> None:
         raise SnapshotRejectedError("endpoint_url must be absolute with a host")
 
 
-def parse_snapshot(state: agent_pb2.State) -> Snapshot:
+def parse_snapshot(state: agent_pb2.State, previous: Snapshot | None = None) -> Snapshot:
     """Validate ``state`` (a full reply) and return it as a :class:`Snapshot`.
 
     Well-formed rooms are read in one pass; when anything in that pass is off, the
-    checks run again in the SPEC's order so the reason is the first failure.
+    checks run again in the SPEC's order so the reason is the first failure. With
+    ``previous``, the instance's applied snapshot, an unchanged endpoint and unchanged
+    labels are not checked again and the labels mapping is shared.
     """
     rooms: dict[str, ReportedRoom] = {}
     origins = _ORIGINS
@@ -100,7 +102,12 @@ def parse_snapshot(state: agent_pb2.State) -> Snapshot:
                 suspect = True
                 break
             rooms[room_id] = ReportedRoom(room_type, connections, local)
-    _check_fields(state)
+    labels: Mapping[str, str] = dict(state.labels)
+    if previous is not None and labels == previous.labels:
+        labels = previous.labels
+        _check_fields(state, previous.endpoint_url, check_labels=False)
+    else:
+        _check_fields(state, previous.endpoint_url if previous is not None else None)
     if suspect:
         rooms = _checked_rooms(state)
     elif state.status not in _STATUSES:
@@ -118,7 +125,7 @@ def parse_snapshot(state: agent_pb2.State) -> Snapshot:
         agent_version=state.agent_version,
         protocol_version=state.protocol_version,
         endpoint_url=state.endpoint_url,
-        labels=dict(state.labels),
+        labels=labels,
         max_connections=max_connections,
         max_rooms=max_rooms,
         auto_create=state.auto_create,
@@ -130,8 +137,11 @@ def parse_snapshot(state: agent_pb2.State) -> Snapshot:
     )
 
 
-def _check_fields(state: agent_pb2.State) -> None:
-    """Every check but the rooms', in the SPEC's order (room checks sit in between)."""
+def _check_fields(
+    state: agent_pb2.State, checked_url: str | None, *, check_labels: bool = True
+) -> None:
+    """Every check but the rooms', in the SPEC's order (room checks sit in between);
+    ``checked_url`` passed them before, and labels are skipped when already checked."""
     if len(state.endpoint_url) > MAX_ENDPOINT_URL:
         raise SnapshotRejectedError(f"endpoint_url longer than {MAX_ENDPOINT_URL} chars")
     if len(state.name) > MAX_NAME:
@@ -143,7 +153,10 @@ def _check_fields(state: agent_pb2.State) -> None:
             raise SnapshotRejectedError(f"room_types entry longer than {MAX_ROOM_TYPE} chars")
     if len(state.rooms) > MAX_ROOMS:
         raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS} entries")
-    _check_url(state.endpoint_url)
+    if state.endpoint_url != checked_url:
+        _check_url(state.endpoint_url)
+    if not check_labels:
+        return
     labels = state.labels
     if len(labels) > MAX_LABELS:
         raise SnapshotRejectedError(f"labels has more than {MAX_LABELS} entries")

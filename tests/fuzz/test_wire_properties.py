@@ -354,3 +354,21 @@ def test_the_reason_is_the_first_failing_check_in_spec_order(state: agent_pb2.St
         assert expected is not None and str(exc).startswith(expected), (str(exc), expected)
     else:
         assert expected is None
+
+
+def _outcome(state: agent_pb2.State, previous: Snapshot | None = None) -> Snapshot | str:
+    try:
+        return parse_snapshot(state, previous)
+    except SnapshotRejectedError as exc:
+        return str(exc)
+
+
+@given(states(), states())
+def test_a_previous_snapshot_changes_no_outcome(
+    first: agent_pb2.State, second: agent_pb2.State
+) -> None:
+    previous = _outcome(first)
+    if isinstance(previous, str):
+        return
+    assert _outcome(second, previous) == _outcome(second)
+    assert _outcome(first, previous) == previous

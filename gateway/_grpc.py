@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Final
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from rivalis.fleet.v1 import control_pb2, control_pb2_grpc
+from rivalis.fleet.v1 import control_pb2
 
-from ._grpc_service import FleetControlService
+from ._grpc_service import FleetControlService, method_handlers
 from ._grpc_watch import WatchHub
 
 if TYPE_CHECKING:
@@ -73,9 +73,9 @@ async def start_grpc(orch: Orchestrator) -> GrpcServer:
         raise ValueError("grpc_port is not set")
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     hub = WatchHub(orch.events, limit=orch.sse_stream_limit)
-    control_pb2_grpc.add_FleetControlServicer_to_server(
-        FleetControlService(orch.fleet, orch.admin_keys, orch.throttle, hub), server
-    )
+    handlers = method_handlers(FleetControlService(orch.fleet, orch.admin_keys, orch.throttle, hub))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

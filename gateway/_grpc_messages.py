@@ -11,6 +11,7 @@ from fleet_server._models import FleetStats, InstanceInfo, RoomInfo
 from fleet_server._placement import Placement, PlacementStrategy, ValidationError
 
 __all__ = [
+    "event_bytes",
     "event_message",
     "instance_message",
     "label_filter",
@@ -74,6 +75,11 @@ def event_message(event_type: str, payload: Any) -> pb.FleetEvent:
     if isinstance(payload, FleetStats):
         return pb.FleetEvent(type=event_type, stats=stats_message(payload))
     raise TypeError(f"event {event_type} has an unexpected payload {type(payload).__name__}")
+
+
+def event_bytes(event_type: str, payload: Any) -> bytes:
+    """:func:`event_message`, serialized: what ``WatchEvents`` sends, encoded once per event."""
+    return event_message(event_type, payload).SerializeToString()
 
 
 def placement_from_message(message: pb.Placement) -> Placement:

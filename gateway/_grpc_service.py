@@ -14,7 +14,7 @@ import logging
 import urllib.parse
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Final, Never
+from typing import Any, Final, Never, cast
 
 import grpc
 from rivalis.fleet.v1 import control_pb2 as pb
@@ -35,7 +35,7 @@ from ._grpc_messages import (
 from ._grpc_watch import WatchHub
 from ._paging import page
 
-__all__ = ["CAUSE_KEY", "FleetControlService", "peer_ip"]
+__all__ = ["CAUSE_KEY", "FleetControlService", "method_handlers", "peer_ip"]
 
 log = logging.getLogger("fleet.grpc")
 audit_log = logging.getLogger("fleet.audit")
@@ -263,9 +263,12 @@ class FleetControlService(pb_grpc.FleetControlServicer):
 
     # --- events -----------------------------------------------------------------
 
-    async def WatchEvents(
+    async def WatchEvents(  # type: ignore[override]
         self, request: pb.WatchEventsRequest, context: Context
-    ) -> AsyncIterator[pb.FleetEvent]:
+    ) -> AsyncIterator[bytes]:
+        """Serialized ``FleetEvent`` messages, each encoded once for every stream; the
+        method is registered with a pass-through response serializer (:func:`method_handlers`).
+        """
         async with self._guard(context, "WatchEvents") as ip:
             stream = self._hub.open()
             if stream is None:
@@ -281,3 +284,29 @@ class FleetControlService(pb_grpc.FleetControlServicer):
             if stream.overflowed:
                 log.warning("watch stream fell behind ip=%s", ip)
                 raise FleetError(ErrorCode.SSE_LIMIT, "event stream fell behind")
+
+
+class _HandlerCapture:
+    """Stands in for a server to collect the generated method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service_name: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self.handlers.update(handlers)
+
+
+def method_handlers(service: FleetControlService) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """The generated ``FleetControl`` method handlers, except that ``WatchEvents`` sends
+    its already serialized events as they are (no serializer per stream)."""
+    capture = _HandlerCapture()
+    pb_grpc.add_FleetControlServicer_to_server(service, cast(grpc.aio.Server, capture))
+    capture.handlers["WatchEvents"] = grpc.unary_stream_rpc_method_handler(
+        service.WatchEvents, request_deserializer=pb.WatchEventsRequest.FromString
+    )
+    return capture.handlers

@@ -1,11 +1,12 @@
 """Fan-out of fleet events to ``WatchEvents`` streams.
 
 One :class:`WatchHub` per gRPC server subscribes to the event bus while any stream is
-open, converts each event to a ``FleetEvent`` once and appends it to every stream's
-bounded buffer, in emission order. A stream whose buffer is full has fallen behind:
-it stops receiving and reports :attr:`WatchStream.overflowed`, and the servicer ends
-it with ``RESOURCE_EXHAUSTED`` + ``SSE_LIMIT``. :meth:`WatchHub.close` (shutdown) ends
-every stream after what it already holds and refuses new ones.
+open, serializes each event to a ``FleetEvent`` once and appends the same bytes to every
+stream's bounded buffer, in emission order (the servicer sends them as they are). A
+stream whose buffer is full has fallen behind: it stops receiving and reports
+:attr:`WatchStream.overflowed`, and the servicer ends it with ``RESOURCE_EXHAUSTED`` +
+``SSE_LIMIT``. :meth:`WatchHub.close` (shutdown) ends every stream after what it
+already holds and refuses new ones.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
-from rivalis.fleet.v1 import control_pb2 as pb
-
 from fleet_server._events import EventBus
 
-from ._grpc_messages import event_message
+from ._grpc_messages import event_bytes
 
 __all__ = ["QUEUE_SIZE", "WatchHub", "WatchStream"]
 
@@ -27,17 +26,17 @@ QUEUE_SIZE: Final = 1024
 
 
 class WatchStream:
-    """One ``WatchEvents`` call's buffer; iterate it to receive events."""
+    """One ``WatchEvents`` call's buffer; iterate it to receive serialized events."""
 
     def __init__(self, hub: WatchHub, queue_size: int) -> None:
         self._hub = hub
         self._size = queue_size
-        self._queue: deque[pb.FleetEvent] = deque()
+        self._queue: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self.overflowed = False
         self.ended = False
 
-    def push(self, message: pb.FleetEvent) -> None:
+    def push(self, message: bytes) -> None:
         if len(self._queue) >= self._size:
             self.overflowed = True
             self._hub.release(self)
@@ -54,7 +53,7 @@ class WatchStream:
         self.ended = True
         self._hub.release(self)
 
-    async def __aiter__(self) -> AsyncIterator[pb.FleetEvent]:
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         while not self.overflowed:
             if self._queue:
                 yield self._queue.popleft()
@@ -109,6 +108,6 @@ class WatchHub:
     def _deliver(self, event_type: str, payload: Any) -> None:
         if not self._streams:
             return
-        message = event_message(event_type, payload)
+        message = event_bytes(event_type, payload)
         for stream in list(self._streams):
             stream.push(message)

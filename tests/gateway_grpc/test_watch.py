@@ -11,6 +11,8 @@ import pytest
 from rivalis.fleet.v1 import control_pb2 as pb
 
 from fleet_server import Orchestrator
+from gateway import _grpc_watch
+from gateway._grpc_messages import event_bytes
 from tests.server.raw_agent import ADMIN, RawRoom, wait_for
 
 from .conftest import AUTH, MakeAgent, cause
@@ -114,6 +116,29 @@ async def test_events_arrive_typed_and_in_emission_order(
     last_sync = [e for e in streamed if e.type == "sync"][-1].stats
     assert last_sync.instances == 0 and last_sync.state_hash == orch.fleet.stats.state_hash
     call.cancel()
+
+
+async def test_each_event_is_encoded_once_for_every_stream(
+    orch: Orchestrator,
+    stub: FleetControlAsyncStub,
+    agents: MakeAgent,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await agents()
+    encoded: list[str] = []
+
+    def counting(event_type: str, payload: Any) -> bytes:
+        encoded.append(event_type)
+        return event_bytes(event_type, payload)
+
+    monkeypatch.setattr(_grpc_watch, "event_bytes", counting)
+    calls = [await open_watch(stub) for _ in range(3)]
+    await orch.fleet.create_room("match", room_id="once")
+    for call in calls:
+        event = await next_event(call)
+        assert (event.type, event.room.id) == ("room:create", "once")
+        call.cancel()
+    assert encoded.count("room:create") == 1
 
 
 async def test_a_stale_instance_is_streamed(

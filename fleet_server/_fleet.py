@@ -315,13 +315,15 @@ class Fleet:
         instance = pending.instance
         events: list[tuple[str, Any]] = []
         if pending.op == "create":
+            # The slot moves from in flight to listed (or held): one re-filing after both.
             instance.inflight -= 1
-            self._read.index.refresh(instance)
             self._reserved.discard(pending.room_id)
             if isinstance(outcome, agent_pb2.Ack):
                 events = self._read.add_provisional(instance, pending.room_id, pending.room_type)
             elif outcome.code is ErrorCode.COMMAND_TIMEOUT:
                 self._read.hold(instance, pending.room_id)
+            if not instance.removed:
+                self._read.index.refresh(instance)
         elif pending.op == "destroy":
             if isinstance(outcome, agent_pb2.Ack):
                 events = self._read.hide(instance, pending.room_id)

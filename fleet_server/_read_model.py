@@ -48,6 +48,7 @@ class _Room:
     connections: int
     local: bool
     instance: Instance
+    reported: ReportedRoom  # what the three fields above were set from
     info: RoomInfo | None = None
     fragment: str | None = None  # canonical JSON of ``info``, for the instance's hash entry
 
@@ -540,6 +541,8 @@ class ReadModel:
 
         for raw, reported in changes:
             existing = current.get(raw)
+            if existing is not None and existing.reported == reported:
+                continue
             if reported is None:
                 if existing is None:
                     continue
@@ -556,18 +559,22 @@ class ReadModel:
             elif existing is None:
                 base = encode_public_id(raw)
                 room = _Room(
-                    raw, base, "", reported.type, reported.connections, reported.local, instance
+                    raw,
+                    base,
+                    "",
+                    reported.type,
+                    reported.connections,
+                    reported.local,
+                    instance,
+                    reported,
                 )
                 current[raw] = room
                 connections += reported.connections
                 self._claims.setdefault(base, []).append(room)
                 affected.add(base)
                 created.append(room)
-            elif (
-                existing.type != reported.type
-                or existing.connections != reported.connections
-                or existing.local != reported.local
-            ):
+            else:
+                existing.reported = reported
                 if existing.local != reported.local:
                     affected.add(existing.base)
                     old_info[existing] = existing.room_info()
@@ -576,8 +583,6 @@ class ReadModel:
                 existing.connections = reported.connections
                 existing.local = reported.local
                 existing.reset()
-            else:
-                continue
             changed.add(instance)
 
         if instance._connections is not None:

@@ -53,11 +53,14 @@ def _snapshot(rng: random.Random, uid: str, seq: int, rooms: dict[str, ReportedR
 
 def _random_rooms(rng: random.Random) -> dict[str, ReportedRoom]:
     return {
-        f"r{rng.randrange(12)}": ReportedRoom(
-            rng.choice(TYPES), rng.randrange(0, 5), rng.random() < 0.3
+        f"{rng.choice(_ODD)}{rng.randrange(12)}": ReportedRoom(
+            rng.choice((*TYPES, 'ty"pe\\\u00e9')), rng.randrange(0, 5), rng.random() < 0.3
         )
         for _ in range(rng.randrange(0, 8))
     }
+
+
+_ODD = ("r", "r", "r", 'q"', "b\\", "\u00e9", "t\x01", "s/")  # ids the JSON encoder escapes
 
 
 def _view(read: ReadModel) -> Any:
@@ -100,7 +103,7 @@ def test_overlay_updates_match_a_full_rebuild(seed: int) -> None:
         else:
             a, b = rng.choice(live)
             if action < 0.4:
-                raw, kind = f"r{rng.randrange(12)}", rng.choice(TYPES)
+                raw, kind = f"{rng.choice(_ODD)}{rng.randrange(12)}", rng.choice(TYPES)
                 got, want = fast.add_provisional(a, raw, kind), slow.add_provisional(b, raw, kind)
             elif action < 0.6:
                 raw = rng.choice([*a.rooms, "r99"])

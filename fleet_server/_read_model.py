@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -31,7 +32,7 @@ from ._models import FleetStats, InstanceInfo, InstanceStatus, RoomInfo
 from ._placement_index import PlacementIndex
 from ._snapshot import ReportedRoom, Snapshot
 
-__all__ = ["Event", "Instance", "ReadModel"]
+__all__ = ["Event", "Instance", "ReadModel", "SyncJob"]
 
 log = logging.getLogger("fleet.server")
 
@@ -229,14 +230,60 @@ Change = tuple[str, ReportedRoom | None]  # raw room id -> its effective state, 
 
 def _fleet_digest(entries: list[bytes]) -> str:
     """``hash64`` of ``[entry,entry,…]`` fed piecewise: no joined copy of the fleet's text."""
-    digest = hashlib.sha256(b"[")
-    update = digest.update
-    for n, entry in enumerate(entries):
-        if n:
-            update(b",")
-        update(entry)
-    update(b"]")
-    return digest.hexdigest()[:16]
+    job = SyncJob(entries, (0, 0, 0, ()), 0)
+    job.advance()
+    return job.hexdigest()
+
+
+class SyncJob:
+    """The fleet hash of one captured instant, fed to SHA-256 a slice at a time so a
+    large fleet's hash never holds the event loop for long (entries are immutable)."""
+
+    __slots__ = ("_digest", "_entries", "_position", "counts", "stats", "version")
+
+    def __init__(
+        self,
+        entries: list[bytes],
+        counts: tuple[int, int, int, tuple[str, ...]],
+        version: int,
+        stats: FleetStats | None = None,
+    ) -> None:
+        self._entries = entries
+        self._position = 0
+        self._digest = hashlib.sha256(b"[")
+        self.counts = counts
+        self.version = version
+        self.stats = stats  # already known: nothing to hash
+
+    def advance(self, budget_bytes: int | None = None) -> bool:
+        """Hash up to ``budget_bytes`` more (all when None); True once every entry is in."""
+        if self.stats is not None:
+            return True
+        entries, position = self._entries, self._position
+        update = self._digest.update
+        fed = 0
+        while position < len(entries):
+            if position:
+                update(b",")
+            entry = entries[position]
+            update(entry)
+            position += 1
+            fed += len(entry)
+            if budget_bytes is not None and fed >= budget_bytes:
+                break
+        self._position = position
+        return position >= len(entries)
+
+    def hexdigest(self) -> str:
+        """The fleet hash, once :meth:`advance` has fed every entry."""
+        self._digest.update(b"]")
+        return self._digest.hexdigest()[:16]
+
+    def result(self) -> FleetStats:
+        if self.stats is None:
+            instances, rooms, connections, types = self.counts
+            self.stats = FleetStats(instances, rooms, connections, types, self.hexdigest())
+        return self.stats
 
 
 def _effective_room(instance: Instance, raw: str) -> ReportedRoom | None:
@@ -303,6 +350,8 @@ class ReadModel:
         self._stats: FleetStats | None = None
         self._state_hash: str | None = None
         self._by_id: list[Instance] | None = None  # joined instances sorted by id
+        self._unencoded: set[Instance] = set()  # hash entry dropped since the last sync
+        self._version = 0  # bumped by every change the fleet hash sees
         self._emitted_hash = EMPTY_HASH
         self.sync_due = False
         self.index = PlacementIndex()
@@ -376,32 +425,33 @@ class ReadModel:
     def stats(self) -> FleetStats:
         stats = self._stats
         if stats is None:
-            types: set[str] = set()
-            rooms = connections = 0
-            for instance in self._joined.values():
-                assert instance.snapshot is not None
-                types.update(instance.snapshot.room_types)
-                rooms += len(instance.rooms)
-                connections += instance.connections
-            stats = FleetStats(
-                instances=len(self._joined),
-                rooms=rooms,
-                connections=connections,
-                room_types=tuple(sorted(types)),
-                state_hash=self.state_hash,
-            )
+            instances, rooms, connections, types = self._counts()
+            stats = FleetStats(instances, rooms, connections, types, self.state_hash)
             self._stats = stats
         return stats
+
+    def _counts(self) -> tuple[int, int, int, tuple[str, ...]]:
+        types: set[str] = set()
+        rooms = connections = 0
+        for instance in self._joined.values():
+            assert instance.snapshot is not None
+            types.update(instance.snapshot.room_types)
+            rooms += len(instance.rooms)
+            connections += instance.connections
+        return len(self._joined), rooms, connections, tuple(sorted(types))
+
+    def _ordered(self) -> list[Instance]:
+        ordered = self._by_id
+        if ordered is None:
+            ordered = sorted(self._joined.values(), key=lambda i: i.id)
+            self._by_id = ordered
+        return ordered
 
     @property
     def state_hash(self) -> str:
         digest = self._state_hash
         if digest is None:
-            ordered = self._by_id
-            if ordered is None:
-                ordered = sorted(self._joined.values(), key=lambda i: i.id)
-                self._by_id = ordered
-            digest = _fleet_digest([i.hash_entry() for i in ordered])
+            digest = _fleet_digest([i.hash_entry() for i in self._ordered()])
             self._state_hash = digest
         return digest
 
@@ -528,8 +578,11 @@ class ReadModel:
         """``instance``'s views and the fleet's derived views are out of date."""
         instance._info = None
         instance._hash_entry = None
+        if not instance.removed:
+            self._unencoded.add(instance)
         self._stats = None
         self._state_hash = None
+        self._version += 1
         self.sync_due = True
 
     def _reconcile(
@@ -638,12 +691,42 @@ class ReadModel:
 
     def take_sync(self) -> Event | None:
         """The ``sync`` event owed after reconciles, if ``stateHash`` moved since the last."""
+        job = self.start_sync()
+        job.advance()
+        return self.finish_sync(job)
+
+    def encode_entries(self, budget_s: float) -> bool:
+        """Re-encode changed instances' hash entries for up to ``budget_s`` seconds
+        (ahead of :meth:`start_sync`); True when none is left."""
+        unencoded = self._unencoded
+        deadline = time.perf_counter() + budget_s
+        while unencoded:
+            instance = unencoded.pop()
+            if not instance.removed:
+                instance.hash_entry()
+            if time.perf_counter() >= deadline:
+                break
+        return not unencoded
+
+    def start_sync(self) -> SyncJob:
+        """Capture the fleet for the owed ``sync``; hash it with :meth:`SyncJob.advance`."""
         self.sync_due = False
-        digest = self.state_hash
-        if digest == self._emitted_hash:
+        self._unencoded.clear()
+        if self._state_hash is not None:
+            return SyncJob([], (0, 0, 0, ()), self._version, self.stats)
+        entries = [i.hash_entry() for i in self._ordered()]
+        return SyncJob(entries, self._counts(), self._version)
+
+    def finish_sync(self, job: SyncJob) -> Event | None:
+        """The ``sync`` event for a hashed capture, if its hash differs from the last."""
+        stats = job.result()
+        if job.version == self._version:
+            self._state_hash = stats.state_hash
+            self._stats = stats
+        if stats.state_hash == self._emitted_hash:
             return None
-        self._emitted_hash = digest
-        return ("sync", self.stats)
+        self._emitted_hash = stats.state_hash
+        return ("sync", stats)
 
     def _claim(self, room: _Room) -> None:
         held = self._claims.get(room.base)

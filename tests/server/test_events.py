@@ -279,3 +279,30 @@ async def test_unknown_event_type_is_refused_and_unsubscribe_stops_delivery() ->
         unsubscribe()  # twice is harmless
         await h.join()
         assert seen == [first.instance_id]
+
+
+async def test_a_sync_hashed_in_slices_carries_the_captured_state_and_a_later_one_follows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large fleet's sync is hashed a slice per loop callback (forced here with tiny
+    slices): reads stay right meanwhile, and changes during the slices get their own sync."""
+    from fleet_server import _fleet
+
+    monkeypatch.setattr(_fleet, "_SLICE_BYTES", 1)
+    monkeypatch.setattr(_fleet, "_SLICE_S", 0.0)
+    async with harness(heartbeat_ms=60) as h:
+        for n in range(6):
+            await h.join(rooms={f"a{n}": RawRoom("match", n)})
+        fleet = h.orch.fleet
+        await wait_for(lambda: h.events[-1].type == "sync")
+        assert h.events[-1].payload == fleet.stats
+        mark = len(h.events)
+        await fleet.create_room("match", room_id="one")
+        sliced = fleet._sync_job is not None  # still hashing, a slice at a time
+        await fleet.create_room("match", room_id="two")
+        assert fleet.get_room("one") is not None and fleet.stats.rooms == 8
+        await wait_for(lambda: fleet._sync_handle is None and not fleet._read.sync_due)
+        syncs = [e.payload for e in h.events[mark:] if e.type == "sync"]
+        assert syncs and syncs[-1] == fleet.stats
+        assert syncs[-1].rooms == 8
+        assert sliced

@@ -302,20 +302,21 @@ async def test_reads_reuse_one_hash_and_resolution_per_applied_snapshot(
         agent = await h.join(rooms={"r1": RawRoom("match", 1)})
         fleet = h.orch.fleet
         read = fleet._read
-        hashes: list[list[bytes]] = []
+        hashes: list[str] = []
         resolutions: list[str] = []
-        real_hash = _read_model._fleet_digest
+        real_hash = _read_model.SyncJob.hexdigest
         real_resolve = read._resolve
 
-        def counting_hash(entries: list[bytes]) -> str:
-            hashes.append(entries)
-            return real_hash(entries)
+        def counting_hash(job: _read_model.SyncJob) -> str:
+            digest = real_hash(job)
+            hashes.append(digest)
+            return digest
 
         def counting_resolve(base: str, claimants: list[Any]) -> None:
             resolutions.append(base)
             real_resolve(base, claimants)
 
-        monkeypatch.setattr(_read_model, "_fleet_digest", counting_hash)
+        monkeypatch.setattr(_read_model.SyncJob, "hexdigest", counting_hash)
         monkeypatch.setattr(read, "_resolve", counting_resolve)
 
         def read_everything(times: int = 50) -> None:

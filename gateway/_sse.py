@@ -57,6 +57,7 @@ class _Stream:
         self.wake = asyncio.Event()
         self.ended = False
         self.finished = asyncio.Event()
+        self.response: EventSourceResponse | None = None  # once prepared
 
     def push(self, frame: bytes) -> None:
         if self.ended:
@@ -80,9 +81,14 @@ class _Stream:
         if transport is not None:
             transport.abort()
 
-    def client_gone(self, response: EventSourceResponse) -> bool:
+    def client_gone(self) -> bool:
         transport = self.request.transport
-        return transport is None or transport.is_closing() or not response.is_connected()
+        response = self.response
+        return (
+            transport is None
+            or transport.is_closing()
+            or (response is not None and not response.is_connected())
+        )
 
 
 class EventStreams:
@@ -95,6 +101,7 @@ class EventStreams:
         self._watch_s = min(WATCH_S, self._ping_s)
         self._streams: set[_Stream] = set()
         self._unsubscribe: Callable[[], None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._closing = False
 
     def __len__(self) -> int:
@@ -115,6 +122,7 @@ class EventStreams:
         response.headers["Cache-Control"] = "no-cache, no-transform"
         try:
             await response.prepare(request)
+            stream.response = response
             await response.write(CONNECTED)
             await self._pump(stream, response)
         except ConnectionError:
@@ -142,12 +150,7 @@ class EventStreams:
             if stream.ended:
                 return
             stream.wake.clear()
-            try:
-                async with asyncio.timeout(self._watch_s):
-                    await stream.wake.wait()
-            except TimeoutError:
-                if stream.client_gone(response):
-                    return
+            await stream.wake.wait()
 
     @staticmethod
     async def _finish(response: EventSourceResponse) -> None:
@@ -162,13 +165,28 @@ class EventStreams:
         self._streams.add(stream)
         if self._unsubscribe is None:
             self._unsubscribe = self._events.subscribe_all(self._deliver)
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="sse-client-watch")
 
     def _release(self, stream: _Stream) -> None:
         stream.end()
         self._streams.discard(stream)
-        if not self._streams and self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        if not self._streams:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+                self._unsubscribe = None
+            if self._watcher is not None:
+                self._watcher.cancel()
+                self._watcher = None
+
+    async def _watch(self) -> None:
+        """Every ``WATCH_S``, end the streams whose client went away (one timer for all
+        streams, so a stream's wait for its next event costs no timer)."""
+        while True:
+            await asyncio.sleep(self._watch_s)
+            for stream in list(self._streams):
+                if stream.client_gone():
+                    stream.end()
 
     def _deliver(self, event_type: str, payload: Any) -> None:
         if not self._streams:

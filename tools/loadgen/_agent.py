@@ -41,6 +41,9 @@ ReplyPolicy = Literal["auto", "hash", "full"]
 
 _TAG_HELLO, _TAG_POLL, _TAG_CMD = 0x0A, 0x12, 0x22
 _LATE_EVERY: Final = 5
+# Rooms end as matches do: past this many, a create ends the agent's oldest room, so a
+# long create burst on one agent stays inside SPEC's 50,000-room snapshot limit.
+MAX_ROOMS_KEPT: Final = 20_000
 _LATE_FACTOR: Final = 1.5
 _GARBAGE: Final = wire.HEADER + b"\xff\xff\xff\xff\x0f"
 
@@ -338,6 +341,9 @@ class SimAgent:
                 ack.exists = True
             else:
                 self.rooms[cmd.room_id] = (cmd.room_type, 0, "fleet")
+                if len(self.rooms) > MAX_ROOMS_KEPT:
+                    del self.rooms[next(iter(self.rooms))]
+                    self.stats.rooms_destroyed += 1
                 ack.room.id = cmd.room_id
                 ack.room.type = cmd.room_type
                 self._dirty = True

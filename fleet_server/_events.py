@@ -47,6 +47,10 @@ class EventBus:
 
         return unsubscribe
 
+    def wants(self, event_type: str) -> bool:
+        """Whether any listener or stream would receive an event of this type now."""
+        return bool(self._streams or self._listeners[event_type])
+
     def subscribe_all(self, listener: StreamListener) -> Callable[[], None]:
         """Every event as ``listener(type, payload)``, synchronously (for stream fan-out)."""
         self._streams.append(listener)

@@ -240,10 +240,13 @@ class Fleet:
 
         ``sync`` follows in a later loop callback, so all reconciles of one burst share
         one fleet hash; on a fleet whose hash is costly, flushes are spaced so hashing
-        stays under a twentieth of the loop's time.
+        stays under a twentieth of the loop's time. With no listener and no stream for
+        ``sync``, none is computed (the next one, once someone listens, always goes out).
         """
         if events:
             self._events.emit(events)
+        if self._read.sync_due and self._sync_handle is None and not self._events.wants("sync"):
+            self._read.skip_sync()
         if self._read.sync_due and self._sync_handle is None:
             loop = asyncio.get_running_loop()
             delay = max(0.0, self._sync_last + _SYNC_SPACING * self._sync_cost - loop.time())

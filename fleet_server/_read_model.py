@@ -695,6 +695,13 @@ class ReadModel:
         job.advance()
         return self.finish_sync(job)
 
+    def skip_sync(self) -> None:
+        """Nobody listens for ``sync``: owe none, and let the next one go out whatever
+        its hash (a new listener has seen none); reads still hash on demand."""
+        self.sync_due = False
+        self._unencoded.clear()
+        self._emitted_hash = ""
+
     def encode_entries(self, budget_s: float) -> bool:
         """Re-encode changed instances' hash entries for up to ``budget_s`` seconds
         (ahead of :meth:`start_sync`); True when none is left."""

@@ -306,3 +306,26 @@ async def test_a_sync_hashed_in_slices_carries_the_captured_state_and_a_later_on
         assert syncs and syncs[-1] == fleet.stats
         assert syncs[-1].rooms == 8
         assert sliced
+
+
+async def test_no_sync_is_hashed_without_a_listener_and_the_next_goes_to_a_new_one() -> None:
+    from .conftest import running_orchestrator
+    from .raw_agent import RawAgent
+
+    async with running_orchestrator(heartbeat_ms=60) as orch:
+        agent = RawAgent(f"ws://127.0.0.1:{orch.port}/", rooms={"r1": RawRoom("match", 1)})
+        await agent.connect()
+        try:
+            fleet = orch.fleet
+            await wait_for(lambda: fleet.get_room("r1") is not None)
+            await fleet.create_room("match", room_id="quiet")
+            assert fleet._sync_handle is None and fleet._sync_job is None
+            assert not fleet._read.sync_due
+            assert fleet.stats.rooms == 2  # reads still hash on demand
+            syncs: list[FleetStats] = []
+            orch.on("sync", syncs.append)
+            await fleet.create_room("match", room_id="heard")
+            await wait_for(lambda: bool(syncs))
+            assert syncs[-1] == fleet.stats and syncs[-1].rooms == 3
+        finally:
+            await agent.close()

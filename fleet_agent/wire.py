@@ -42,6 +42,7 @@ __all__ = [
     "hash64",
     "hash64_text",
     "snapshot_hash",
+    "varint",
 ]
 
 PROTOCOL_MAJOR: Final = 3
@@ -76,6 +77,18 @@ class FrameTooLargeError(WireError):
     def __init__(self, size: int) -> None:
         super().__init__(f"frame too large: {size} bytes exceeds {MAX_FRAME_BYTES}")
         self.size = size
+
+
+def varint(value: int) -> bytes:
+    """A non-negative integer as a protobuf base-128 varint, for frames written as bytes."""
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def encode_frame(frame: agent_pb2.Frame) -> bytes:

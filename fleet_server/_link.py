@@ -204,18 +204,9 @@ class AgentLink:
             )
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _string_field(tag: bytes, text: str) -> bytes:
     raw = text.encode()
-    return tag + _varint(len(raw)) + raw
+    return tag + wire.varint(len(raw)) + raw
 
 
 def poll_message(req_id: str, known_hash: str | None, status: str) -> bytes:
@@ -226,7 +217,7 @@ def poll_message(req_id: str, known_hash: str | None, status: str) -> bytes:
         body += _string_field(b"\x12", known_hash)
     if status:
         body += _string_field(b"\x1a", status)
-    return wire.HEADER + b"\x12" + _varint(len(body)) + body
+    return wire.HEADER + b"\x12" + wire.varint(len(body)) + body
 
 
 class PollIds:

@@ -106,3 +106,9 @@ def test_oversize_message_is_refused_before_parsing() -> None:
     with pytest.raises(wire.FrameTooLargeError):
         wire.decode_frame(bytes([3, 0]) + b"\x00" * wire.MAX_FRAME_BYTES)
     assert isinstance(wire.FrameTooLargeError(1), wire.WireError)
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16_383, 16_384, 2**32 - 1])
+def test_varint_is_protobufs_encoding(value: int) -> None:
+    encoded = agent_pb2.State(seq=value).SerializeToString()
+    assert wire.varint(value) == (encoded[1:] if value else b"\x00")

@@ -16,6 +16,7 @@ from typing import Final
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
+from fleet_agent.wire import varint
 
 __all__ = [
     "AGENT_VERSION",
@@ -23,7 +24,6 @@ __all__ = [
     "full_tail",
     "hash_tail",
     "state_frame",
-    "varint",
 ]
 
 AGENT_VERSION: Final = "1.0.0-loadgen"
@@ -32,17 +32,6 @@ _TAG_STATE: Final = b"\x1a"  # Frame.state, field 3, length-delimited
 _TAG_REQ_ID: Final = b"\x0a"  # State.req_id, field 1
 _TAG_SEQ: Final = b"\x18"  # State.seq, field 3, varint
 _TAG_HASH: Final = b"\x22"  # State.hash, field 4
-
-
-def varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def hash_tail(digest: str) -> bytes:

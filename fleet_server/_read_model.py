@@ -156,7 +156,7 @@ class Instance:
                 labels=snap.labels,
                 room_types=snap.room_types,
                 rooms=rooms,
-                connections=sum(room.connections for room in rooms),
+                connections=self.connections,
                 capacity=Capacity(snap.max_connections, snap.max_rooms),
                 auto_create=snap.auto_create,
                 status=status,

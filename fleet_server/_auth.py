@@ -1,4 +1,12 @@
-"""Keys, fingerprints and the failed-auth throttle (SPEC §12).
+"""Authentication for every surface: keys, fingerprints, the throttle, the audit line.
+
+:class:`Authenticator` is the one gate the agent upgrade, REST/SSE and gRPC pass: the
+per-IP failed-auth throttle is checked first (``AUTH_THROTTLED``), then the presented
+credentials (``UNAUTHORIZED``), and a miss costs one token of the IP's bucket (SPEC
+§12). Each surface passes its own logger, so ``auth failed`` / ``auth throttled`` lines
+appear under ``fleet.server``, ``fleet.http`` or ``fleet.grpc``; the audit line is
+always ``fleet.audit``. Derived API tokens and per-agent tokens join as new credential
+kinds here.
 
 Keys are compared by SHA-256 digest in constant time against every configured key,
 with no early exit; only fingerprints (``key#`` + 8 hex) ever reach a log.
@@ -8,33 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
-__all__ = ["AuthThrottle", "KeyRing", "fingerprint", "normalize_keys"]
+from ._errors import ErrorCode, FleetError
+
+__all__ = ["Audience", "AuthThrottle", "Authenticator", "KeyRing", "Principal", "fingerprint"]
+
+audit_log = logging.getLogger("fleet.audit")
 
 _AUTH_SCHEME: Final = "bearer"
 
 
 def fingerprint(key: str) -> str:
     return "key#" + hashlib.sha256(key.encode()).hexdigest()[:8]
-
-
-def normalize_keys(keys: str | Iterable[str] | None, option: str) -> tuple[str, ...]:
-    """One key or a list: empties dropped, duplicates removed in order."""
-    if keys is None:
-        return ()
-    items = [keys] if isinstance(keys, str) else list(keys)
-    out: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ValueError(f"{option} must be a string or a list of strings")
-        item = item.strip()
-        if item and item not in out:
-            out.append(item)
-    return tuple(out)
 
 
 class KeyRing:
@@ -80,17 +80,6 @@ class KeyRing:
         """The :func:`fingerprint` of the configured key equal to ``presented``, or None."""
         index = self._index(presented)
         return self._ids[index] if index >= 0 else None
-
-    @staticmethod
-    def bearer(header: str | None) -> str | None:
-        """The token of an ``Authorization: Bearer <token>`` header."""
-        if not header:
-            return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != _AUTH_SCHEME:
-            return None
-        token = token.strip()
-        return token or None
 
 
 class AuthThrottle:
@@ -148,3 +137,95 @@ class AuthThrottle:
         for ip in [ip for ip, (_, stamp) in self._buckets.items() if now - stamp >= self._window]:
             if self._level(ip, now) >= self._limit:
                 del self._buckets[ip]
+
+
+class Audience(StrEnum):
+    """Who a credential admits: a game server's agent, or an operator of the API."""
+
+    AGENT = "agent"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: its audience and the fingerprint of its credential."""
+
+    audience: Audience
+    key_id: str
+
+
+class Authenticator:
+    """The keys of both audiences and the one throttle every surface shares."""
+
+    def __init__(
+        self,
+        *,
+        agent_keys: Sequence[str],
+        admin_keys: Sequence[str],
+        trust_proxy: bool = False,
+        failure_limit: int = 10,
+        failure_window_ms: int = 60_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._rings = {Audience.AGENT: KeyRing(agent_keys), Audience.ADMIN: KeyRing(admin_keys)}
+        self._trust_proxy = trust_proxy
+        self.throttle = AuthThrottle(failure_limit, failure_window_ms, clock=clock)
+
+    @staticmethod
+    def bearer(header: str | None) -> str | None:
+        """The token of an ``Authorization: Bearer <token>`` header."""
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != _AUTH_SCHEME:
+            return None
+        token = token.strip()
+        return token or None
+
+    def client_ip(self, remote: str | None, forwarded_for: str | None) -> str:
+        """The caller's IP: the first ``X-Forwarded-For`` entry behind a trusted proxy."""
+        if self._trust_proxy and forwarded_for:
+            first = forwarded_for.split(",", 1)[0].strip()
+            if first:
+                return first
+        return remote or "unknown"
+
+    def authenticate(
+        self,
+        audience: Audience,
+        ip: str,
+        route: str | Callable[[], str],
+        *presented: str | None,
+        log: logging.Logger,
+    ) -> Principal:
+        """The principal one of ``presented`` names; raises ``AUTH_THROTTLED`` while
+        ``ip`` is throttled (nothing examined) or ``UNAUTHORIZED`` (one failure).
+
+        ``route`` names the call in the log line; a callable is only called to log."""
+        throttle = self.throttle
+        if throttle.blocked(ip):
+            log.warning("auth throttled ip=%s route=%s", ip, _text(route))
+            raise FleetError(ErrorCode.AUTH_THROTTLED, "too many failed authentications")
+        ring = self._rings[audience]
+        for credential in presented:
+            key_id = ring.identify(credential)
+            if key_id is not None:
+                return Principal(audience, key_id)
+        throttle.failure(ip)
+        log.warning("auth failed ip=%s route=%s", ip, _text(route))
+        raise FleetError(ErrorCode.UNAUTHORIZED, f"an {audience.value} key is required")
+
+    @staticmethod
+    def audit(route: str, principal: Principal | None, ip: str, outcome: str) -> None:
+        """The audit line of a control call (refused ones too); fingerprints only."""
+        audit_log.info(
+            "audit route=%s key=%s ip=%s outcome=%s",
+            route,
+            principal.key_id if principal is not None else "unknown",
+            ip,
+            outcome,
+        )
+
+
+def _text(route: str | Callable[[], str]) -> str:
+    return route if isinstance(route, str) else route()

@@ -1,23 +1,27 @@
 """The daemon's configuration: defaults → YAML → ``FLEET_*`` env → flags (SPEC §14).
 
-Everything lands in one frozen :class:`DaemonConfig`, validated here. Bad input raises
-:class:`ConfigError` with one line naming the option and where it came from.
+This module only *parses*: each source's text becomes a typed value, which
+:func:`~fleet_server._options.check_option` checks, so an error names the option and
+where it came from in one line (:class:`ConfigError`). The defaults and checks
+themselves live once, in :class:`~fleet_server._options.OrchestratorOptions`; the
+daemon adds two of its own: gRPC on port 7351 and the log level.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 import yaml
 
+from ._options import OrchestratorOptions, check_option
+
 __all__ = [
     "DEFAULT_GRPC_PORT",
-    "DEFAULT_PORT",
     "ConfigError",
     "DaemonConfig",
     "LogLevel",
@@ -25,27 +29,10 @@ __all__ = [
     "load_config",
 ]
 
-DEFAULT_PORT: Final = 7350
-DEFAULT_GRPC_PORT: Final = 7351
+DEFAULT_GRPC_PORT: Final = 7351  # the daemon serves gRPC unless told not to
 LogLevel = Literal["trace", "debug", "info", "warn", "error"]
 LOG_LEVELS: Final = get_args(LogLevel)
-YAML_KEYS: Final = frozenset(
-    {
-        "host",
-        "port",
-        "agent_key",
-        "admin_key",
-        "api",
-        "grpc_port",
-        "heartbeat_ms",
-        "command_timeout_ms",
-        "cors_origins",
-        "sse_query_auth",
-        "trust_proxy",
-        "log_level",
-        "environment",
-    }
-)
+_OPTION_DEFAULTS: Final = {f.name: f.default for f in fields(OrchestratorOptions)}
 
 
 class ConfigError(ValueError):
@@ -54,19 +41,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    host: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
-    agent_keys: tuple[str, ...] = ()
-    admin_keys: tuple[str, ...] = ()
-    api: bool = True
-    grpc_port: int | None = DEFAULT_GRPC_PORT
-    heartbeat_ms: int = 5000
-    command_timeout_ms: int = 10000
-    cors_origins: tuple[str, ...] = ()
-    sse_query_auth: bool = False
-    trust_proxy: bool = False
+    """The daemon's settings: the orchestrator's options (keys may still be missing:
+    the daemon generates development keys) and the log level."""
+
+    options: OrchestratorOptions
     log_level: LogLevel = "info"
-    production: bool = False
 
 
 HELP_EPILOG: Final = """\
@@ -86,14 +65,36 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
+    _add_listen_flags(parser.add_argument)
+    _add_api_flags(parser.add_argument)
+    _add_http_flags(parser.add_argument)
+    _add_tuning_flags(parser.add_argument)
     add = parser.add_argument
-    add("-H", "--host", metavar="HOST", help="bind address (env FLEET_HOST; default 0.0.0.0)")
+    add("--config", metavar="PATH", help="YAML config file (keys: the snake_case option names)")
+    add("-v", "--version", action="version", version=version)
+    parser.add_argument_group(
+        "environment", "FLEET_ENV=production enables the production key rules."
+    )
+    return parser
+
+
+Add = Callable[..., Any]
+
+
+def _add_listen_flags(add: Add) -> None:
+    defaults = _OPTION_DEFAULTS
+    add(
+        "-H",
+        "--host",
+        metavar="HOST",
+        help=f"bind address (env FLEET_HOST; default {defaults['host']})",
+    )
     add(
         "-p",
         "--port",
         type=int,
         metavar="PORT",
-        help=f"HTTP + agent WebSocket port (env FLEET_PORT; default {DEFAULT_PORT})",
+        help=f"HTTP + agent WebSocket port (env FLEET_PORT; default {defaults['port']})",
     )
     add(
         "--agent-key",
@@ -109,6 +110,9 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         metavar="KEY",
         help="admin key, repeatable (env FLEET_ADMIN_KEY, comma list; default: generated)",
     )
+
+
+def _add_api_flags(add: Add) -> None:
     add("--no-api", action="store_false", dest="api", help="serve agents only (default: API on)")
     add(
         "--grpc-port",
@@ -117,6 +121,9 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         help=f"gRPC port (env FLEET_GRPC_PORT, 'off' disables; default {DEFAULT_GRPC_PORT})",
     )
     add("--no-grpc", action="store_const", const=None, dest="grpc_port", help="disable gRPC")
+
+
+def _add_http_flags(add: Add) -> None:
     add(
         "--cors",
         action="append",
@@ -136,102 +143,78 @@ def build_parser(version: str) -> argparse.ArgumentParser:
         dest="trust_proxy",
         help="client IP from X-Forwarded-For (env FLEET_TRUST_PROXY; default false)",
     )
+
+
+def _add_tuning_flags(add: Add) -> None:
+    defaults = _OPTION_DEFAULTS
     add(
         "--heartbeat",
         type=int,
         dest="heartbeat_ms",
         metavar="MS",
-        help="poll interval in ms (env FLEET_HEARTBEAT_MS; default 5000)",
+        help=(f"poll interval in ms (env FLEET_HEARTBEAT_MS; default {defaults['heartbeat_ms']})"),
     )
     add(
         "--command-timeout",
         type=int,
         dest="command_timeout_ms",
         metavar="MS",
-        help="command ack timeout in ms (env FLEET_COMMAND_TIMEOUT_MS; default 10000)",
+        help=(
+            "command ack timeout in ms (env FLEET_COMMAND_TIMEOUT_MS; "
+            f"default {defaults['command_timeout_ms']})"
+        ),
     )
     add(
         "--log-level",
         metavar="LEVEL",
         help="trace|debug|info|warn|error (env FLEET_LOG_LEVEL; default info)",
     )
-    add("--config", metavar="PATH", help="YAML config file (keys: the snake_case option names)")
-    add("-v", "--version", action="version", version=version)
-    parser.add_argument_group(
-        "environment", "FLEET_ENV=production enables the production key rules."
-    )
-    return parser
 
 
-# --- value parsing ------------------------------------------------------------------
+# --- value parsing: text into typed values; the checks are the options' own -----------
 
 
-def _bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
+def _bool(value: Any, where: str) -> Any:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ConfigError(f"{where} must be true or false")
+    return value
 
 
-def _int(value: Any, where: str, *, low: int, high: int | None = None) -> int:
+def _int(value: Any, where: str) -> Any:
     if isinstance(value, bool):
         raise ConfigError(f"{where} must be an integer")
     if isinstance(value, str):
         try:
-            value = int(value.strip(), 10)
+            return int(value.strip(), 10)
         except ValueError:
             raise ConfigError(f"{where} must be an integer") from None
-    if not isinstance(value, int):
-        raise ConfigError(f"{where} must be an integer")
-    if value < low or (high is not None and value > high):
-        limit = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ConfigError(f"{where} must be {limit}")
     return value
 
 
-def _port(value: Any, where: str) -> int:
-    return _int(value, where, low=0, high=65535)
-
-
-def _grpc_port(value: Any, where: str) -> int | None:
+def _grpc_port(value: Any, where: str) -> Any:
     if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
         return None
-    return _port(value, where)
-
-
-def _positive(value: Any, where: str) -> int:
-    return _int(value, where, low=1)
-
-
-def _keys(value: Any, where: str) -> tuple[str, ...]:
-    items: list[Any]
-    if isinstance(value, str):
-        items = [value]
-    elif isinstance(value, list):
-        items = value
-    else:
-        raise ConfigError(f"{where} must be a string or a list of strings")
-    out: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ConfigError(f"{where} must be a string or a list of strings")
-        item = item.strip()
-        if item and item not in out:
-            out.append(item)
-    return tuple(out)
+    return _int(value, where)
 
 
 def _comma_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _origins(value: Any, where: str) -> tuple[str, ...]:
+def _keys(value: Any, where: str) -> Any:
     if isinstance(value, str):
-        value = _comma_list(value)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} must be a list of strings")
-    return tuple(v.strip() for v in value if v.strip())
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(dict.fromkeys(item.strip() for item in value if item.strip()))
+    raise ConfigError(f"{where} must be a string or a list of strings")
+
+
+def _origins(value: Any, where: str) -> Any:
+    return _comma_list(value) if isinstance(value, str) else value
+
+
+def _text(value: Any, where: str) -> Any:
+    return value
 
 
 def _level(value: Any, where: str) -> LogLevel:
@@ -241,33 +224,32 @@ def _level(value: Any, where: str) -> LogLevel:
     raise ConfigError(f"{where} must be one of {'|'.join(LOG_LEVELS)}")
 
 
-def _host(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where} must be a non-empty string")
-    return value.strip()
-
-
 def _environment(value: Any, where: str) -> bool:
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string")
     return value.strip().lower() == "production"
 
 
-_PARSERS: Final[Mapping[str, Any]] = {
-    "host": _host,
-    "port": _port,
-    "agent_key": _keys,
-    "admin_key": _keys,
-    "api": _bool,
-    "grpc_port": _grpc_port,
-    "heartbeat_ms": _positive,
-    "command_timeout_ms": _positive,
-    "cors_origins": _origins,
-    "sse_query_auth": _bool,
-    "trust_proxy": _bool,
-    "log_level": _level,
-    "environment": _environment,
+Parser = Callable[[Any, str], Any]
+
+# YAML key (the snake_case option name) -> (options field, parser); None: the daemon's own
+_SETTINGS: Final[Mapping[str, tuple[str | None, Parser]]] = {
+    "host": ("host", _text),
+    "port": ("port", _int),
+    "agent_key": ("agent_keys", _keys),
+    "admin_key": ("admin_keys", _keys),
+    "api": ("api", _bool),
+    "grpc_port": ("grpc_port", _grpc_port),
+    "heartbeat_ms": ("heartbeat_ms", _int),
+    "command_timeout_ms": ("command_timeout_ms", _int),
+    "cors_origins": ("cors_origins", _origins),
+    "sse_query_auth": ("sse_query_auth", _bool),
+    "trust_proxy": ("trust_proxy", _bool),
+    "log_level": (None, _level),
+    "environment": ("production", _environment),
 }
+YAML_KEYS: Final = frozenset(_SETTINGS)
+_LISTS: Final = frozenset({"agent_key", "admin_key", "cors_origins"})  # comma lists in env
 
 _ENV: Final[Mapping[str, str]] = {
     "FLEET_HOST": "host",
@@ -304,45 +286,56 @@ def _read_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DaemonConfig:
-    """Merge defaults, YAML, env and flags (in rising precedence) into a DaemonConfig."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+def _flag_name(key: str) -> str:
+    if key in ("agent_key", "admin_key"):
+        return "--" + key.replace("_", "-")
+    if key == "cors_origins":
+        return "--cors"
+    return "--" + key.replace("_ms", "").replace("_", "-")
+
+
+def _setting(key: str, raw: Any, where: str) -> tuple[str | None, Any]:
+    """(options field or None, the parsed and checked value) of one source's ``key``."""
+    field, parse = _SETTINGS[key]
+    value = parse(raw, where)
+    if field is None:
+        return None, value
+    try:
+        return field, check_option(field, value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _sources(args: argparse.Namespace, environ: Mapping[str, str]) -> list[tuple[str, Any, str]]:
+    """Every given setting as (YAML key, raw value, where), in rising precedence."""
     flags = vars(args)
+    given: list[tuple[str, Any, str]] = []
     config_path = flags.get("config")
     if config_path is not None:
         for key, raw in _read_yaml(config_path).items():
-            values[key] = _PARSERS[key](raw, f"YAML key {key} in {config_path}")
+            given.append((key, raw, f"YAML key {key} in {config_path}"))
     for name, key in _ENV.items():
-        raw = environ.get(name)
-        if raw is None:
-            continue
-        if key in ("agent_key", "admin_key"):
-            values[key] = _keys(_comma_list(raw), f"env {name}")
-        else:
-            values[key] = _PARSERS[key](raw, f"env {name}")
+        if name in environ:
+            raw = environ[name]
+            given.append((key, _comma_list(raw) if key in _LISTS else raw, f"env {name}"))
     for key, raw in flags.items():
-        if key == "config":
-            continue
-        where = "--" + key.replace("_ms", "").replace("_", "-")
-        if key in ("agent_key", "admin_key"):
-            values[key] = _keys(list(raw), f"--{key.replace('_', '-')}")
-        elif key == "cors_origins":
-            values[key] = _origins(list(raw), "--cors")
+        if key != "config":
+            given.append((key, list(raw) if isinstance(raw, list) else raw, _flag_name(key)))
+    return given
+
+
+def load_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DaemonConfig:
+    """Merge defaults, YAML, env and flags (in rising precedence) into a DaemonConfig."""
+    values: dict[str, Any] = {"grpc_port": DEFAULT_GRPC_PORT}
+    log_level: LogLevel = "info"
+    for key, raw, where in _sources(args, os.environ if environ is None else environ):
+        field, value = _setting(key, raw, where)
+        if field is None:
+            log_level = value
         else:
-            values[key] = _PARSERS[key](raw, where)
-    return DaemonConfig(
-        host=values.get("host", "0.0.0.0"),
-        port=values.get("port", DEFAULT_PORT),
-        agent_keys=values.get("agent_key", ()),
-        admin_keys=values.get("admin_key", ()),
-        api=values.get("api", True),
-        grpc_port=values.get("grpc_port", DEFAULT_GRPC_PORT),
-        heartbeat_ms=values.get("heartbeat_ms", 5000),
-        command_timeout_ms=values.get("command_timeout_ms", 10000),
-        cors_origins=values.get("cors_origins", ()),
-        sse_query_auth=values.get("sse_query_auth", False),
-        trust_proxy=values.get("trust_proxy", False),
-        log_level=values.get("log_level", "info"),
-        production=values.get("environment", False),
-    )
+            values[field] = value
+    try:
+        options = OrchestratorOptions(**values)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return DaemonConfig(options=options, log_level=log_level)

@@ -12,11 +12,13 @@ import secrets
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from importlib import metadata
 from typing import Any, Final
 
 from ._collector import CollectorTuning
-from ._config import ConfigError, DaemonConfig, build_parser, load_config
+from ._config import ConfigError, build_parser, load_config
+from ._options import OrchestratorOptions
 from ._orchestrator import Orchestrator
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "main"]
@@ -58,32 +60,34 @@ def _fail(message: str) -> None:
     print(f"rivalis-fleet: {message}", file=sys.stderr, flush=True)
 
 
-def _dev_keys(config: DaemonConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    agent_keys, admin_keys = config.agent_keys, config.admin_keys
-    if config.production:
-        if not agent_keys:
+def _dev_key(audience: str, flag: str, env: str) -> str:
+    key = secrets.token_urlsafe(32)
+    log.warning(
+        "dev %s key generated: %s (pass %s or %s outside development)", audience, key, flag, env
+    )
+    return key
+
+
+def _with_keys(options: OrchestratorOptions) -> OrchestratorOptions:
+    """The options with every missing key generated (development), or a refusal
+    (production: keys must be given)."""
+    need_admin = options.api and not options.admin_keys
+    if options.production:
+        if not options.agent_keys:
             raise ConfigError("agent key required in production (--agent-key or FLEET_AGENT_KEY)")
-        if config.api and not admin_keys:
+        if need_admin:
             raise ConfigError("admin key required in production (--admin-key or FLEET_ADMIN_KEY)")
-        return agent_keys, admin_keys
-    if not agent_keys:
-        key = secrets.token_urlsafe(32)
-        log.warning(
-            "dev agent key generated: %s (pass --agent-key or FLEET_AGENT_KEY outside development)",
-            key,
-        )
-        agent_keys = (key,)
-    if config.api and not admin_keys:
-        key = secrets.token_urlsafe(32)
-        log.warning(
-            "dev admin key generated: %s (pass --admin-key or FLEET_ADMIN_KEY outside development)",
-            key,
-        )
-        admin_keys = (key,)
-    return agent_keys, admin_keys
+        return options
+    if options.agent_keys and not need_admin:
+        return options
+    agent_keys = options.agent_keys or (_dev_key("agent", "--agent-key", "FLEET_AGENT_KEY"),)
+    admin_keys = options.admin_keys
+    if need_admin:
+        admin_keys = (_dev_key("admin", "--admin-key", "FLEET_ADMIN_KEY"),)
+    return replace(options, agent_keys=agent_keys, admin_keys=admin_keys)
 
 
-async def _serve(orch: Orchestrator, config: DaemonConfig) -> int:
+async def _serve(orch: Orchestrator) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[str] = []
@@ -100,20 +104,20 @@ async def _serve(orch: Orchestrator, config: DaemonConfig) -> int:
     try:
         await orch.listen()
     except OSError as exc:
-        _fail(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+        options = orch.options
+        _fail(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}")
         await orch.shutdown()
         return EXIT_FAILURE
     log.info(
         "orchestrator listening host=(%s) port=(%d) api=(%s) grpc=(%s) heartbeat=(%dms)",
-        orch.host,
+        orch.options.host,
         orch.port,
-        "/v1" if orch.api else "off",
+        "/v1" if orch.options.api else "off",
         orch.grpc_port if orch.grpc_port is not None else "off",
-        orch.heartbeat_ms,
+        orch.options.heartbeat_ms,
     )
-    collector = CollectorTuning(
-        lambda: orch.transport.closed_links, lambda: len(orch.transport.links)
-    )
+    transport = orch.transport
+    collector = CollectorTuning(lambda: transport.closed_links, lambda: len(transport.links))
     collector.start()
     await stop.wait()
     await collector.stop()
@@ -145,26 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     _configure_logging(config.log_level)
     try:
-        agent_keys, admin_keys = _dev_keys(config)
-        orch = Orchestrator(
-            host=config.host,
-            port=config.port,
-            agent_key=agent_keys,
-            admin_key=admin_keys or None,
-            api=config.api,
-            grpc_port=config.grpc_port,
-            heartbeat_ms=config.heartbeat_ms,
-            command_timeout_ms=config.command_timeout_ms,
-            cors_origins=config.cors_origins,
-            sse_query_auth=config.sse_query_auth,
-            trust_proxy=config.trust_proxy,
-            production=config.production,
-        )
+        orch = Orchestrator(options=_with_keys(config.options))
     except ValueError as exc:
         _fail(str(exc))
         return EXIT_CONFIG
     try:
-        return _run(_serve(orch, config))
+        return _run(_serve(orch))
     except Exception:
         log.exception("orchestrator failed")
         return EXIT_FAILURE

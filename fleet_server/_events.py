@@ -1,37 +1,153 @@
-"""Fleet event subscriptions: ``orch.on(type, callback)`` and stream subscribers."""
+"""The fleet's one event fan-out: typed events to listeners and to bounded subscriptions.
+
+:class:`EventHub` delivers every event in emission order to
+
+- *listeners* (``orch.on(type, callback)``): sync or async callables; a failing one is
+  logged and affects nothing else;
+- *subscriptions* (SSE streams, gRPC ``WatchEvents``, later webhooks and the
+  dashboard): each subscribes with an *encoder* — a function turning ``(type,
+  payload)`` into the bytes its surface sends — and each event is encoded once per
+  encoder, however many subscriptions share it.
+
+One overflow rule for every subscription: its queue holds at most ``max_items`` events
+(and, when given, ``max_bytes`` bytes plus one event); an event that finds it full cuts
+the subscription off — its queue is dropped, it leaves the hub, ``overflowed`` is set,
+its ``on_overflow`` hook runs at once and the drop is counted per kind
+(:attr:`EventHub.dropped`). A consumer that keeps up is never cut.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import logging
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
+from enum import StrEnum
 from typing import Any, Final
 
-__all__ = ["EVENT_TYPES", "EventBus", "Listener"]
+__all__ = ["EVENT_TYPES", "Encoder", "EventHub", "EventType", "Listener", "Subscription"]
 
 log = logging.getLogger("fleet.server")
 
-EVENT_TYPES: Final = (
-    "instance:join",
-    "instance:leave",
-    "instance:stale",
-    "room:create",
-    "room:destroy",
-    "sync",
-)
+
+class EventType(StrEnum):
+    """The fleet events (CONTRACT §6), in the order a reconcile emits them."""
+
+    INSTANCE_JOIN = "instance:join"
+    INSTANCE_LEAVE = "instance:leave"
+    INSTANCE_STALE = "instance:stale"
+    ROOM_CREATE = "room:create"
+    ROOM_DESTROY = "room:destroy"
+    SYNC = "sync"
+
+
+EVENT_TYPES: Final = tuple(EventType)
 
 Listener = Callable[[Any], Awaitable[None] | None]
-StreamListener = Callable[[str, Any], None]
+Encoder = Callable[[str, Any], bytes]
+Event = tuple[str, Any]
 
 
-class EventBus:
-    """Delivers events in emission order; a failing listener affects nothing else."""
+class Subscription:
+    """One consumer's bounded queue of encoded events; read it with :meth:`batch`."""
+
+    __slots__ = (
+        "_hub",
+        "_items",
+        "_max_bytes",
+        "_max_items",
+        "_on_overflow",
+        "_size",
+        "_wake",
+        "encoder",
+        "ended",
+        "kind",
+        "overflowed",
+    )
+
+    def __init__(
+        self,
+        hub: EventHub,
+        kind: str,
+        encoder: Encoder,
+        max_items: int,
+        max_bytes: int | None,
+        on_overflow: Callable[[], None] | None,
+    ) -> None:
+        self._hub = hub
+        self.kind = kind
+        self.encoder = encoder
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._on_overflow = on_overflow
+        self._items: deque[bytes] = deque()
+        self._size = 0
+        self._wake = asyncio.Event()
+        self.ended = False
+        self.overflowed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued now."""
+        return self._size
+
+    def push(self, data: bytes) -> None:
+        """Queue one encoded event, or cut the subscription off if its queue is full."""
+        if self.ended:
+            return
+        if len(self._items) >= self._max_items or (
+            self._max_bytes is not None and self._size >= self._max_bytes
+        ):
+            self._items.clear()
+            self._size = 0
+            self.overflowed = True
+            self.ended = True
+            self._hub.release(self, dropped=True)
+            self._wake.set()
+            if self._on_overflow is not None:
+                self._on_overflow()
+            return
+        self._items.append(data)
+        self._size += len(data)
+        self._wake.set()
+
+    async def batch(self) -> list[bytes]:
+        """Every queued event, waiting for one; empty once ended (or cut off) and empty."""
+        while not self._items and not self.ended:
+            self._wake.clear()
+            await self._wake.wait()
+        items = list(self._items)
+        self._items.clear()
+        self._size = 0
+        return items
+
+    def end(self) -> None:
+        """Stop after what is queued (shutdown): :meth:`batch` returns it, then nothing."""
+        self.ended = True
+        self._hub.release(self)
+        self._wake.set()
+
+    def close(self) -> None:
+        """The consumer is gone: leave the hub (idempotent)."""
+        self.ended = True
+        self._hub.release(self)
+
+
+class EventHub:
+    """Delivers events in emission order to listeners and subscriptions."""
 
     def __init__(self) -> None:
-        self._listeners: dict[str, list[Listener]] = {t: [] for t in EVENT_TYPES}
-        self._streams: list[StreamListener] = []
+        self._listeners: dict[str, list[Listener]] = {t: [] for t in EventType}
+        self._groups: dict[Encoder, list[Subscription]] = {}
+        self._counts: Counter[str] = Counter()  # open subscriptions per kind
         self._tasks: set[asyncio.Task[None]] = set()
+        self.dropped: Counter[str] = Counter()  # subscriptions cut off, per kind
+
+    # --- listeners ------------------------------------------------------------------
 
     def on(self, event_type: str, callback: Listener) -> Callable[[], None]:
         if event_type not in self._listeners:
@@ -48,26 +164,67 @@ class EventBus:
         return unsubscribe
 
     def wants(self, event_type: str) -> bool:
-        """Whether any listener or stream would receive an event of this type now."""
-        return bool(self._streams or self._listeners[event_type])
+        """Whether any listener or subscription would receive an event of this type now."""
+        return bool(self._groups or self._listeners[event_type])
 
-    def subscribe_all(self, listener: StreamListener) -> Callable[[], None]:
-        """Every event as ``listener(type, payload)``, synchronously (for stream fan-out)."""
-        self._streams.append(listener)
+    # --- subscriptions --------------------------------------------------------------
 
-        def unsubscribe() -> None:
-            if listener in self._streams:
-                self._streams.remove(listener)
+    def subscribe(
+        self,
+        kind: str,
+        encoder: Encoder,
+        *,
+        limit: int,
+        max_items: int,
+        max_bytes: int | None = None,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> Subscription | None:
+        """A subscription receiving every event from now on; None when ``kind``
+        already has ``limit`` open."""
+        if self._counts[kind] >= limit:
+            return None
+        subscription = Subscription(self, kind, encoder, max_items, max_bytes, on_overflow)
+        self._groups.setdefault(encoder, []).append(subscription)
+        self._counts[kind] += 1
+        return subscription
 
-        return unsubscribe
+    def count(self, kind: str) -> int:
+        """Subscriptions of ``kind`` open now."""
+        return self._counts[kind]
 
-    def emit(self, events: Iterable[tuple[str, Any]]) -> None:
+    def __len__(self) -> int:
+        return sum(self._counts.values())
+
+    def release(self, subscription: Subscription, *, dropped: bool = False) -> None:
+        group = self._groups.get(subscription.encoder)
+        if group is None or subscription not in group:
+            return
+        group.remove(subscription)
+        if not group:
+            del self._groups[subscription.encoder]
+        self._counts[subscription.kind] -= 1
+        if dropped:
+            self.dropped[subscription.kind] += 1
+
+    def end_all(self, kind: str) -> list[Subscription]:
+        """End every subscription of ``kind`` after what it holds; returns them."""
+        ended = [s for group in self._groups.values() for s in group if s.kind == kind]
+        for subscription in ended:
+            subscription.end()
+        return ended
+
+    # --- delivery -------------------------------------------------------------------
+
+    def emit(self, events: Iterable[Event]) -> None:
         for event_type, payload in events:
-            for stream in list(self._streams):
+            for encoder, group in list(self._groups.items()):
                 try:
-                    stream(event_type, payload)
+                    data = encoder(event_type, payload)
                 except Exception:
-                    log.exception("event listener failed event=%s", event_type)
+                    log.exception("event encoding failed event=%s", event_type)
+                    continue
+                for subscription in list(group):
+                    subscription.push(data)
             for callback in list(self._listeners[event_type]):
                 try:
                     result = callback(payload)

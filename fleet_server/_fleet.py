@@ -19,7 +19,7 @@ from rivalis.fleet.v3 import agent_pb2
 
 from ._commands import Commands, CommandSink, PendingCommand
 from ._errors import ErrorCode, FleetError
-from ._events import EventBus
+from ._events import EventHub
 from ._ids import generate_room_id, is_valid_room_id
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._placement import Placement, ValidationError, check_pin, choose
@@ -48,7 +48,7 @@ class Fleet:
         self,
         *,
         command_timeout_ms: int,
-        events: EventBus,
+        events: EventHub,
         rng: random.Random | None = None,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:

@@ -16,8 +16,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from fleet_server._errors import ERROR_TABLE, ErrorCode
-from fleet_server._transport import rejection
+from fleet_server._interfaces import ErrorCode, rejection
 
 __all__ = ["NO_DATA", "encode", "envelope", "json_body", "ok", "rejected"]
 
@@ -78,4 +77,4 @@ def envelope(
 
 def rejected(code: ErrorCode, headers: Mapping[str, str] | None = None) -> web.Response:
     """The failure envelope with the code's HTTP status from the one code table."""
-    return rejection(code, ERROR_TABLE[code].http, dict(headers) if headers else None)
+    return rejection(code, headers)

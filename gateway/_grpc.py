@@ -1,6 +1,6 @@
 """The gRPC server: ``FleetControl``, health and reflection on one grpc.aio port.
 
-:func:`start_grpc` binds ``orch.host``:``orch.grpc_port`` on the running loop with
+:func:`start_grpc` binds the options' ``host``:``grpc_port`` on the running loop with
 ``SO_REUSEPORT`` off (a port in use is an ``OSError``, not a silent second listener)
 and reports SERVING once it is up. Shutdown comes in two steps that the orchestrator
 places in its own order: :meth:`GrpcServer.end_streams` (NOT_SERVING, every
@@ -10,18 +10,17 @@ grace for calls in flight). The health and reflection services need no key.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from rivalis.fleet.v1 import control_pb2
 
+from fleet_server._interfaces import Services
+
 from ._grpc_service import FleetControlService, method_handlers
 from ._grpc_watch import WatchHub
-
-if TYPE_CHECKING:
-    from fleet_server._orchestrator import Orchestrator
 
 __all__ = ["SERVICE_NAME", "GrpcServer", "start_grpc"]
 
@@ -67,13 +66,14 @@ class GrpcServer:
         await self._server.stop(STOP_GRACE_S)
 
 
-async def start_grpc(orch: Orchestrator) -> GrpcServer:
-    """Serve ``FleetControl`` for ``orch`` on ``orch.host``:``orch.grpc_port`` (0: ephemeral)."""
-    if orch.grpc_port is None:
+async def start_grpc(services: Services) -> GrpcServer:
+    """Serve ``FleetControl`` on the options' ``host``:``grpc_port`` (0: ephemeral)."""
+    options = services.options
+    if options.grpc_port is None:
         raise ValueError("grpc_port is not set")
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    hub = WatchHub(orch.events, limit=orch.sse_stream_limit)
-    handlers = method_handlers(FleetControlService(orch.fleet, orch.admin_keys, orch.throttle, hub))
+    hub = WatchHub(services.hub, limit=options.sse_stream_limit)
+    handlers = method_handlers(FleetControlService(services.fleet, services.auth, hub))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
     health_servicer = health.aio.HealthServicer()
@@ -81,7 +81,7 @@ async def start_grpc(orch: Orchestrator) -> GrpcServer:
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    address = _address(orch.host, orch.grpc_port)
+    address = _address(options.host, options.grpc_port)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:

@@ -7,8 +7,14 @@ from typing import Any, cast
 
 from rivalis.fleet.v1 import control_pb2 as pb
 
-from fleet_server._models import FleetStats, InstanceInfo, RoomInfo
-from fleet_server._placement import Placement, PlacementStrategy, ValidationError
+from fleet_server._interfaces import (
+    FleetStats,
+    InstanceInfo,
+    Placement,
+    PlacementStrategy,
+    RoomInfo,
+    ValidationError,
+)
 
 __all__ = [
     "event_bytes",

@@ -20,10 +20,15 @@ import grpc
 from rivalis.fleet.v1 import control_pb2 as pb
 from rivalis.fleet.v1 import control_pb2_grpc as pb_grpc
 
-from fleet_server._auth import AuthThrottle, KeyRing, fingerprint
-from fleet_server._errors import ErrorCode, FleetError
-from fleet_server._fleet import Fleet
-from fleet_server._models import RoomInfo
+from fleet_server._interfaces import (
+    Audience,
+    Authenticator,
+    ErrorCode,
+    FleetError,
+    FleetService,
+    Principal,
+    RoomInfo,
+)
 
 from ._grpc_messages import (
     instance_message,
@@ -38,7 +43,6 @@ from ._paging import page
 __all__ = ["CAUSE_KEY", "FleetControlService", "method_handlers", "peer_ip"]
 
 log = logging.getLogger("fleet.grpc")
-audit_log = logging.getLogger("fleet.audit")
 
 CAUSE_KEY: Final = "fleet-cause"
 _MAX_DETAILS: Final = 200
@@ -61,7 +65,7 @@ def _bearer(context: Context) -> str | None:
     for name, value in context.invocation_metadata() or ():
         if name == "authorization":
             text = value if isinstance(value, str) else value.decode("latin-1")
-            return KeyRing.bearer(text)
+            return Authenticator.bearer(text)
     return None
 
 
@@ -75,43 +79,23 @@ class _CallGuard:
     It never swallows an exception: a failure leaves as the call's abort.
     """
 
-    def __init__(
-        self,
-        keys: KeyRing,
-        throttle: AuthThrottle,
-        context: Context,
-        method: str,
-        audited: bool,
-    ) -> None:
-        self._keys = keys
-        self._throttle = throttle
+    def __init__(self, auth: Authenticator, context: Context, method: str, audited: bool) -> None:
+        self._auth = auth
         self._context = context
         self._method = method
         self._audited = audited
         self._ip = peer_ip(context.peer())
-        self._key_id = "unknown"
+        self._principal: Principal | None = None
 
     async def __aenter__(self) -> str:
         """Authenticate; returns the client IP."""
         try:
-            key = self._authenticate()
+            self._principal = self._auth.authenticate(
+                Audience.ADMIN, self._ip, f"GRPC {self._method}", _bearer(self._context), log=log
+            )
         except FleetError as exc:
             await self._fail(exc)
-        self._key_id = fingerprint(key)
         return self._ip
-
-    def _authenticate(self) -> str:
-        """The matched admin key; raises ``AUTH_THROTTLED`` or ``UNAUTHORIZED``."""
-        route = f"GRPC {self._method}"
-        if self._throttle.blocked(self._ip):
-            log.warning("auth throttled ip=%s route=%s", self._ip, route)
-            raise FleetError(ErrorCode.AUTH_THROTTLED, "too many failed authentications")
-        key = self._keys.match(_bearer(self._context))
-        if key is None:
-            self._throttle.failure(self._ip)
-            log.warning("auth failed ip=%s route=%s", self._ip, route)
-            raise FleetError(ErrorCode.UNAUTHORIZED, "an admin key is required")
-        return key
 
     async def __aexit__(
         self,
@@ -138,28 +122,19 @@ class _CallGuard:
 
     def _audit(self, outcome: str) -> None:
         if self._audited:
-            audit_log.info(
-                "audit route=GRPC %s key=%s ip=%s outcome=%s",
-                self._method,
-                self._key_id,
-                self._ip,
-                outcome,
-            )
+            self._auth.audit(f"GRPC {self._method}", self._principal, self._ip, outcome)
 
 
 class FleetControlService(pb_grpc.FleetControlServicer):
-    """Translates each RPC onto :class:`~fleet_server._fleet.Fleet`."""
+    """Translates each RPC onto the fleet service."""
 
-    def __init__(
-        self, fleet: Fleet, admin_keys: KeyRing, throttle: AuthThrottle, hub: WatchHub
-    ) -> None:
+    def __init__(self, fleet: FleetService, auth: Authenticator, hub: WatchHub) -> None:
         self._fleet = fleet
-        self._keys = admin_keys
-        self._throttle = throttle
+        self._auth = auth
         self._hub = hub
 
     def _guard(self, context: Context, method: str, *, audited: bool = False) -> _CallGuard:
-        return _CallGuard(self._keys, self._throttle, context, method, audited)
+        return _CallGuard(self._auth, context, method, audited)
 
     # --- reads ------------------------------------------------------------------
 

@@ -22,21 +22,16 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from fleet_server._auth import KeyRing
-from fleet_server._errors import ErrorCode, FleetError
-from fleet_server._transport import client_ip
+from fleet_server._interfaces import Audience, ErrorCode, FleetError, Principal, Services
 
 from ._cors import CorsPolicy, answer_options
 from ._envelope import rejected
-
-if TYPE_CHECKING:
-    from fleet_server._orchestrator import Orchestrator
 
 __all__ = [
     "BODY_LIMIT",
@@ -49,7 +44,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fleet.http")
-audit_log = logging.getLogger("fleet.audit")
 
 BODY_LIMIT: Final = 65_536
 BODY_TIMEOUT_S: Final = 30.0
@@ -67,7 +61,7 @@ class RequestContext:
 
     ip: str
     audited: bool = False
-    key_id: str | None = None  # the matched key's fingerprint
+    principal: Principal | None = None  # once authenticated
     body: bytes = b""
 
 
@@ -132,8 +126,9 @@ class Guard:
     the envelope, and the access and audit lines are written after the response.
     """
 
-    def __init__(self, orch: Orchestrator) -> None:
-        self._orch = orch
+    def __init__(self, services: Services) -> None:
+        self._auth = services.auth
+        self._query_auth = services.options.sse_query_auth
         self._policies: dict[web.AbstractRoute, RoutePolicy] = {}
         self.cors: CorsPolicy | None = None
 
@@ -167,9 +162,10 @@ class Guard:
                     if policy is None:
                         response = await handler(request)
                     else:
-                        context = RequestContext(
-                            client_ip(request, self._orch.trust_proxy), policy.audited
+                        ip = self._auth.client_ip(
+                            request.remote, request.headers.get("X-Forwarded-For")
                         )
+                        context = RequestContext(ip, policy.audited)
                         request[CONTEXT] = context
                         refusal = self._admit(request, context, policy)
                         if refusal is None and policy.reads_body:
@@ -204,14 +200,7 @@ class Guard:
                         (time.perf_counter() - started) * 1000,
                     )
                 if context is not None and context.audited:
-                    audit_log.info(
-                        "audit route=%s %s key=%s ip=%s outcome=%s",
-                        request.method,
-                        path,
-                        context.key_id or "unknown",
-                        ip,
-                        outcome,
-                    )
+                    self._auth.audit(f"{request.method} {path}", context.principal, ip, outcome)
 
     def _admit(
         self, request: web.Request, context: RequestContext, policy: RoutePolicy
@@ -221,20 +210,15 @@ class Guard:
         The admin key comes from ``Authorization: Bearer``, or, on routes that allow it
         and with ``sse_query_auth`` on, from ``?key=``; either way a miss is one failure.
         """
-        orch = self._orch
-        throttle = orch.throttle
-        if throttle.blocked(context.ip):
-            log.warning("auth throttled ip=%s route=%s", context.ip, _route(request))
-            return rejected(ErrorCode.AUTH_THROTTLED)
-        keys = orch.admin_keys
-        key_id = keys.identify(KeyRing.bearer(request.headers.get(hdrs.AUTHORIZATION)))
-        if key_id is None and policy.auth is AuthMode.ADMIN_OR_QUERY and orch.sse_query_auth:
-            key_id = keys.identify(request.query.get("key"))
-        if key_id is None:
-            throttle.failure(context.ip)
-            log.warning("auth failed ip=%s route=%s", context.ip, _route(request))
-            return rejected(ErrorCode.UNAUTHORIZED)
-        context.key_id = key_id
+        presented = [self._auth.bearer(request.headers.get(hdrs.AUTHORIZATION))]
+        if policy.auth is AuthMode.ADMIN_OR_QUERY and self._query_auth:
+            presented.append(request.query.get("key"))
+        try:
+            context.principal = self._auth.authenticate(
+                Audience.ADMIN, context.ip, lambda: _route(request), *presented, log=log
+            )
+        except FleetError as exc:
+            return rejected(exc.code)
         length = request.content_length
         if length is not None and length > BODY_LIMIT:
             return rejected(ErrorCode.PAYLOAD_TOO_LARGE)

@@ -3,7 +3,7 @@
 Without a limit a list read returns every row. With one it returns at most ``limit``
 rows in list order, ``count`` (every matching row) and a ``next_cursor`` while rows
 remain. A cursor is opaque to clients: it records the last row's position from
-:meth:`Fleet.position <fleet_server._fleet.Fleet.position>` (instance join sequence,
+the fleet service's ``position`` (instance join sequence,
 plus the agent-reported room id for rooms), and the next page starts strictly after
 that position, so no row repeats even when rows came or went between two pages.
 
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from fleet_server._placement import ValidationError
+from fleet_server._interfaces import ValidationError
 
 __all__ = ["MAX_LIMIT", "Page", "Position", "decode_cursor", "encode_cursor", "page", "parse_limit"]
 

@@ -14,8 +14,12 @@ from typing import Any, Final, get_args
 
 from multidict import MultiMapping
 
-from fleet_server._ids import is_valid_room_id
-from fleet_server._placement import Placement, PlacementStrategy, ValidationError
+from fleet_server._interfaces import (
+    Placement,
+    PlacementStrategy,
+    ValidationError,
+    is_valid_room_id,
+)
 
 from ._paging import decode_cursor, parse_limit
 

@@ -1,7 +1,7 @@
 """The REST ``/v1`` routes and the health routes (CONTRACT §4, SPEC §10).
 
 Handlers translate HTTP onto the orchestrator's fleet service and back: they parse
-(:mod:`._parsing`), call ``orch.fleet``, and answer with the envelope. The route
+(:mod:`._parsing`), call the fleet service, and answer with the envelope. The route
 table (:meth:`RestApi.routes`) is the single list of what is served; the guard, the
 app's one middleware (:mod:`._middleware`), supplies auth, limits and error mapping.
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from fleet_server._errors import ErrorCode, FleetError
+from fleet_server._interfaces import ErrorCode, FleetError, FleetService, Services
 
 from ._cors import install_cors
 from ._envelope import encode, envelope, json_body, ok, rejected
@@ -28,9 +28,6 @@ from ._openapi import serve_document
 from ._paging import page
 from ._parsing import create_room_body, page_params, room_filter
 from ._sse import EventStreams
-
-if TYPE_CHECKING:
-    from fleet_server._orchestrator import Orchestrator
 
 __all__ = ["RestApi", "Route", "mount_health", "mount_rest"]
 
@@ -81,10 +78,10 @@ def path_params(request: web.Request) -> dict[str, str]:
 
 
 class RestApi:
-    """The handlers of one app, over one orchestrator."""
+    """The handlers of one app, over one fleet service."""
 
-    def __init__(self, orch: Orchestrator, streams: EventStreams) -> None:
-        self._orch = orch
+    def __init__(self, fleet: FleetService, streams: EventStreams) -> None:
+        self._fleet = fleet
         self._streams = streams
         self._bodies: dict[str, tuple[str, bytes]] = {}
 
@@ -116,7 +113,7 @@ class RestApi:
     # --- reads ------------------------------------------------------------------
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
-        stats = self._orch.fleet.stats
+        stats = self._fleet.stats
         tag = etag(stats.state_hash)
         if not_modified(request, tag):
             return web.Response(status=304, headers={hdrs.ETAG: tag})
@@ -125,7 +122,7 @@ class RestApi:
 
     async def instances(self, request: web.Request) -> web.StreamResponse:
         limit, cursor = page_params(request.query)
-        fleet = self._orch.fleet
+        fleet = self._fleet
         tag = etag(fleet.state_hash)
         if not_modified(request, tag):
             return web.Response(status=304, headers={hdrs.ETAG: tag})
@@ -138,7 +135,7 @@ class RestApi:
         )
 
     async def instance(self, request: web.Request) -> web.StreamResponse:
-        info = self._orch.fleet.get_instance(path_params(request)["id"])
+        info = self._fleet.get_instance(path_params(request)["id"])
         if info is None:
             raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
         return ok(info.to_dict())
@@ -146,7 +143,7 @@ class RestApi:
     async def instance_rooms(self, request: web.Request) -> web.StreamResponse:
         instance_id = path_params(request)["id"]
         limit, cursor = page_params(request.query)
-        fleet = self._orch.fleet
+        fleet = self._fleet
         info = fleet.get_instance(instance_id)
         if info is None:
             raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
@@ -160,7 +157,7 @@ class RestApi:
     async def rooms(self, request: web.Request) -> web.StreamResponse:
         where = room_filter(request.query)
         limit, cursor = page_params(request.query)
-        fleet = self._orch.fleet
+        fleet = self._fleet
         state_hash = fleet.state_hash
         tag = etag(state_hash)
         if not_modified(request, tag):
@@ -183,7 +180,7 @@ class RestApi:
         )
 
     async def room(self, request: web.Request) -> web.StreamResponse:
-        info = self._orch.fleet.get_room(path_params(request)["roomId"])
+        info = self._fleet.get_room(path_params(request)["roomId"])
         if info is None:
             raise FleetError(ErrorCode.ROOM_NOT_FOUND, "room not found")
         return ok(info.to_dict())
@@ -192,58 +189,62 @@ class RestApi:
 
     async def create_room(self, request: web.Request) -> web.StreamResponse:
         create = create_room_body(request[CONTEXT].body, request.content_type)
-        room = await self._orch.fleet.create_room(
+        room = await self._fleet.create_room(
             create.type, room_id=create.room_id, placement=create.placement
         )
         return ok(room.to_dict(), status=201)
 
     async def destroy_room(self, request: web.Request) -> web.StreamResponse:
-        await self._orch.fleet.destroy_room(path_params(request)["roomId"])
+        await self._fleet.destroy_room(path_params(request)["roomId"])
         return ok()
 
     async def drain(self, request: web.Request) -> web.StreamResponse:
-        await self._orch.fleet.drain_instance(path_params(request)["id"])
+        await self._fleet.drain_instance(path_params(request)["id"])
         return ok()
 
     async def undrain(self, request: web.Request) -> web.StreamResponse:
-        await self._orch.fleet.undrain_instance(path_params(request)["id"])
+        await self._fleet.undrain_instance(path_params(request)["id"])
         return ok()
 
 
-def _install_guard(app: web.Application, orch: Orchestrator) -> Guard:
+def _install_guard(app: web.Application, services: Services) -> Guard:
     """The app's guard, installed as its only middleware on first use."""
     guard = app.get(_GUARD)
     if guard is None:
-        guard = app[_GUARD] = Guard(orch)
+        guard = app[_GUARD] = Guard(services)
         app.middlewares.append(guard.middleware)
     return guard
 
 
-def mount_health(app: web.Application, orch: Orchestrator) -> None:
+def mount_health(app: web.Application, services: Services) -> None:
     """``GET /healthz`` and ``GET /readyz`` (no auth, never throttled), and the envelope
     for every failure on ``app`` — unknown routes and wrong methods included."""
-    _install_guard(app, orch)
+    _install_guard(app, services)
+    is_ready = services.is_ready
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return ok()
 
     async def readyz(request: web.Request) -> web.StreamResponse:
-        return ok() if orch.ready else rejected(ErrorCode.NOT_READY)
+        return ok() if is_ready() else rejected(ErrorCode.NOT_READY)
 
     app.router.add_route("GET", "/healthz", healthz)
     app.router.add_route("GET", "/readyz", readyz)
 
 
-def mount_rest(app: web.Application, orch: Orchestrator) -> Callable[[], Awaitable[None]]:
+def mount_rest(app: web.Application, services: Services) -> Callable[[], Awaitable[None]]:
     """The REST ``/v1`` routes, the SSE stream and CORS on ``app``.
 
     Returns the coroutine function that ends every SSE stream; the orchestrator runs
     it first at shutdown.
     """
-    guard = _install_guard(app, orch)
-    guard.cors = install_cors(app, orch.cors_origins)
-    streams = EventStreams(orch.events, limit=orch.sse_stream_limit, ping_ms=orch.sse_ping_ms)
-    for route in RestApi(orch, streams).routes():
+    options = services.options
+    guard = _install_guard(app, services)
+    guard.cors = install_cors(app, options.cors_origins)
+    streams = EventStreams(
+        services.hub, limit=options.sse_stream_limit, ping_ms=options.sse_ping_ms
+    )
+    for route in RestApi(services.fleet, streams).routes():
         guard.protect(
             app.router.add_route(route.method, route.path, route.handler),
             auth=route.auth,

@@ -1,15 +1,14 @@
 """The ``GET /v1/events`` Server-Sent Events streams (SPEC §10 "SSE").
 
 :class:`EventStreams` keeps at most ``limit`` streams open (one more is ``429
-SSE_LIMIT``) over one event-bus subscription held while any stream is open. Each
-event is encoded once — ``event: <type>`` + ``data: <compact camelCase JSON>`` — and
-appended to every open stream's buffer in emission order. A stream starts with
-``: connected``; aiohttp-sse adds a ``: ping`` every ``ping_ms``. A stream ends when
-its client goes (noticed within a second, or at the next write), when its buffer
-overflows (a consumer that fell ``BUFFER_LIMIT`` events or ``BUFFER_BYTES`` bytes behind
-is cut off), or at
-:meth:`EventStreams.close`, which the orchestrator runs first at shutdown: every
-stream gets its pending events and a clean end, new ones are refused.
+SSE_LIMIT``), each a subscription of the event hub with the SSE encoder, so each event
+is encoded once — ``event: <type>`` + ``data: <compact camelCase JSON>`` — for every
+stream, in emission order. A stream starts with ``: connected``; aiohttp-sse adds a
+``: ping`` every ``ping_ms``. A stream ends when its client goes (noticed within a
+second, or at the next write), when it overflows under the hub's one rule (a consumer
+``BUFFER_LIMIT`` events or ``BUFFER_BYTES`` bytes behind is cut off and its connection
+aborted), or at :meth:`EventStreams.close`, which the orchestrator runs first at
+shutdown: every stream gets its pending events and a clean end, new ones are refused.
 """
 
 from __future__ import annotations
@@ -18,23 +17,21 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
-from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from fleet_server._errors import ErrorCode
-from fleet_server._events import EventBus
+from fleet_server._interfaces import ErrorCode, EventHub, Subscription
 
 from ._envelope import rejected
 from ._middleware import CONTEXT
 
-__all__ = ["BUFFER_BYTES", "BUFFER_LIMIT", "EventStreams"]
+__all__ = ["BUFFER_BYTES", "BUFFER_LIMIT", "KIND", "EventStreams", "encode_event"]
 
 log = logging.getLogger("fleet.http")
 
+KIND: Final = "sse"  # the hub's name for these subscriptions
 BUFFER_LIMIT: Final = 1 << 18  # events buffered per stream (references to shared bytes)
 BUFFER_BYTES: Final = 8 << 20  # … or bytes held (plus one frame): big events pin memory
 CLOSE_GRACE_S: Final = 1.0
@@ -49,32 +46,27 @@ def encode_event(event_type: str, payload: Any) -> bytes:
 
 
 class _Stream:
+    """One open ``/v1/events`` response and its hub subscription."""
+
     def __init__(self, request: web.Request, ip: str) -> None:
         self.request = request
         self.ip = ip
-        self.frames: deque[bytes] = deque()
-        self.buffered = 0  # bytes in ``frames``
-        self.wake = asyncio.Event()
-        self.ended = False
+        self.subscription: Subscription | None = None
         self.finished = asyncio.Event()
         self.response: EventSourceResponse | None = None  # once prepared
 
-    def push(self, frame: bytes) -> None:
-        if self.ended:
-            return
-        if len(self.frames) >= BUFFER_LIMIT or self.buffered >= BUFFER_BYTES:
-            log.warning("sse stream cut off: consumer too slow ip=%s", self.ip)
-            self.frames.clear()
-            self.end()
-            self.abort()
-            return
-        self.frames.append(frame)
-        self.buffered += len(frame)
-        self.wake.set()
+    @property
+    def ended(self) -> bool:
+        return self.subscription is None or self.subscription.ended
 
-    def end(self) -> None:
-        self.ended = True
-        self.wake.set()
+    @property
+    def buffered(self) -> int:
+        return self.subscription.buffered if self.subscription is not None else 0
+
+    def cut_off(self) -> None:
+        """The hub cut the stream off: the consumer fell too far behind."""
+        log.warning("sse stream cut off: consumer too slow ip=%s", self.ip)
+        self.abort()
 
     def abort(self) -> None:
         transport = self.request.transport
@@ -94,13 +86,12 @@ class _Stream:
 class EventStreams:
     """The open SSE streams of one app."""
 
-    def __init__(self, events: EventBus, *, limit: int, ping_ms: int) -> None:
-        self._events = events
+    def __init__(self, hub: EventHub, *, limit: int, ping_ms: int) -> None:
+        self._hub = hub
         self._limit = limit
         self._ping_s = ping_ms / 1000.0
         self._watch_s = min(WATCH_S, self._ping_s)
         self._streams: set[_Stream] = set()
-        self._unsubscribe: Callable[[], None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -112,10 +103,19 @@ class EventStreams:
         ip = context.ip if context is not None else (request.remote or "unknown")
         if self._closing:
             return rejected(ErrorCode.NOT_READY)
-        if len(self._streams) >= self._limit:
+        stream = _Stream(request, ip)
+        subscription = self._hub.subscribe(
+            KIND,
+            encode_event,
+            limit=self._limit,
+            max_items=BUFFER_LIMIT,
+            max_bytes=BUFFER_BYTES,
+            on_overflow=stream.cut_off,
+        )
+        if subscription is None:
             log.warning("sse stream limit reached ip=%s limit=%d", ip, self._limit)
             return rejected(ErrorCode.SSE_LIMIT)
-        stream = _Stream(request, ip)
+        stream.subscription = subscription
         self._open(stream)
         response = EventSourceResponse(sep="\n", ping_interval=self._ping_s)
         response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
@@ -124,7 +124,7 @@ class EventStreams:
             await response.prepare(request)
             stream.response = response
             await response.write(CONNECTED)
-            await self._pump(stream, response)
+            await self._pump(subscription, response)
         except ConnectionError:
             pass  # the client went away
         except Exception:
@@ -132,25 +132,17 @@ class EventStreams:
                 raise  # nothing sent yet: the envelope middleware answers
             log.exception("sse stream failed ip=%s", ip)  # mid-stream: the stream just ends
         finally:
-            self._release(stream)
+            self._release(stream, subscription)
             try:
                 await self._finish(response)
             finally:
                 stream.finished.set()
         return response
 
-    async def _pump(self, stream: _Stream, response: EventSourceResponse) -> None:
-        while True:
-            if stream.frames:
-                data = b"".join(stream.frames)
-                stream.frames.clear()
-                stream.buffered = 0
-                await response.write(data)
-                continue
-            if stream.ended:
-                return
-            stream.wake.clear()
-            await stream.wake.wait()
+    @staticmethod
+    async def _pump(subscription: Subscription, response: EventSourceResponse) -> None:
+        while frames := await subscription.batch():
+            await response.write(b"".join(frames))
 
     @staticmethod
     async def _finish(response: EventSourceResponse) -> None:
@@ -163,21 +155,15 @@ class EventStreams:
 
     def _open(self, stream: _Stream) -> None:
         self._streams.add(stream)
-        if self._unsubscribe is None:
-            self._unsubscribe = self._events.subscribe_all(self._deliver)
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="sse-client-watch")
 
-    def _release(self, stream: _Stream) -> None:
-        stream.end()
+    def _release(self, stream: _Stream, subscription: Subscription) -> None:
+        subscription.close()
         self._streams.discard(stream)
-        if not self._streams:
-            if self._unsubscribe is not None:
-                self._unsubscribe()
-                self._unsubscribe = None
-            if self._watcher is not None:
-                self._watcher.cancel()
-                self._watcher = None
+        if not self._streams and self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
 
     async def _watch(self) -> None:
         """Every ``WATCH_S``, end the streams whose client went away (one timer for all
@@ -185,22 +171,14 @@ class EventStreams:
         while True:
             await asyncio.sleep(self._watch_s)
             for stream in list(self._streams):
-                if stream.client_gone():
-                    stream.end()
-
-    def _deliver(self, event_type: str, payload: Any) -> None:
-        if not self._streams:
-            return
-        frame = encode_event(event_type, payload)
-        for stream in list(self._streams):
-            stream.push(frame)
+                if stream.client_gone() and stream.subscription is not None:
+                    stream.subscription.end()
 
     async def close(self) -> None:
         """End every stream (after what it already holds) and refuse new ones."""
         self._closing = True
+        self._hub.end_all(KIND)
         streams = list(self._streams)
-        for stream in streams:
-            stream.end()
         if not streams:
             return
         waits = [asyncio.ensure_future(stream.finished.wait()) for stream in streams]

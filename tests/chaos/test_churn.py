@@ -212,7 +212,7 @@ def orchestrator_state(orch: Orchestrator) -> dict[str, int]:
         "reserved": len(fleet._reserved),
         "instances": len(fleet._read._instances),
         "joined": len(fleet._read._joined),
-        "listener_tasks": len(orch.events._tasks),
+        "listener_tasks": len(orch._hub._tasks),
     }
 
 

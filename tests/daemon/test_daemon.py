@@ -234,16 +234,20 @@ def test_env_key_lists_split_on_commas() -> None:
 
     args = build_parser("0").parse_args([])
     config = load_config(args, {"FLEET_AGENT_KEY": "old, new ,newer", "FLEET_GRPC_PORT": "off"})
-    assert config.agent_keys == ("old", "new", "newer") and config.grpc_port is None
+    assert config.options.agent_keys == ("old", "new", "newer") and config.options.grpc_port is None
     flags = build_parser("0").parse_args(["--agent-key", "a", "--agent-key", "b", "--cors", "x"])
     config = load_config(flags, {"FLEET_AGENT_KEY": "env1,env2", "FLEET_CORS_ORIGINS": "y,z"})
-    assert config.agent_keys == ("a", "b") and config.cors_origins == ("x",)
+    assert config.options.agent_keys == ("a", "b") and config.options.cors_origins == ("x",)
     same = load_config(build_parser("0").parse_args(["-H", "127.0.0.1", "-p", "9000"]), {})
     long = load_config(build_parser("0").parse_args(["--host=127.0.0.1", "--port=9000"]), {})
-    assert same == long and same.port == 9000
+    assert same == long and same.options.port == 9000
     defaults = load_config(build_parser("0").parse_args([]), {})
-    assert (defaults.host, defaults.port, defaults.grpc_port) == ("0.0.0.0", 7350, 7351)
-    assert (defaults.heartbeat_ms, defaults.command_timeout_ms) == (5000, 10000)
+    assert (defaults.options.host, defaults.options.port, defaults.options.grpc_port) == (
+        "0.0.0.0",
+        7350,
+        7351,
+    )
+    assert (defaults.options.heartbeat_ms, defaults.options.command_timeout_ms) == (5000, 10000)
 
 
 def test_port_in_use_is_one_clear_line_exit_1() -> None:
@@ -268,4 +272,4 @@ def test_example_config_documents_every_yaml_key_and_loads() -> None:
     path = ROOT / "examples" / "fleet.yaml"
     assert set(yaml.safe_load(path.read_text())) == set(YAML_KEYS)
     config = load_config(build_parser("0").parse_args(["--config", str(path)]), {})
-    assert config.grpc_port == 7351 and config.cors_origins
+    assert config.options.grpc_port == 7351 and config.options.cors_origins

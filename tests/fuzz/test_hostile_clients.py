@@ -297,7 +297,7 @@ async def test_a_thousand_failed_auths_from_one_ip_are_throttled_while_others_ar
                 )
             assert refused.value.status == 429
         assert statuses == {401: 10, 429: 990}
-        assert len(orch.throttle) == 1
+        assert len(orch._auth.throttle) == 1
         # Everyone else is served: a probe from 127.0.0.1 with the admin key, and an agent.
         agent = RawAgent(f"ws://127.0.0.1:{orch.port}/")
         await agent.connect()

@@ -77,7 +77,7 @@ async def test_pings_arrive_at_the_configured_cadence() -> None:
 
 async def test_the_defaults_are_15_s_pings_and_100_streams(gw: Gateway) -> None:
     defaults = Orchestrator(agent_key=KEY, admin_key=ADMIN)
-    assert (defaults.sse_ping_ms, defaults.sse_stream_limit) == (15_000, 100)
+    assert (defaults.options.sse_ping_ms, defaults.options.sse_stream_limit) == (15_000, 100)
     async with await open_stream(gw) as stream:
         events = SseReader(stream)
         await events.frame()

@@ -110,7 +110,7 @@ async def test_grpc_and_the_agent_endpoint_share_one_throttle(
 ) -> None:
     for _ in range(2):
         await failure(stub.GetStats(pb.GetStatsRequest(), metadata=()))
-    assert orch.throttle.blocked("127.0.0.1")
+    assert orch._auth.throttle.blocked("127.0.0.1")
 
 
 async def test_successful_calls_cost_no_tokens(
@@ -118,7 +118,7 @@ async def test_successful_calls_cost_no_tokens(
 ) -> None:
     for _ in range(30):
         await stub.GetStats(pb.GetStatsRequest(), metadata=AUTH)
-    assert not orch.throttle.blocked("127.0.0.1") and len(orch.throttle) == 0
+    assert not orch._auth.throttle.blocked("127.0.0.1") and len(orch._auth.throttle) == 0
 
 
 async def test_control_calls_write_one_audit_line_each(

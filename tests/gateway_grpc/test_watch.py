@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -11,6 +12,7 @@ import pytest
 from rivalis.fleet.v1 import control_pb2 as pb
 
 from fleet_server import Orchestrator
+from fleet_server._events import EVENT_TYPES
 from gateway import _grpc_watch
 from gateway._grpc_messages import event_bytes
 from tests.server.raw_agent import ADMIN, RawRoom, wait_for
@@ -83,7 +85,12 @@ async def test_events_arrive_typed_and_in_emission_order(
     orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
 ) -> None:
     seen: list[tuple[str, str]] = []
-    orch.events.subscribe_all(lambda kind, payload: seen.append((kind, type(payload).__name__)))
+
+    def recorder(kind: str) -> Callable[[Any], None]:
+        return lambda payload: seen.append((kind, type(payload).__name__))
+
+    for kind in EVENT_TYPES:
+        orch.on(kind, recorder(kind))
     call = await open_watch(stub)
     agent = await agents(name="w1", rooms={"r1": RawRoom("match", 2)})
     await orch.fleet.destroy_room("r1")
@@ -198,7 +205,7 @@ async def test_a_consumer_that_falls_behind_is_ended_with_sse_limit(
     await agents()
     call = await open_watch(stub)
     stats = orch.fleet.stats
-    orch.events.emit([("sync", stats)] * 2000)  # at once: the stream cannot keep up
+    orch._hub.emit([("sync", stats)] * 2000)  # at once: the stream cannot keep up
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         while True:
             event = await asyncio.wait_for(call.read(), 5)
@@ -221,7 +228,7 @@ async def test_cancelling_a_stream_frees_its_slot_and_subscription(
     for call in calls:
         call.cancel()
     await wait_for(lambda: watch_streams(orch) == 0)
-    assert orch.events._streams == []
+    assert len(orch._hub) == 0
 
 
 async def test_shutdown_ends_open_streams(orch: Orchestrator, stub: FleetControlAsyncStub) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from fleet_agent import wire
 from fleet_server import Orchestrator
-from fleet_server._auth import AuthThrottle, KeyRing, fingerprint, normalize_keys
+from fleet_server._auth import Authenticator, AuthThrottle, KeyRing, fingerprint
+from fleet_server._options import normalize_keys
 
 from .conftest import running_orchestrator
 from .raw_agent import ADMIN, KEY
@@ -101,7 +102,7 @@ def test_key_ring_compares_against_every_key_without_early_exit(
 def test_bearer_scheme_is_case_insensitive_with_at_least_one_space(
     header: str | None, token: str | None
 ) -> None:
-    assert KeyRing.bearer(header) == token
+    assert Authenticator.bearer(header) == token
 
 
 def test_keys_are_normalised_one_string_or_a_list_without_empties_or_duplicates() -> None:

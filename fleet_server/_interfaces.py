@@ -1,0 +1,88 @@
+"""What the gateway is given: the narrow services of the core, and the types they speak.
+
+The ``Orchestrator`` facade composes the core and hands the gateway one
+:class:`Services` bundle — the fleet service (reads and control), the authenticator,
+the event hub, the options and a readiness probe. The gateway imports from this module
+only, never the facade nor any other private core module, so there is no import circle
+and a surface cannot reach past what it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from ._auth import Audience, Authenticator, Principal
+from ._envelope import rejection
+from ._errors import ERROR_TABLE, ErrorCode, FleetError
+from ._events import Encoder, EventHub, EventType, Subscription
+from ._ids import is_valid_room_id
+from ._models import FleetStats, InstanceInfo, RoomInfo
+from ._options import OrchestratorOptions
+from ._placement import Placement, PlacementStrategy, ValidationError
+
+__all__ = [
+    "ERROR_TABLE",
+    "Audience",
+    "Authenticator",
+    "Encoder",
+    "ErrorCode",
+    "EventHub",
+    "EventType",
+    "FleetError",
+    "FleetService",
+    "FleetStats",
+    "InstanceInfo",
+    "OrchestratorOptions",
+    "Placement",
+    "PlacementStrategy",
+    "Principal",
+    "RoomInfo",
+    "Services",
+    "Subscription",
+    "ValidationError",
+    "is_valid_room_id",
+    "rejection",
+]
+
+
+class FleetService(Protocol):
+    """Reads and control of the whole fleet (``orch.fleet``; CONTRACT §6)."""
+
+    @property
+    def stats(self) -> FleetStats: ...
+    @property
+    def state_hash(self) -> str: ...
+    @property
+    def instances(self) -> list[InstanceInfo]: ...
+    @property
+    def rooms(self) -> list[RoomInfo]: ...
+
+    def get_instance(self, instance_id: str) -> InstanceInfo | None: ...
+    def get_room(self, room_id: str) -> RoomInfo | None: ...
+    def position(self, row: InstanceInfo | RoomInfo) -> tuple[int, str]: ...
+    def find_rooms(
+        self,
+        type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        instance_id: str | None = None,
+    ) -> list[RoomInfo]: ...
+
+    async def create_room(
+        self, type: str, room_id: str | None = None, placement: Placement | None = None
+    ) -> RoomInfo: ...
+    async def destroy_room(self, room_id: str) -> None: ...
+    async def drain_instance(self, instance_id: str) -> None: ...
+    async def undrain_instance(self, instance_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a surface may use, composed by the facade."""
+
+    options: OrchestratorOptions
+    fleet: FleetService
+    auth: Authenticator
+    hub: EventHub
+    is_ready: Callable[[], bool]

@@ -1,0 +1,222 @@
+"""The orchestrator's options: every default and every check, in one frozen object.
+
+:class:`OrchestratorOptions` is built two ways and validated the same way both times:
+by ``Orchestrator(**keywords)`` (the embedded API, CONTRACT §6) through
+:meth:`OrchestratorOptions.from_keywords`, and by the daemon from flags > env > YAML >
+defaults (:mod:`._config`), which parses text into values and hands each one to
+:func:`check_option` so that its error names where the value came from.
+
+A check failure raises ``ValueError`` naming the option and never quoting a key.
+Credentials are checked separately (:meth:`OrchestratorOptions.check_credentials`):
+the daemon builds its options first and fills in development keys afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Final, TypedDict
+
+from ._auth import fingerprint
+
+__all__ = [
+    "MIN_KEY_LENGTH",
+    "STRONG_KEY_LENGTH",
+    "OrchestratorKeywords",
+    "OrchestratorOptions",
+    "check_option",
+    "normalize_keys",
+]
+
+log = logging.getLogger("fleet.server")
+
+MIN_KEY_LENGTH: Final = 16
+STRONG_KEY_LENGTH: Final = 32
+
+
+def normalize_keys(keys: str | Iterable[str] | None, option: str) -> tuple[str, ...]:
+    """One key or a list: empties dropped, duplicates removed in order."""
+    if keys is None:
+        return ()
+    items = [keys] if isinstance(keys, str) else list(keys)
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"{option} must be a string or a list of strings")
+        item = item.strip()
+        if item and item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+# --- one check per kind of value; each returns the value or raises "<what> must …" ----
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be a boolean")
+    return value
+
+
+def _positive(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError("must be an integer from 0 to 65535")
+    return value
+
+
+def _optional_port(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return _port(value)
+    except ValueError:
+        raise ValueError("must be None (off) or an integer from 0 to 65535") from None
+
+
+def _host(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError("must be a list of strings")
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError("must be a list of strings")
+    return tuple(item.strip() for item in value if item.strip())
+
+
+def _agent_keys(value: Any) -> tuple[str, ...]:
+    keys = _strings(value)
+    if any(c == "," or c.isspace() for key in keys for c in key):
+        raise ValueError("must not contain commas or whitespace")
+    return keys
+
+
+_CHECKS: Final[Mapping[str, Callable[[Any], Any]]] = {
+    "host": _host,
+    "port": _port,
+    "agent_keys": _agent_keys,
+    "admin_keys": _strings,
+    "api": _flag,
+    "grpc_port": _optional_port,
+    "heartbeat_ms": _positive,
+    "command_timeout_ms": _positive,
+    "cors_origins": _strings,
+    "sse_query_auth": _flag,
+    "trust_proxy": _flag,
+    "production": _flag,
+    "sse_stream_limit": _positive,
+    "sse_ping_ms": _positive,
+    "auth_failure_limit": _positive,
+    "auth_failure_window_ms": _positive,
+}
+
+# The embedded keyword for an option where it differs from the field (one key or many).
+_KEYWORDS: Final[Mapping[str, str]] = {"agent_key": "agent_keys", "admin_key": "admin_keys"}
+
+
+def check_option(name: str, value: Any) -> Any:
+    """``value`` checked (and normalized) as option ``name``; ``ValueError`` says why."""
+    try:
+        return _CHECKS[name](value)
+    except ValueError as exc:
+        raise ValueError(f"{name} {exc}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestratorOptions:
+    """Every orchestrator option with its default (CONTRACT §6); checked on creation."""
+
+    host: str = "0.0.0.0"
+    port: int = 7350
+    agent_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+    api: bool = True
+    grpc_port: int | None = None  # None: no gRPC; 0: an ephemeral port
+    heartbeat_ms: int = 5000
+    command_timeout_ms: int = 10000
+    cors_origins: tuple[str, ...] = ()
+    sse_query_auth: bool = False
+    trust_proxy: bool = False
+    production: bool = False  # the FLEET_ENV=production refusals
+    sse_stream_limit: int = 100  # per surface: SSE streams, gRPC WatchEvents streams
+    sse_ping_ms: int = 15000
+    auth_failure_limit: int = 10
+    auth_failure_window_ms: int = 60000
+
+    def __post_init__(self) -> None:
+        for name in _CHECKS:
+            object.__setattr__(self, name, check_option(name, getattr(self, name)))
+        if not self.api:
+            object.__setattr__(self, "grpc_port", None)  # gRPC is part of the API
+        shared = set(self.agent_keys) & set(self.admin_keys)
+        if shared and self.production:
+            raise ValueError("agent and admin key lists must not intersect in production")
+        if self.production and any(
+            len(key) < MIN_KEY_LENGTH for key in (*self.agent_keys, *self.admin_keys)
+        ):
+            raise ValueError(f"keys must be at least {MIN_KEY_LENGTH} characters in production")
+
+    @classmethod
+    def from_keywords(cls, **keywords: Any) -> OrchestratorOptions:
+        """Options from ``Orchestrator(...)`` keywords: ``agent_key`` / ``admin_key``
+        take one key or a list; anything else is a field name."""
+        values: dict[str, Any] = {}
+        for keyword, value in keywords.items():
+            name = _KEYWORDS.get(keyword, keyword)
+            if name not in _CHECKS:
+                raise TypeError(f"unknown orchestrator option {keyword!r}")
+            if name in ("agent_keys", "admin_keys"):
+                value = normalize_keys(value, keyword)
+            values[name] = value
+        return cls(**values)
+
+    def check_credentials(self) -> None:
+        """Raise unless the keys the options need are there; warn about weak ones."""
+        if not self.agent_keys:
+            raise ValueError("agent_key: at least one agent key is required")
+        if self.api and not self.admin_keys:
+            raise ValueError("admin_key is required when api=True")
+        if set(self.agent_keys) & set(self.admin_keys):
+            log.warning("agent and admin key lists intersect; use separate keys")
+        if self.production:
+            for key in dict.fromkeys((*self.agent_keys, *self.admin_keys)):
+                if len(key) < STRONG_KEY_LENGTH:
+                    log.warning(
+                        "weak key %s: shorter than %d characters",
+                        fingerprint(key),
+                        STRONG_KEY_LENGTH,
+                    )
+
+
+class OrchestratorKeywords(TypedDict, total=False):
+    """The keywords ``Orchestrator(...)`` takes besides ``host`` and ``port`` (typed)."""
+
+    agent_key: str | Sequence[str]
+    admin_key: str | Sequence[str] | None
+    api: bool
+    grpc_port: int | None
+    heartbeat_ms: int
+    command_timeout_ms: int
+    cors_origins: Sequence[str]
+    sse_query_auth: bool
+    trust_proxy: bool
+    production: bool
+    sse_stream_limit: int
+    sse_ping_ms: int
+    auth_failure_limit: int
+    auth_failure_window_ms: int
+
+
+def option_names() -> tuple[str, ...]:
+    """Every option field, in declaration order."""
+    return tuple(f.name for f in fields(OrchestratorOptions))

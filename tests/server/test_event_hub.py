@@ -1,0 +1,68 @@
+"""The one event fan-out: encoded once per format, bounded queues, one overflow rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet_server._events import EventHub, EventType
+
+
+async def test_each_event_is_encoded_once_per_encoder_whatever_the_subscribers() -> None:
+    hub = EventHub()
+    calls: list[str] = []
+
+    def upper(kind: str, payload: Any) -> bytes:
+        calls.append("upper")
+        return str(payload).upper().encode()
+
+    def lower(kind: str, payload: Any) -> bytes:
+        calls.append("lower")
+        return str(payload).lower().encode()
+
+    subs = [hub.subscribe("a", upper, limit=10, max_items=10) for _ in range(5)]
+    other = hub.subscribe("b", lower, limit=10, max_items=10)
+    hub.emit([(EventType.SYNC, "Xy"), (EventType.ROOM_CREATE, "Zw")])
+    assert sorted(calls) == ["lower", "lower", "upper", "upper"]
+    for sub in subs:
+        assert sub is not None and await sub.batch() == [b"XY", b"ZW"]
+    assert other is not None and await other.batch() == [b"xy", b"zw"]
+
+
+async def test_a_full_queue_cuts_its_subscriber_off_and_counts_the_drop() -> None:
+    hub = EventHub()
+    cut: list[str] = []
+    slow = hub.subscribe(
+        "sse", lambda k, p: b"x", limit=5, max_items=2, on_overflow=lambda: cut.append("slow")
+    )
+    fast = hub.subscribe("sse", lambda k, p: b"x", limit=5, max_items=2)
+    assert slow is not None and fast is not None
+    for _ in range(2):
+        hub.emit([(EventType.SYNC, None)])
+        assert await fast.batch() == [b"x"]
+    hub.emit([(EventType.SYNC, None)])
+    assert slow.overflowed and cut == ["slow"] and await slow.batch() == []
+    assert not fast.overflowed and await fast.batch() == [b"x"]
+    assert hub.dropped["sse"] == 1 and hub.count("sse") == 1
+
+
+async def test_a_kind_at_its_limit_is_refused_and_end_all_delivers_what_is_queued() -> None:
+    hub = EventHub()
+    first = hub.subscribe("grpc", lambda k, p: b"e", limit=1, max_items=8)
+    assert (
+        first is not None and hub.subscribe("grpc", lambda k, p: b"e", limit=1, max_items=8) is None
+    )
+    hub.emit([(EventType.SYNC, None)])
+    assert hub.end_all("grpc") == [first]
+    assert await first.batch() == [b"e"] and await first.batch() == []
+    assert len(hub) == 0 and not hub.wants(EventType.SYNC)
+
+
+def test_event_types_are_the_contract_strings() -> None:
+    assert [str(t) for t in EventType] == [
+        "instance:join",
+        "instance:leave",
+        "instance:stale",
+        "room:create",
+        "room:destroy",
+        "sync",
+    ]

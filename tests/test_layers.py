@@ -1,0 +1,42 @@
+"""The import arrows of ARCHITECTURE.md, read from the source: the gateway is given
+narrow interfaces and never reaches into the core; only the facade mounts the gateway."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imports(package: str) -> list[tuple[str, str]]:
+    """(module file, imported module) for every import in ``package``, relative ones
+    resolved against the package."""
+    found: list[tuple[str, str]] = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.extend((path.name, alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:
+                    module = f"{package}.{module}" if module else package
+                found.append((path.name, module))
+    return found
+
+
+def test_only_the_facade_imports_the_gateway() -> None:
+    importers = {
+        name for name, module in _imports("fleet_server") if module.split(".")[0] == "gateway"
+    }
+    assert importers <= {"_orchestrator.py"}
+
+
+def test_the_gateway_reaches_the_core_only_through_its_interfaces() -> None:
+    core = {module for _, module in _imports("gateway") if module.startswith("fleet_server")}
+    assert core == {"fleet_server._interfaces"}
+
+
+def test_the_agent_imports_nothing_of_the_orchestrator() -> None:
+    roots = {module.split(".")[0] for _, module in _imports("fleet_agent")}
+    assert not roots & {"fleet_server", "gateway"}

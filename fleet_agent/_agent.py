@@ -1,6 +1,6 @@
 """FleetAgent: keeps one game server joined to the orchestrator.
 
-One supervisor task owns the connection. It dials with tenacity backoff until a Hello
+One supervisor task owns the connection. It dials with jittered backoff until a Hello
 arrives, then reads frames strictly in order: a Poll is answered with the snapshot, a
 Command with an Ack after its host call finished. A drop sends it back to dialling (new
 instance id, same process uid); ``disconnect()``, a ``connect_timeout_ms`` expiry or a
@@ -24,10 +24,9 @@ from typing import Final
 
 import aiohttp
 from rivalis.fleet.v3 import agent_pb2
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-from tenacity.wait import wait_random_exponential
 
 from . import wire
+from ._backoff import reconnect_delay
 from ._config import AgentConfig, make_config
 from ._errors import (
     AgentTimeoutError,
@@ -135,6 +134,7 @@ class FleetAgent:
         self._supervisor: asyncio.Task[None] | None = None
         self._connected: asyncio.Future[None] | None = None
         self._connect_deadline: asyncio.Timeout | None = None
+        self._attempt = 1
         self._waiters: list[tuple[SnapshotStatus, asyncio.Future[None]]] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._signal_loop: asyncio.AbstractEventLoop | None = None
@@ -402,18 +402,7 @@ class FleetAgent:
                 asyncio.timeout(timeout_s) as deadline,
             ):
                 self._connect_deadline = deadline
-                retrying = AsyncRetrying(
-                    wait=wait_random_exponential(
-                        multiplier=config.backoff.initial_ms / 1000,
-                        max=config.backoff.max_ms / 1000,
-                    ),
-                    retry=retry_if_exception_type(_AttemptFailed),
-                    before_sleep=self._log_retry,
-                    reraise=True,
-                )
-                async for attempt in retrying:
-                    with attempt:
-                        await self._connection(http, attempt.retry_state)
+                await self._redial(http)
         except TimeoutError as exc:
             if config.connect_timeout_ms is None:
                 logger.exception("agent connection loop failed")
@@ -432,13 +421,20 @@ class FleetAgent:
             if self._supervisor is asyncio.current_task():
                 self._to_closed(outcome)
 
-    def _log_retry(self, retry_state: RetryCallState) -> None:
-        outcome = retry_state.outcome
-        cause = outcome.exception() if outcome is not None else None
-        wait_s = retry_state.upcoming_sleep
-        logger.warning("%s; retrying in %d ms", cause, round(wait_s * 1000))
+    async def _redial(self, http: aiohttp.ClientSession) -> None:
+        """Connect again after every failed or lost connection, waiting a little longer
+        after each failure in a row; the count restarts at every Hello."""
+        self._attempt = 1
+        while True:
+            try:
+                await self._connection(http)
+            except _AttemptFailed as exc:
+                wait_s = reconnect_delay(self._attempt, self._config.backoff)
+                logger.warning("%s; retrying in %d ms", exc, round(wait_s * 1000))
+                await asyncio.sleep(wait_s)
+                self._attempt += 1
 
-    async def _connection(self, http: aiohttp.ClientSession, retry_state: RetryCallState) -> None:
+    async def _connection(self, http: aiohttp.ClientSession) -> None:
         """Dial, wait for Hello, then serve frames until the connection ends (always raises)."""
         config = self._config
         try:
@@ -465,7 +461,7 @@ class FleetAgent:
             except ProtocolMismatchError:
                 close_code = aiohttp.WSCloseCode.PROTOCOL_ERROR
                 raise
-            self._joined(hello, retry_state)
+            self._joined(hello)
             cause = await self._serve(ws)
             self._lost(cause)
             raise _AttemptFailed(f"connection lost instance={hello.instance_id}: {cause}")
@@ -508,8 +504,8 @@ class FleetAgent:
         )
         return exc
 
-    def _joined(self, hello: agent_pb2.Hello, retry_state: RetryCallState) -> None:
-        retry_state.attempt_number = 1  # the backoff restarts at every Hello
+    def _joined(self, hello: agent_pb2.Hello) -> None:
+        self._attempt = 1  # the backoff restarts at every Hello
         if self._connect_deadline is not None:
             self._connect_deadline.reschedule(None)
         self._instance_id = hello.instance_id

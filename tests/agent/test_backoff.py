@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Callable
 
 import pytest
 
-from fleet_agent import Backoff
+from fleet_agent import Backoff, FleetAgent
 from fleet_agent._backoff import reconnect_delay
+
+from .fake_orchestrator import FakeOrchestrator, wait_until
 
 BACKOFF = Backoff(initial_ms=500, max_ms=30_000)
 
@@ -61,3 +65,37 @@ def test_a_restarted_count_gets_the_first_window_again() -> None:
 def test_attempts_count_from_one() -> None:
     with pytest.raises(ValueError, match="from 1"):
         reconnect_delay(0, BACKOFF)
+
+
+async def test_the_agent_counts_failures_in_a_row_and_restarts_at_hello(
+    make_agent: Callable[..., FleetAgent],
+    fake: FakeOrchestrator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attempts: list[int] = []
+
+    def recording(attempt: int, backoff: Backoff) -> float:
+        attempts.append(attempt)
+        return reconnect_delay(attempt, backoff)
+
+    monkeypatch.setattr("fleet_agent._supervisor.reconnect_delay", recording)
+    fake.refuse = [503, 503]
+    agent = make_agent()
+    connecting = asyncio.create_task(agent.connect())
+    link = await fake.next_link()
+    await link.hello("i_1")
+    await asyncio.wait_for(connecting, 5)
+    assert attempts == [1, 2]
+
+    fake.refuse = [503]
+    await link.close()
+    again = await fake.next_link()
+    assert attempts == [1, 2, 1, 2]
+    await again.close()
+    third = await fake.next_link()
+    assert attempts == [1, 2, 1, 2, 3]
+    await third.hello("i_2")
+    await wait_until(lambda: agent.instance_id == "i_2")
+    await third.close()
+    await fake.next_link()
+    assert attempts == [1, 2, 1, 2, 3, 1]

@@ -1,7 +1,8 @@
 """The agent's options, validated once, early, with errors that name the option.
 
-The limits are the orchestrator's snapshot rules (SPEC §4): an agent configured past
-them would connect and then have every snapshot rejected, so it refuses to start.
+The limits are the orchestrator's snapshot rules (SPEC §4, defined in
+:mod:`fleet_agent.wire`): an agent configured past them would connect and then have
+every snapshot rejected, so it refuses to start.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from ._options import Backoff, Capacity
+from .wire import (
+    MAX_ENDPOINT_URL,
+    MAX_LABEL_KEY,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    MAX_NAME,
+    URL_SCHEMES,
+)
 
 __all__ = ["AgentConfig", "make_config"]
-
-_URL_SCHEMES = frozenset({"ws", "wss", "http", "https"})
-_MAX_ENDPOINT_URL = 512
-_MAX_NAME = 64
-_MAX_LABELS = 32
-_MAX_LABEL_TEXT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,7 @@ def _check_url(option: str, value: object, max_len: int | None = None) -> str:
         hostname = parts.hostname
     except ValueError as exc:
         raise ValueError(f"{option} is not a valid URL") from exc
-    if parts.scheme.lower() not in _URL_SCHEMES:
+    if parts.scheme.lower() not in URL_SCHEMES:
         raise ValueError(f"{option} must be an absolute ws://, wss://, http:// or https:// URL")
     if not hostname:
         raise ValueError(f"{option} must name a host")
@@ -65,11 +68,11 @@ def _check_key(value: object) -> str:
 
 def _check_name(value: object) -> str:
     if value is None:
-        return socket.gethostname()[:_MAX_NAME]
+        return socket.gethostname()[:MAX_NAME]
     if not isinstance(value, str):
         raise ValueError("name must be a string")
-    if len(value) > _MAX_NAME:
-        raise ValueError(f"name must be at most {_MAX_NAME} chars, got {len(value)}")
+    if len(value) > MAX_NAME:
+        raise ValueError(f"name must be at most {MAX_NAME} chars, got {len(value)}")
     return value
 
 
@@ -78,15 +81,15 @@ def _check_labels(value: object) -> Mapping[str, str]:
         return MappingProxyType({})
     if not isinstance(value, Mapping):
         raise ValueError("labels must be a mapping of str to str")
-    if len(value) > _MAX_LABELS:
-        raise ValueError(f"labels must have at most {_MAX_LABELS} entries, got {len(value)}")
+    if len(value) > MAX_LABELS:
+        raise ValueError(f"labels must have at most {MAX_LABELS} entries, got {len(value)}")
     for k, v in value.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise ValueError("labels must map str to str")
-        if len(k) > _MAX_LABEL_TEXT:
-            raise ValueError(f"labels keys must be at most {_MAX_LABEL_TEXT} chars")
-        if len(v) > _MAX_LABEL_TEXT:
-            raise ValueError(f"labels values must be at most {_MAX_LABEL_TEXT} chars")
+        if len(k) > MAX_LABEL_KEY:
+            raise ValueError(f"labels keys must be at most {MAX_LABEL_KEY} chars")
+        if len(v) > MAX_LABEL_VALUE:
+            raise ValueError(f"labels values must be at most {MAX_LABEL_VALUE} chars")
     return MappingProxyType(dict(value))
 
 
@@ -131,7 +134,7 @@ def make_config(
     return AgentConfig(
         url=url,
         key=key,
-        endpoint_url=_check_url("endpoint_url", endpoint_url, _MAX_ENDPOINT_URL),
+        endpoint_url=_check_url("endpoint_url", endpoint_url, MAX_ENDPOINT_URL),
         name=_check_name(name),
         labels=_check_labels(labels),
         capacity=capacity,

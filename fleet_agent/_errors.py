@@ -25,6 +25,7 @@ __all__ = [
     "ProtocolMismatchError",
     "RoomExistsError",
     "UnknownRoomTypeError",
+    "describe",
 ]
 
 
@@ -65,3 +66,9 @@ class UnknownRoomTypeError(FleetAgentError):
     def __init__(self, room_type: str) -> None:
         super().__init__(f"unknown room type {room_type!r}")
         self.room_type = room_type
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` (or ``Type`` alone) for log lines and error texts."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

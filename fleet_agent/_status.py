@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from typing import Final
 
-__all__ = ["AgentStatus"]
+__all__ = ["LIVE", "AgentStatus"]
 
 
 class AgentStatus(enum.StrEnum):
@@ -18,3 +19,7 @@ class AgentStatus(enum.StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     DRAINING = "draining"
+
+
+LIVE: Final = frozenset({AgentStatus.CONNECTED, AgentStatus.DRAINING})
+"""The statuses with a joined connection."""

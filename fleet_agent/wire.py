@@ -1,4 +1,5 @@
-"""The agent wire codec and the canonical hash, shared by both halves of the fleet.
+"""The agent wire codec, the canonical hash and the snapshot limits, shared by both halves
+of the fleet.
 
 One binary WebSocket message is the 2-byte header ``[3, 0]`` (protocol major,
 minor) followed by one serialized :class:`rivalis.fleet.v3.agent_pb2.Frame`.
@@ -26,10 +27,22 @@ from rivalis.fleet.v3 import agent_pb2
 
 __all__ = [
     "HEADER",
+    "MAX_CONNECTIONS",
+    "MAX_ENDPOINT_URL",
     "MAX_FRAME_BYTES",
+    "MAX_LABELS",
+    "MAX_LABEL_KEY",
+    "MAX_LABEL_VALUE",
+    "MAX_NAME",
+    "MAX_ROOMS",
+    "MAX_ROOM_ID",
+    "MAX_ROOM_TYPE",
+    "MAX_ROOM_TYPES",
     "PROTOCOL_MAJOR",
     "PROTOCOL_MINOR",
+    "SNAPSHOT_STATUSES",
     "SUBPROTOCOL",
+    "URL_SCHEMES",
     "FrameTooLargeError",
     "ProtocolVersionError",
     "TruncatedFrameError",
@@ -50,6 +63,26 @@ PROTOCOL_MINOR: Final = 0
 HEADER: Final = bytes((PROTOCOL_MAJOR, PROTOCOL_MINOR))
 MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 SUBPROTOCOL: Final = "rivalis-fleet.v1"
+
+# --- snapshot limits (SPEC §4) ---------------------------------------------------
+# The orchestrator rejects a full State past any of these; the agent refuses options
+# that would produce one. Lengths count characters.
+MAX_ENDPOINT_URL: Final = 512
+MAX_NAME: Final = 64
+MAX_ROOM_TYPES: Final = 256
+"""Entries in ``room_types``."""
+MAX_ROOM_TYPE: Final = 64
+"""Length of a room type, in ``room_types`` and in each room."""
+MAX_ROOMS: Final = 50_000
+MAX_LABELS: Final = 32
+MAX_LABEL_KEY: Final = 64
+MAX_LABEL_VALUE: Final = 64
+MAX_ROOM_ID: Final = 256
+MAX_CONNECTIONS: Final = 1_000_000
+"""Connections of one room."""
+URL_SCHEMES: Final = frozenset({"ws", "wss", "http", "https"})
+"""Schemes an ``endpoint_url`` may use."""
+SNAPSHOT_STATUSES: Final = frozenset({"active", "draining"})
 
 
 class WireError(ValueError):

@@ -14,20 +14,23 @@ from urllib.parse import urlsplit
 
 from rivalis.fleet.v3 import agent_pb2
 
+# The SPEC §4 limits are defined in fleet_agent.wire, shared with the agent's option
+# checks; they are re-exported here next to the validator that applies them.
+from fleet_agent.wire import MAX_CONNECTIONS as MAX_CONNECTIONS
+from fleet_agent.wire import MAX_ENDPOINT_URL as MAX_ENDPOINT_URL
+from fleet_agent.wire import MAX_LABEL_KEY as MAX_LABEL_KEY
+from fleet_agent.wire import MAX_LABEL_VALUE as MAX_LABEL_VALUE
+from fleet_agent.wire import MAX_LABELS as MAX_LABELS
+from fleet_agent.wire import MAX_NAME as MAX_NAME
+from fleet_agent.wire import MAX_ROOM_ID as MAX_ROOM_ID
+from fleet_agent.wire import MAX_ROOM_TYPE as MAX_ROOM_TYPE
+from fleet_agent.wire import MAX_ROOM_TYPES as MAX_ROOM_TYPES
+from fleet_agent.wire import MAX_ROOMS as MAX_ROOMS
+from fleet_agent.wire import SNAPSHOT_STATUSES as _STATUSES
+from fleet_agent.wire import URL_SCHEMES as _SCHEMES
+
 __all__ = ["ReportedRoom", "Snapshot", "SnapshotRejectedError", "parse_snapshot"]
 
-MAX_ENDPOINT_URL: Final = 512
-MAX_NAME: Final = 64
-MAX_ROOM_TYPES: Final = 256
-MAX_ROOM_TYPE: Final = 64
-MAX_ROOMS: Final = 50_000
-MAX_LABELS: Final = 32
-MAX_LABEL_KEY: Final = 64
-MAX_LABEL_VALUE: Final = 64
-MAX_ROOM_ID: Final = 256
-MAX_CONNECTIONS: Final = 1_000_000
-_SCHEMES: Final = frozenset({"ws", "wss", "http", "https"})
-_STATUSES: Final = frozenset({"active", "draining"})
 _ORIGINS: Final = {"": True, "local": True, "fleet": False}  # origin -> local
 
 

@@ -1,0 +1,157 @@
+"""The frames an agent answers: a Poll with the snapshot, a Command with an Ack.
+
+Each frame is handled to the end before the next is read, so an Ack goes out only after
+the host call it reports on finished.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Final
+
+from rivalis.fleet.v3 import agent_pb2
+
+from . import wire
+from ._config import AgentConfig
+from ._errors import RoomExistsError, describe
+from ._host import RoomHost
+from ._log import logger
+from ._snapshot import Snapshot, SnapshotStatus
+
+__all__ = ["FrameHandler"]
+
+_SNAPSHOT_WARNING_BYTES: Final = wire.MAX_FRAME_BYTES // 2
+_SNAPSHOT_ERROR_BYTES: Final = math.ceil(wire.MAX_FRAME_BYTES * 0.9)
+
+
+def _ack(cmd: agent_pb2.Command, *, ok: bool, error: str | None = None) -> agent_pb2.Ack:
+    return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=ok, error=error)
+
+
+class FrameHandler:
+    """Answers the orchestrator's frames for one agent.
+
+    ``apply_status`` sets the reported status (a drain or undrain command);
+    ``on_echo`` gets the status each Poll echoes, which settles ``drain()`` waits.
+    """
+
+    def __init__(
+        self,
+        host: RoomHost,
+        config: AgentConfig,
+        snapshot: Snapshot,
+        *,
+        apply_status: Callable[[SnapshotStatus], None],
+        on_echo: Callable[[str], None],
+    ) -> None:
+        self._host = host
+        self._config = config
+        self._snapshot = snapshot
+        self._apply_status = apply_status
+        self._on_echo = on_echo
+
+    async def handle(self, data: bytes) -> bytes | None:
+        """The encoded reply to one received message, if it needs one."""
+        try:
+            frame = wire.decode_frame(data)
+        except wire.ProtocolVersionError as exc:
+            logger.warning(
+                "dropped a frame: protocol version mismatch (major %d, expected %d)",
+                exc.major,
+                wire.PROTOCOL_MAJOR,
+            )
+            return None
+        except wire.WireError as exc:
+            logger.warning("dropped a frame: cannot decode it (%s)", exc)
+            return None
+        body = frame.WhichOneof("body")
+        if body == "poll":
+            return self._on_poll(frame.poll)
+        if body == "cmd":
+            ack = await self._on_command(frame.cmd)
+            return wire.encode_frame(agent_pb2.Frame(ack=ack))
+        logger.warning("dropped a %s frame: not one an agent accepts", body or "empty")
+        return None
+
+    def _on_poll(self, poll: agent_pb2.Poll) -> bytes | None:
+        self._on_echo(poll.status)
+        known_hash = poll.known_hash if poll.HasField("known_hash") else None
+        try:
+            state = self._snapshot.reply(self._host, poll.req_id, known_hash)
+        except Exception:
+            logger.exception("cannot build the snapshot; poll left unanswered")
+            return None
+        data = wire.encode_frame(agent_pb2.Frame(state=state))
+        if state.full:
+            _check_snapshot_size(len(data))
+        return data
+
+    async def _on_command(self, cmd: agent_pb2.Command) -> agent_pb2.Ack:
+        op = cmd.op
+        if op == "create":
+            return await self._create(cmd)
+        if op == "destroy":
+            return await self._destroy(cmd)
+        if op in ("drain", "undrain"):
+            self._apply_status("draining" if op == "drain" else "active")
+            return _ack(cmd, ok=True)
+        return _ack(cmd, ok=False, error=f"unknown command op {op!r}")
+
+    async def _create(self, cmd: agent_pb2.Command) -> agent_pb2.Ack:
+        config = self._config
+        if not config.auto_create:
+            return _ack(cmd, ok=False, error="auto_create is disabled on this instance")
+        if not cmd.room_type:
+            return _ack(cmd, ok=False, error="create needs a room_type")
+        room_id = cmd.room_id or None
+        try:
+            rooms = list(self._host.rooms())
+            max_rooms = config.capacity.max_rooms
+            if max_rooms is not None and len(rooms) >= max_rooms:
+                return _ack(cmd, ok=False, error=f"capacity reached: max_rooms={max_rooms}")
+            if room_id is not None and any(view.id == room_id for view in rooms):
+                raise RoomExistsError(room_id)
+            view = await self._host.create_room(cmd.room_type, room_id)
+            created = agent_pb2.AckRoom(id=view.id, type=view.type)
+        except RoomExistsError as exc:
+            return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=False, exists=True, error=str(exc))
+        except Exception as exc:
+            logger.warning("create command failed type=%s: %s", cmd.room_type, describe(exc))
+            return _ack(cmd, ok=False, error=describe(exc))
+        self._snapshot.mark_fleet(created.id)
+        return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=True, room=created)
+
+    async def _destroy(self, cmd: agent_pb2.Command) -> agent_pb2.Ack:
+        room_id = cmd.room_id
+        if not room_id:
+            return _ack(cmd, ok=False, error="destroy needs a room_id")
+        try:
+            present = any(view.id == room_id for view in self._host.rooms())
+            destroyed = present and await self._host.destroy_room(room_id)
+        except Exception as exc:
+            logger.warning("destroy command failed room=%s: %s", room_id, describe(exc))
+            return _ack(cmd, ok=False, error=describe(exc))
+        self._snapshot.forget(room_id)
+        return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=True, already_gone=not destroyed)
+
+
+def _check_snapshot_size(size: int) -> None:
+    share = 100 * size / wire.MAX_FRAME_BYTES
+    if size >= _SNAPSHOT_ERROR_BYTES:
+        logger.error(
+            "snapshot is %d bytes (%.0f%% of the %d-byte frame limit): past the limit the "
+            "orchestrator kicks the agent and it falls into a reconnect loop; "
+            "host fewer rooms per instance or run more instances",
+            size,
+            share,
+            wire.MAX_FRAME_BYTES,
+        )
+    elif size >= _SNAPSHOT_WARNING_BYTES:
+        logger.warning(
+            "snapshot is %d bytes (%.0f%% of the %d-byte frame limit); "
+            "consider fewer rooms per instance or more instances",
+            size,
+            share,
+            wire.MAX_FRAME_BYTES,
+        )

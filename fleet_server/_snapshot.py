@@ -77,6 +77,30 @@ def _check_url(url: str) -> None:
         raise SnapshotRejectedError("endpoint_url must be absolute with a host")
 
 
+def _read_rooms(state: agent_pb2.State) -> dict[str, ReportedRoom] | None:
+    """The rooms in one pass, or None as soon as one is off (then checked in order)."""
+    if len(state.rooms) > MAX_ROOMS:
+        return None
+    rooms: dict[str, ReportedRoom] = {}
+    origins = _ORIGINS
+    for room in state.rooms:
+        room_id = room.id
+        room_type = room.type
+        connections = room.connections
+        local = origins.get(room.origin)
+        if (
+            local is None
+            or not room_id
+            or len(room_id) > MAX_ROOM_ID
+            or len(room_type) > MAX_ROOM_TYPE
+            or connections > MAX_CONNECTIONS
+            or room_id in rooms
+        ):
+            return None
+        rooms[room_id] = ReportedRoom(room_type, connections, local)
+    return rooms
+
+
 def parse_snapshot(state: agent_pb2.State, previous: Snapshot | None = None) -> Snapshot:
     """Validate ``state`` (a full reply) and return it as a :class:`Snapshot`.
 
@@ -85,33 +109,14 @@ def parse_snapshot(state: agent_pb2.State, previous: Snapshot | None = None) -> 
     ``previous``, the instance's applied snapshot, an unchanged endpoint and unchanged
     labels are not checked again and the labels mapping is shared.
     """
-    rooms: dict[str, ReportedRoom] = {}
-    origins = _ORIGINS
-    suspect = len(state.rooms) > MAX_ROOMS
-    if not suspect:
-        for room in state.rooms:
-            room_id = room.id
-            room_type = room.type
-            connections = room.connections
-            local = origins.get(room.origin)
-            if (
-                local is None
-                or not room_id
-                or len(room_id) > MAX_ROOM_ID
-                or len(room_type) > MAX_ROOM_TYPE
-                or connections > MAX_CONNECTIONS
-                or room_id in rooms
-            ):
-                suspect = True
-                break
-            rooms[room_id] = ReportedRoom(room_type, connections, local)
+    rooms = _read_rooms(state)
     labels: Mapping[str, str] = dict(state.labels)
     if previous is not None and labels == previous.labels:
         labels = previous.labels
         _check_fields(state, previous.endpoint_url, check_labels=False)
     else:
         _check_fields(state, previous.endpoint_url if previous is not None else None)
-    if suspect:
+    if rooms is None:
         rooms = _checked_rooms(state)
     elif state.status not in _STATUSES:
         raise SnapshotRejectedError("status must be active or draining")

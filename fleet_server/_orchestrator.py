@@ -80,7 +80,7 @@ class Orchestrator:
         elif given or keywords:
             raise TypeError("pass options= or option keywords, not both")
         options.check_credentials()
-        self._options = options
+        self.options: Final = options
         self._auth = Authenticator(
             agent_keys=options.agent_keys,
             admin_keys=options.admin_keys,
@@ -89,11 +89,11 @@ class Orchestrator:
             failure_window_ms=options.auth_failure_window_ms,
         )
         self._hub = EventHub()
-        self._fleet = Fleet(
+        self.fleet: Final = Fleet(
             command_timeout_ms=options.command_timeout_ms, events=self._hub, rng=rng
         )
-        self._transport = AgentTransport(
-            fleet=self._fleet,
+        self.transport: Final = AgentTransport(  # live links and closed count (diagnostics)
+            fleet=self.fleet,
             auth=self._auth,
             heartbeat_ms=options.heartbeat_ms,
             is_accepting=lambda: self._status is OrchestratorStatus.LISTENING,
@@ -106,20 +106,6 @@ class Orchestrator:
         self._end_streams: Callable[[], Awaitable[None]] | None = None
 
     # --- what embedders read ------------------------------------------------------
-
-    @property
-    def options(self) -> OrchestratorOptions:
-        return self._options
-
-    @property
-    def fleet(self) -> Fleet:
-        """Reads and control of the fleet (CONTRACT §6)."""
-        return self._fleet
-
-    @property
-    def transport(self) -> AgentTransport:
-        """The agent endpoint: its live links and how many have closed (diagnostics)."""
-        return self._transport
 
     @property
     def port(self) -> int:
@@ -148,8 +134,8 @@ class Orchestrator:
 
     def _services(self) -> Services:
         return Services(
-            options=self._options,
-            fleet=self._fleet,
+            options=self.options,
+            fleet=self.fleet,
             auth=self._auth,
             hub=self._hub,
             is_ready=lambda: self.ready,
@@ -163,8 +149,8 @@ class Orchestrator:
         services = self._services()
         app = web.Application(handler_args={"access_log": None})
         mount_health(app, services)
-        app.router.add_get("/", self._transport.handle)
-        if self._options.api:
+        app.router.add_get("/", self.transport.handle)
+        if self.options.api:
             self._end_streams = mount_rest(app, services)  # ends SSE streams first on shutdown
         return app
 
@@ -195,7 +181,7 @@ class Orchestrator:
             keepalive_timeout=HEADER_TIMEOUT_S,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._options.host, self._options.port, reuse_address=True)
+        site = web.TCPSite(runner, self.options.host, self.options.port, reuse_address=True)
         try:
             await site.start()
         except BaseException:
@@ -207,7 +193,7 @@ class Orchestrator:
             self._port = int(addresses[0][1])
 
     async def _start_grpc(self) -> None:
-        if self._options.grpc_port is None:
+        if self.options.grpc_port is None:
             return
         from gateway import start_grpc  # the gRPC surface, imported only when served
 
@@ -226,8 +212,8 @@ class Orchestrator:
             await self._end_streams()
         if self._grpc is not None:
             await self._grpc.end_streams()
-        await self._transport.close_all()
-        self._fleet.close()  # the teardown's owed ``sync``, before listeners go
+        await self.transport.close_all()
+        self.fleet.close()  # the teardown's owed ``sync``, before listeners go
         if self._grpc is not None:
             await self._grpc.stop()
             self._grpc = None

@@ -12,14 +12,21 @@ percent-decoded: public room ids are themselves percent-encoded (``caf%C3%A9``,
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from fleet_server._interfaces import ErrorCode, FleetError, FleetService, Services
+from fleet_server._interfaces import (
+    ErrorCode,
+    FleetError,
+    FleetService,
+    InstanceInfo,
+    RoomInfo,
+    Services,
+)
 
 from ._cors import install_cors
 from ._envelope import encode, envelope, json_body, ok, rejected
@@ -110,6 +117,22 @@ class RestApi:
         self._bodies[name] = (state_hash, body)
         return body
 
+    def _page(
+        self,
+        rows: Sequence[InstanceInfo | RoomInfo],
+        limit: int | None,
+        cursor: str | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        """One page of a list read in the envelope, with ``count`` and ``nextCursor``."""
+        result = page(rows, self._fleet.position, limit, cursor)
+        return ok(
+            [row.to_dict() for row in result.rows],
+            count=result.count,
+            next_cursor=result.next_cursor,
+            headers=headers,
+        )
+
     # --- reads ------------------------------------------------------------------
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
@@ -126,13 +149,7 @@ class RestApi:
         tag = etag(fleet.state_hash)
         if not_modified(request, tag):
             return web.Response(status=304, headers={hdrs.ETAG: tag})
-        result = page(fleet.instances, fleet.position, limit, cursor)
-        return ok(
-            [info.to_dict() for info in result.rows],
-            count=result.count,
-            next_cursor=result.next_cursor,
-            headers={hdrs.ETAG: tag},
-        )
+        return self._page(fleet.instances, limit, cursor, {hdrs.ETAG: tag})
 
     async def instance(self, request: web.Request) -> web.StreamResponse:
         info = self._fleet.get_instance(path_params(request)["id"])
@@ -147,12 +164,7 @@ class RestApi:
         info = fleet.get_instance(instance_id)
         if info is None:
             raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
-        result = page(info.rooms, fleet.position, limit, cursor)
-        return ok(
-            [room.to_dict() for room in result.rows],
-            count=result.count,
-            next_cursor=result.next_cursor,
-        )
+        return self._page(info.rooms, limit, cursor)
 
     async def rooms(self, request: web.Request) -> web.StreamResponse:
         where = room_filter(request.query)
@@ -171,13 +183,7 @@ class RestApi:
             )
             return json_body(body, headers={hdrs.ETAG: tag})
         rows = fleet.find_rooms(type=where.type, labels=where.labels, instance_id=where.instance_id)
-        result = page(rows, fleet.position, limit, cursor)
-        return ok(
-            [room.to_dict() for room in result.rows],
-            count=result.count,
-            next_cursor=result.next_cursor,
-            headers={hdrs.ETAG: tag},
-        )
+        return self._page(rows, limit, cursor, {hdrs.ETAG: tag})
 
     async def room(self, request: web.Request) -> web.StreamResponse:
         info = self._fleet.get_room(path_params(request)["roomId"])

@@ -12,13 +12,13 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
-from fleet_server._interfaces import ErrorCode, rejection
+from fleet_server._interfaces import ErrorCode, FleetError, rejection
 
-__all__ = ["NO_DATA", "encode", "envelope", "json_body", "ok", "rejected"]
+__all__ = ["NO_DATA", "encode", "envelope", "found", "json_body", "ok", "rejected"]
 
 JSON_TYPE: Final = "application/json"
 
@@ -78,3 +78,13 @@ def envelope(
 def rejected(code: ErrorCode, headers: Mapping[str, str] | None = None) -> web.Response:
     """The failure envelope with the code's HTTP status from the one code table."""
     return rejection(code, headers)
+
+
+Found = TypeVar("Found")
+
+
+def found(row: Found | None, code: ErrorCode) -> Found:
+    """A read's row, or its ``…_NOT_FOUND`` failure (REST and gRPC alike)."""
+    if row is None:
+        raise FleetError(code, code.value.lower().replace("_", " "))
+    return row

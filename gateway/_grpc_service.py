@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, Never, cast
 
@@ -30,6 +30,7 @@ from fleet_server._interfaces import (
     RoomInfo,
 )
 
+from ._envelope import found
 from ._grpc_messages import (
     instance_message,
     label_filter,
@@ -162,16 +163,13 @@ class FleetControlService(pb_grpc.FleetControlServicer):
     ) -> pb.InstanceInfo:
         async with self._guard(context, "GetInstance"):
             instance = self._fleet.get_instance(request.instance_id)
-            if instance is None:
-                raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
-            return instance_message(instance)
+            return instance_message(found(instance, ErrorCode.INSTANCE_NOT_FOUND))
 
     async def ListInstanceRooms(
         self, request: pb.ListInstanceRoomsRequest, context: Context
     ) -> pb.ListRoomsResponse:
         async with self._guard(context, "ListInstanceRooms"):
-            if self._fleet.get_instance(request.instance_id) is None:
-                raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
+            found(self._fleet.get_instance(request.instance_id), ErrorCode.INSTANCE_NOT_FOUND)
             rooms = self._fleet.find_rooms(instance_id=request.instance_id)
             return self._rooms_page(rooms, request.limit, request.cursor)
 
@@ -189,9 +187,7 @@ class FleetControlService(pb_grpc.FleetControlServicer):
     async def GetRoom(self, request: pb.GetRoomRequest, context: Context) -> pb.RoomInfo:
         async with self._guard(context, "GetRoom"):
             room = self._fleet.get_room(request.room_id)
-            if room is None:
-                raise FleetError(ErrorCode.ROOM_NOT_FOUND, "room not found")
-            return room_message(room)
+            return room_message(found(room, ErrorCode.ROOM_NOT_FOUND))
 
     def _rooms_page(self, rooms: list[RoomInfo], limit: int, cursor: str) -> pb.ListRoomsResponse:
         rows = page(rooms, self._fleet.position, *_page_args(limit, cursor))
@@ -218,23 +214,31 @@ class FleetControlService(pb_grpc.FleetControlServicer):
     async def DestroyRoom(
         self, request: pb.DestroyRoomRequest, context: Context
     ) -> pb.DestroyRoomResponse:
-        async with self._guard(context, "DestroyRoom", audited=True):
-            await self._fleet.destroy_room(request.room_id)
-            return pb.DestroyRoomResponse()
+        await self._control(context, "DestroyRoom", self._fleet.destroy_room, request.room_id)
+        return pb.DestroyRoomResponse()
 
     async def DrainInstance(
         self, request: pb.DrainInstanceRequest, context: Context
     ) -> pb.DrainInstanceResponse:
-        async with self._guard(context, "DrainInstance", audited=True):
-            await self._fleet.drain_instance(request.instance_id)
-            return pb.DrainInstanceResponse()
+        await self._control(
+            context, "DrainInstance", self._fleet.drain_instance, request.instance_id
+        )
+        return pb.DrainInstanceResponse()
 
     async def UndrainInstance(
         self, request: pb.UndrainInstanceRequest, context: Context
     ) -> pb.UndrainInstanceResponse:
-        async with self._guard(context, "UndrainInstance", audited=True):
-            await self._fleet.undrain_instance(request.instance_id)
-            return pb.UndrainInstanceResponse()
+        await self._control(
+            context, "UndrainInstance", self._fleet.undrain_instance, request.instance_id
+        )
+        return pb.UndrainInstanceResponse()
+
+    async def _control(
+        self, context: Context, method: str, call: Callable[[str], Awaitable[None]], target: str
+    ) -> None:
+        """An audited control call on one room or instance."""
+        async with self._guard(context, method, audited=True):
+            await call(target)
 
     # --- events -----------------------------------------------------------------
 

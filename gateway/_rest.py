@@ -21,7 +21,6 @@ from aiohttp.typedefs import Handler
 
 from fleet_server._interfaces import (
     ErrorCode,
-    FleetError,
     FleetService,
     InstanceInfo,
     RoomInfo,
@@ -29,7 +28,7 @@ from fleet_server._interfaces import (
 )
 
 from ._cors import install_cors
-from ._envelope import encode, envelope, json_body, ok, rejected
+from ._envelope import encode, envelope, found, json_body, ok, rejected
 from ._middleware import CONTEXT, AuthMode, Guard, raw_path
 from ._openapi import serve_document
 from ._paging import page
@@ -153,17 +152,12 @@ class RestApi:
 
     async def instance(self, request: web.Request) -> web.StreamResponse:
         info = self._fleet.get_instance(path_params(request)["id"])
-        if info is None:
-            raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
-        return ok(info.to_dict())
+        return ok(found(info, ErrorCode.INSTANCE_NOT_FOUND).to_dict())
 
     async def instance_rooms(self, request: web.Request) -> web.StreamResponse:
         instance_id = path_params(request)["id"]
         limit, cursor = page_params(request.query)
-        fleet = self._fleet
-        info = fleet.get_instance(instance_id)
-        if info is None:
-            raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")
+        info = found(self._fleet.get_instance(instance_id), ErrorCode.INSTANCE_NOT_FOUND)
         return self._page(info.rooms, limit, cursor)
 
     async def rooms(self, request: web.Request) -> web.StreamResponse:
@@ -187,9 +181,7 @@ class RestApi:
 
     async def room(self, request: web.Request) -> web.StreamResponse:
         info = self._fleet.get_room(path_params(request)["roomId"])
-        if info is None:
-            raise FleetError(ErrorCode.ROOM_NOT_FOUND, "room not found")
-        return ok(info.to_dict())
+        return ok(found(info, ErrorCode.ROOM_NOT_FOUND).to_dict())
 
     # --- control ----------------------------------------------------------------
 

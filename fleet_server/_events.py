@@ -23,6 +23,7 @@ import inspect
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
@@ -49,43 +50,21 @@ Encoder = Callable[[str, Any], bytes]
 Event = tuple[str, Any]
 
 
+@dataclass(eq=False, slots=True)
 class Subscription:
     """One consumer's bounded queue of encoded events; read it with :meth:`batch`."""
 
-    __slots__ = (
-        "_hub",
-        "_items",
-        "_max_bytes",
-        "_max_items",
-        "_on_overflow",
-        "_size",
-        "_wake",
-        "encoder",
-        "ended",
-        "kind",
-        "overflowed",
-    )
-
-    def __init__(
-        self,
-        hub: EventHub,
-        kind: str,
-        encoder: Encoder,
-        max_items: int,
-        max_bytes: int | None,
-        on_overflow: Callable[[], None] | None,
-    ) -> None:
-        self._hub = hub
-        self.kind = kind
-        self.encoder = encoder
-        self._max_items = max_items
-        self._max_bytes = max_bytes
-        self._on_overflow = on_overflow
-        self._items: deque[bytes] = deque()
-        self._size = 0
-        self._wake = asyncio.Event()
-        self.ended = False
-        self.overflowed = False
+    _hub: EventHub
+    kind: str
+    encoder: Encoder
+    _max_items: int
+    _max_bytes: int | None
+    _on_overflow: Callable[[], None] | None
+    _items: deque[bytes] = field(default_factory=deque)
+    _size: int = 0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
+    overflowed: bool = False
 
     def __len__(self) -> int:
         return len(self._items)

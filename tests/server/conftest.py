@@ -1,27 +1,12 @@
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
 from fleet_server import Orchestrator
-
-from .raw_agent import ADMIN, KEY, RawAgent
-
-
-@contextlib.asynccontextmanager
-async def running_orchestrator(**options: Any) -> AsyncIterator[Orchestrator]:
-    options.setdefault("agent_key", KEY)
-    options.setdefault("admin_key", ADMIN)
-    options.setdefault("api", False)
-    orch = Orchestrator(host="127.0.0.1", port=0, **options)
-    await orch.listen()
-    try:
-        yield orch
-    finally:
-        await orch.shutdown()
+from tests.support.agents import RawAgents, raw_agents
+from tests.support.orchestrators import running_orchestrator
 
 
 @pytest.fixture
@@ -31,16 +16,7 @@ async def orch() -> AsyncIterator[Orchestrator]:
 
 
 @pytest.fixture
-async def agents(orch: Orchestrator) -> AsyncIterator[Callable[..., Any]]:
+async def agents(orch: Orchestrator) -> AsyncIterator[RawAgents]:
     """Factory: ``await agents(name=..., ...)`` connects a RawAgent that is in the read model."""
-    made: list[RawAgent] = []
-
-    async def make(**fields: Any) -> RawAgent:
-        agent = RawAgent(f"ws://127.0.0.1:{orch.port}/", **fields)
-        await agent.connect()
-        made.append(agent)
-        return agent
-
-    yield make
-    for agent in made:
-        await agent.close()
+    async with raw_agents(orch) as factory:
+        yield factory

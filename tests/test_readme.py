@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.keys import ADMIN, KEY
-from tests.support.orchestrators import agent_url
+from tests.support.orchestrators import agent_url, daemon_env
 from tests.support.ports import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,15 +100,7 @@ def _wait_instances(port: int, env: dict[str, str], count: int) -> None:
 def test_curl_samples_work_against_a_live_daemon() -> None:
     assert len(CURL) >= 5
     port, game = free_ports(2)
-    env = {
-        **os.environ,
-        "FLEET_AGENT_KEY": KEY,
-        "FLEET_ADMIN_KEY": ADMIN,
-        "FLEET_HOST": "127.0.0.1",
-        "FLEET_PORT": str(port),
-        "FLEET_GRPC_PORT": "off",
-        "FLEET_HEARTBEAT_MS": "200",
-    }
+    env = {**os.environ, **daemon_env(port, heartbeat_ms=200)}
     game_args = ["--name", "eu1", "--port", str(game), "--label", "region=eu"]
     with (
         _proc("-m", "fleet_server", env=env),

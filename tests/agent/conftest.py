@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from fleet_agent import FleetAgent
-from tests.support.agents import define_rooms, fleet_agents
+from tests.support.agents import FleetAgents, define_rooms
 
 from .fake_orchestrator import KEY, FakeOrchestrator, running_fake_orchestrator
 from .support import FAST, CountingRooms
@@ -28,7 +28,7 @@ async def make_agent(
     fake: FakeOrchestrator, rooms: CountingRooms
 ) -> AsyncIterator[Callable[..., FleetAgent]]:
     """Factory for agents pointed at the fake; every one is disconnected at teardown."""
-    async with fleet_agents(
+    async with FleetAgents(
         url=fake.url, key=KEY, endpoint_url="ws://127.0.0.1:9000", backoff=FAST
     ) as factory:
 

@@ -15,18 +15,13 @@ from pathlib import Path
 from typing import IO
 
 from tests.support.keys import ADMIN, KEY
+from tests.support.orchestrators import env_without_fleet
 from tests.support.waits import wait_for
 
 __all__ = ["ROOT", "AgentProcess", "Daemon", "Joined", "agent_processes"]
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 @dataclass(frozen=True)
@@ -66,7 +61,7 @@ class AgentProcess:
             "--lag-ms",
             str(lag_ms),
             cwd=ROOT,
-            env=_env(),
+            env=env_without_fleet(PYTHONPATH=str(ROOT)),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
@@ -181,7 +176,7 @@ class Daemon:
                 "--no-grpc",
                 *args,
                 cwd=ROOT,
-                env=_env(),
+                env=env_without_fleet(PYTHONPATH=str(ROOT)),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.keys import ADMIN, KEY
+from tests.support.orchestrators import env_without_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP = re.compile(
@@ -24,18 +24,12 @@ STARTUP = re.compile(
 )
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env.update(extra or {})
-    return env
-
-
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fleet_server", *args],
         capture_output=True,
         text=True,
-        env=_env(env),
+        env=env_without_fleet(**(env or {})),
         cwd=ROOT,
         timeout=30,
     )
@@ -77,7 +71,7 @@ def daemon(*args: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(env),
+        env=env_without_fleet(**(env or {})),
         cwd=ROOT,
     )
     d = Daemon(proc)

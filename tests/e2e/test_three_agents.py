@@ -9,7 +9,7 @@ import pytest
 
 from fleet_agent import Capacity, FleetAgent, RoomManager
 from fleet_server import ErrorCode, FleetError, Orchestrator, Placement
-from tests.support.agents import define_rooms, fleet_agent, fleet_agents
+from tests.support.agents import FleetAgents, define_rooms, fleet_agent
 from tests.support.orchestrators import agent_url, new_orchestrator, running_orchestrator
 from tests.support.waits import wait_for
 
@@ -24,7 +24,7 @@ async def fleet_of_three(
     orch: Orchestrator,
 ) -> AsyncIterator[list[tuple[FleetAgent, RoomManager]]]:
     members: list[tuple[FleetAgent, RoomManager]] = []
-    async with fleet_agents(url=agent_url(orch.port), capacity=Capacity(max_rooms=10)) as make:
+    async with FleetAgents(url=agent_url(orch.port), capacity=Capacity(max_rooms=10)) as make:
         for name, region in (("eu1", "eu"), ("eu2", "eu"), ("us1", "us")):
             rooms = define_rooms(RoomManager(), "match", "lobby")
             agent = make(rooms, name=name, labels={"region": region})

@@ -13,8 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.clients import bearer
-from tests.support.keys import ADMIN, KEY
-from tests.support.orchestrators import agent_url
+from tests.support.orchestrators import agent_url, daemon_env
 from tests.support.ports import free_port
 from tests.support.waits import wait_for
 
@@ -46,14 +45,7 @@ async def process(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subp
 
 async def test_players_in_a_rest_created_room_show_up_as_connections() -> None:
     port = free_port()
-    env = {
-        "FLEET_AGENT_KEY": KEY,
-        "FLEET_ADMIN_KEY": ADMIN,
-        "FLEET_HOST": "127.0.0.1",
-        "FLEET_PORT": str(port),
-        "FLEET_GRPC_PORT": "off",
-        "FLEET_HEARTBEAT_MS": str(HEARTBEAT_MS),
-    }
+    env = daemon_env(port, HEARTBEAT_MS)
     base = f"http://127.0.0.1:{port}"
     async with (
         process("-m", "fleet_server", env=env),

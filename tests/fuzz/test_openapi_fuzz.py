@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.agents import raw_agents
+from tests.support.agents import RawAgents
 from tests.support.figures import report
 from tests.support.keys import ADMIN
 from tests.support.orchestrators import running_orchestrator
@@ -50,7 +50,7 @@ async def test_schemathesis_finds_no_5xx_and_no_response_off_the_document(
             command_timeout_ms=300,
             auth_failure_limit=10**9,  # schemathesis tries missing keys too; never throttle it
         ) as orch,
-        raw_agents(orch) as agents,
+        RawAgents(orch) as agents,
     ):
         await agents.connect(
             name="eu1",

@@ -1,4 +1,5 @@
-"""A real orchestrator with gRPC on an ephemeral port, stubs over real channels, raw agents."""
+"""A real orchestrator with gRPC on an ephemeral port and stubs over real channels (raw
+agents: the ``agents`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pytest
 from rivalis.fleet.v1 import control_pb2_grpc
 
 from fleet_server import Orchestrator
-from tests.support.agents import RawAgents, raw_agents
 from tests.support.clients import grpc_channel
 from tests.support.orchestrators import running_orchestrator
 
@@ -38,10 +38,3 @@ async def channel(orch: Orchestrator) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> control_pb2_grpc.FleetControlAsyncStub:
     return control_pb2_grpc.FleetControlStub(channel)
-
-
-@pytest.fixture
-async def agents(orch: Orchestrator) -> AsyncIterator[RawAgents]:
-    """Factory: ``await agents(name=..., ...)`` connects a RawAgent that is in the read model."""
-    async with raw_agents(orch) as factory:
-        yield factory

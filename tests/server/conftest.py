@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fleet_server import Orchestrator
-from tests.support.agents import RawAgents, raw_agents
 from tests.support.orchestrators import running_orchestrator
 
 
@@ -13,10 +12,3 @@ from tests.support.orchestrators import running_orchestrator
 async def orch() -> AsyncIterator[Orchestrator]:
     async with running_orchestrator(heartbeat_ms=100) as orch:
         yield orch
-
-
-@pytest.fixture
-async def agents(orch: Orchestrator) -> AsyncIterator[RawAgents]:
-    """Factory: ``await agents(name=..., ...)`` connects a RawAgent that is in the read model."""
-    async with raw_agents(orch) as factory:
-        yield factory

@@ -69,8 +69,7 @@ class Harness(RawAgents):
 @contextlib.asynccontextmanager
 async def harness(**options: Any) -> AsyncIterator[Harness]:
     options.setdefault("heartbeat_ms", 100)
-    async with running_orchestrator(**options) as orch:
-        h = Harness(orch)
+    async with running_orchestrator(**options) as orch, Harness(orch) as h:
         loop = asyncio.get_running_loop()
 
         def recorder(event_type: str) -> Callable[[Any], None]:
@@ -78,10 +77,7 @@ async def harness(**options: Any) -> AsyncIterator[Harness]:
 
         for event_type in EVENT_TYPES:
             orch.on(event_type, recorder(event_type))
-        try:
-            yield h
-        finally:
-            await h.close()
+        yield h
 
 
 def ack(cmd: agent_pb2.Command, **fields: Any) -> agent_pb2.Frame:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from fleet_server import ErrorCode, FleetError, Orchestrator, Placement
-from tests.support.agents import RawAgents, raw_agents
+from tests.support.agents import RawAgents
 from tests.support.orchestrators import running_orchestrator
 from tests.support.raw_agent import RawRoom
 from tests.support.waits import wait_for
@@ -145,7 +145,7 @@ async def test_drain_and_undrain_round_trip(orch: Orchestrator, agents: RawAgent
 async def test_command_outcomes(agents: RawAgents) -> None:
     async with (
         running_orchestrator(heartbeat_ms=100, command_timeout_ms=200) as orch,
-        raw_agents(orch) as made,
+        RawAgents(orch) as made,
     ):
         agent = await made()
         from rivalis.fleet.v3 import agent_pb2

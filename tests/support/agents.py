@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from fleet_agent import Backoff, FleetAgent, Room, RoomHost, RoomManager
 from fleet_server import Orchestrator
@@ -21,8 +20,22 @@ FAST = Backoff(initial_ms=20, max_ms=200)
 M = TypeVar("M", bound=RoomManager)
 
 
-class RawAgents:
-    """Makes :class:`RawAgent`\\ s for one orchestrator; :meth:`close` closes every one.
+class _Factory(abc.ABC):
+    """An async context manager that closes what it made on exit."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class RawAgents(_Factory):
+    """Makes :class:`RawAgent`\\ s for one orchestrator; :meth:`close` (or leaving
+    ``async with``) closes every one.
 
     Calling the factory, ``await agents(name=..., ...)``, connects an agent and waits
     until it is in the read model."""
@@ -63,15 +76,6 @@ class RawAgents:
             await agent.close()
 
 
-@contextlib.asynccontextmanager
-async def raw_agents(orch: Orchestrator) -> AsyncIterator[RawAgents]:
-    factory = RawAgents(orch)
-    try:
-        yield factory
-    finally:
-        await factory.close()
-
-
 class SlowRoom(Room):
     """A room whose creation takes an hour: its create command is never acknowledged."""
 
@@ -98,9 +102,9 @@ def fleet_agent(host: RoomHost, *, url: str, name: str = "eu1", **options: Any) 
     return FleetAgent(host, url=url, name=name, **options)
 
 
-class FleetAgents:
-    """Makes FleetAgents with shared defaults (see :func:`fleet_agent`); :meth:`close`
-    disconnects every one."""
+class FleetAgents(_Factory):
+    """Makes FleetAgents with shared defaults (see :func:`fleet_agent`); :meth:`close` (or
+    leaving ``async with``) disconnects every one."""
 
     def __init__(self, **defaults: Any) -> None:
         self.defaults = defaults
@@ -114,12 +118,3 @@ class FleetAgents:
     async def close(self) -> None:
         for agent in self.agents:
             await agent.disconnect()
-
-
-@contextlib.asynccontextmanager
-async def fleet_agents(**defaults: Any) -> AsyncIterator[FleetAgents]:
-    factory = FleetAgents(**defaults)
-    try:
-        yield factory
-    finally:
-        await factory.close()

@@ -134,17 +134,18 @@ class Rest(Http):
     async def destroy(self, room_id: str) -> tuple[int, Any]:
         return await self.call("DELETE", f"/v1/rooms/{room_id}")
 
-    async def rooms(self) -> list[dict[str, Any]]:
-        status, body = await self.call("GET", "/v1/rooms")
+    async def rows(self, path: str) -> list[dict[str, Any]]:
+        """The rows a list endpoint answers with."""
+        status, body = await self.call("GET", path)
         assert status == 200, (status, body)
         rows: list[dict[str, Any]] = body["data"]
         return rows
 
+    async def rooms(self) -> list[dict[str, Any]]:
+        return await self.rows("/v1/rooms")
+
     async def instances(self) -> list[dict[str, Any]]:
-        status, body = await self.call("GET", "/v1/instances")
-        assert status == 200, (status, body)
-        rows: list[dict[str, Any]] = body["data"]
-        return rows
+        return await self.rows("/v1/instances")
 
 
 def grpc_channel(port: int | None) -> grpc.aio.Channel:

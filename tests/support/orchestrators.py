@@ -1,8 +1,10 @@
-"""Embedded orchestrators on ephemeral ports, and what tests ask of them."""
+"""Embedded orchestrators on ephemeral ports and what tests ask of them; the environment
+of a daemon run as a subprocess."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +18,26 @@ from .waits import wait_for
 def agent_url(port: int) -> str:
     """Where agents dial an orchestrator listening on ``port`` of 127.0.0.1."""
     return f"ws://127.0.0.1:{port}/"
+
+
+def daemon_env(port: int, heartbeat_ms: int) -> dict[str, str]:
+    """The ``FLEET_*`` settings of a daemon on 127.0.0.1:``port`` with the test keys and
+    no gRPC."""
+    return {
+        "FLEET_AGENT_KEY": KEY,
+        "FLEET_ADMIN_KEY": ADMIN,
+        "FLEET_HOST": "127.0.0.1",
+        "FLEET_PORT": str(port),
+        "FLEET_GRPC_PORT": "off",
+        "FLEET_HEARTBEAT_MS": str(heartbeat_ms),
+    }
+
+
+def env_without_fleet(**extra: str) -> dict[str, str]:
+    """This process's environment without its ``FLEET_*`` settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env.update(extra)
+    return env
 
 
 def new_orchestrator(**options: Any) -> Orchestrator:

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.orchestrators import agent_url, daemon_env
+from tests.support.ports import free_ports
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, re.S)
@@ -28,19 +31,6 @@ CURL = [
     for line in code.splitlines()
     if line.startswith("curl ")
 ]
-AGENT = "agent-key-0123456789abcdef"
-ADMIN = "admin-key-0123456789abcdef"
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def test_readme_starts_with_the_two_commands() -> None:
@@ -109,16 +99,8 @@ def _wait_instances(port: int, env: dict[str, str], count: int) -> None:
 
 def test_curl_samples_work_against_a_live_daemon() -> None:
     assert len(CURL) >= 5
-    port, game = _free_ports(2)
-    env = {
-        **os.environ,
-        "FLEET_AGENT_KEY": AGENT,
-        "FLEET_ADMIN_KEY": ADMIN,
-        "FLEET_HOST": "127.0.0.1",
-        "FLEET_PORT": str(port),
-        "FLEET_GRPC_PORT": "off",
-        "FLEET_HEARTBEAT_MS": "200",
-    }
+    port, game = free_ports(2)
+    env = {**os.environ, **daemon_env(port, heartbeat_ms=200)}
     game_args = ["--name", "eu1", "--port", str(game), "--label", "region=eu"]
     with (
         _proc("-m", "fleet_server", env=env),
@@ -127,7 +109,7 @@ def test_curl_samples_work_against_a_live_daemon() -> None:
             "examples.game_server",
             *game_args,
             "--orchestrator",
-            f"ws://127.0.0.1:{port}",
+            agent_url(port),
             env=env,
         ),
     ):
@@ -138,7 +120,7 @@ def test_curl_samples_work_against_a_live_daemon() -> None:
 
 
 def test_make_run_quickstart_prints_working_commands_and_stops_on_ctrl_c() -> None:
-    port, grpc_port, game = _free_ports(3)
+    port, grpc_port, game = free_ports(3)
     args = f"--port {port} --grpc-port {grpc_port} --game-port {game}"
     proc = subprocess.Popen(
         ["make", "-s", "run", f"RUN_ARGS={args}"],

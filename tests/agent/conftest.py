@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from fleet_agent import FleetAgent, Room
+from fleet_agent import FleetAgent
+from tests.support.agents import FleetAgents, define_rooms
 
 from .fake_orchestrator import KEY, FakeOrchestrator, running_fake_orchestrator
 from .support import FAST, CountingRooms
@@ -19,10 +20,7 @@ async def fake() -> AsyncIterator[FakeOrchestrator]:
 
 @pytest.fixture
 def rooms() -> CountingRooms:
-    manager = CountingRooms()
-    manager.define("match", Room)
-    manager.define("lobby", Room)
-    return manager
+    return define_rooms(CountingRooms(), "match", "lobby")
 
 
 @pytest.fixture
@@ -30,20 +28,14 @@ async def make_agent(
     fake: FakeOrchestrator, rooms: CountingRooms
 ) -> AsyncIterator[Callable[..., FleetAgent]]:
     """Factory for agents pointed at the fake; every one is disconnected at teardown."""
-    made: list[FleetAgent] = []
+    async with FleetAgents(
+        url=fake.url, key=KEY, endpoint_url="ws://127.0.0.1:9000", backoff=FAST
+    ) as factory:
 
-    def make(host: Any = None, **options: Any) -> FleetAgent:
-        options.setdefault("url", fake.url)
-        options.setdefault("key", KEY)
-        options.setdefault("endpoint_url", "ws://127.0.0.1:9000")
-        options.setdefault("name", "eu1")
-        options.setdefault("backoff", FAST)
-        agent = FleetAgent(rooms if host is None else host, **options)
-        if host is None:
-            rooms.agent = agent
-        made.append(agent)
-        return agent
+        def make(host: Any = None, **options: Any) -> FleetAgent:
+            agent = factory(rooms if host is None else host, **options)
+            if host is None:
+                rooms.agent = agent
+            return agent
 
-    yield make
-    for agent in made:
-        await agent.disconnect()
+        yield make

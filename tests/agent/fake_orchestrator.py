@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
@@ -29,16 +29,6 @@ class Handshake:
     path_qs: str
     protocols: tuple[str, ...]
     status: int
-
-
-async def wait_until(predicate: Callable[[], object], within: float = 5.0) -> None:
-    """Poll ``predicate`` every 5 ms until it is truthy; fail after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.005)
 
 
 class Link:

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import socket
 from collections.abc import Callable
 
 import pytest
 
 from fleet_agent import FleetAgent, FleetAgentError, wire
 from fleet_agent._errors import AgentTimeoutError, ConnectionClosedError, ProtocolMismatchError
+from tests.support.ports import free_port
+from tests.support.waits import wait_for
 
-from .fake_orchestrator import KEY, FakeOrchestrator, wait_until
+from .fake_orchestrator import KEY, FakeOrchestrator
 from .support import join
 
 MakeAgent = Callable[..., FleetAgent]
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
@@ -48,7 +41,7 @@ async def test_a_closed_port_keeps_retrying_until_disconnect(
     agent = make_agent(url=f"ws://127.0.0.1:{free_port()}")
     started = asyncio.get_running_loop().time()
     connecting = asyncio.create_task(agent.connect())
-    await wait_until(lambda: len(warnings_about(caplog, "connect failed")) >= 2)
+    await wait_for(lambda: len(warnings_about(caplog, "connect failed")) >= 2)
     await asyncio.sleep(max(0.0, 0.2 - (asyncio.get_running_loop().time() - started)))
     assert not connecting.done()
     assert agent.status == "connecting"
@@ -132,7 +125,7 @@ async def test_a_wrong_key_is_refused_and_retried(
 ) -> None:
     agent = make_agent(key="some-other-key-that-is-long-enough")
     connecting = asyncio.create_task(agent.connect())
-    await wait_until(lambda: len(fake.handshakes) >= 2)
+    await wait_for(lambda: len(fake.handshakes) >= 2)
     assert {h.status for h in fake.handshakes} == {401}
     assert agent.status == "connecting"
     await agent.disconnect()
@@ -150,11 +143,11 @@ async def test_drop_and_reconnect_keep_the_process_uid_and_restart_seq(
     assert first.full and first.seq == 1
     assert (await link.poll(known_hash=first.hash)).seq == 2
     await link.close(code=4008)
-    await wait_until(lambda: agent.status == "connecting")
+    await wait_for(lambda: agent.status == "connecting")
     assert agent.instance_id is None
     again = await fake.next_link()
     await again.hello("i_2")
-    await wait_until(lambda: agent.status == "connected")
+    await wait_for(lambda: agent.status == "connected")
     assert agent.instance_id == "i_2" and agent.process_uid == uid
     state = await again.poll()
     assert state.full and state.seq == 1 and state.process_uid == uid
@@ -167,7 +160,7 @@ async def test_connect_waits_for_the_next_hello_while_reconnecting(
     agent = make_agent()
     link = await join(agent, fake)
     await link.close()
-    await wait_until(lambda: agent.status == "connecting")
+    await wait_for(lambda: agent.status == "connecting")
     waiting = asyncio.create_task(agent.connect())
     again = await fake.next_link()
     await asyncio.sleep(0.02)
@@ -192,7 +185,7 @@ async def test_a_hello_with_another_protocol_version_is_fatal(
     assert agent.status == "closed"
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(str(protocol_version) in m and "3" in m for m in errors)
-    await wait_until(link.closed.is_set)
+    await wait_for(link.closed.is_set)
     await asyncio.sleep(0.05)
     assert len(fake.handshakes) == 1
 
@@ -235,7 +228,7 @@ async def test_disconnect_is_idempotent_safe_before_connect_and_closes_with_1000
     await agent.disconnect()
     await agent.disconnect()
     assert agent.status == "closed" and agent.instance_id is None
-    await wait_until(link.closed.is_set)
+    await wait_for(link.closed.is_set)
     assert link.ws.close_code == 1000
     again = await join(agent, fake, "i_2")
     assert agent.status == "connected" and agent.instance_id == "i_2"

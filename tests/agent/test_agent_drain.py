@@ -11,8 +11,9 @@ import pytest
 
 from fleet_agent import FleetAgent
 from fleet_agent._errors import AgentTimeoutError, ConnectionClosedError
+from tests.support.waits import wait_for
 
-from .fake_orchestrator import FakeOrchestrator, wait_until
+from .fake_orchestrator import FakeOrchestrator
 from .support import CountingRooms, join
 
 MakeAgent = Callable[..., FleetAgent]
@@ -29,7 +30,7 @@ async def test_drain_flips_at_once_and_resolves_on_the_echo(
     agent = make_agent()
     link = await join(agent, fake)
     draining = asyncio.create_task(agent.drain())
-    await wait_until(lambda: agent.status == "draining")
+    await wait_for(lambda: agent.status == "draining")
     await link.assert_silent(0.05)
     state = await link.poll(status="active")
     assert state.status == "draining"
@@ -39,7 +40,7 @@ async def test_drain_flips_at_once_and_resolves_on_the_echo(
     await asyncio.wait_for(draining, 5)
 
     undraining = asyncio.create_task(agent.undrain())
-    await wait_until(lambda: agent.status == "connected")
+    await wait_for(lambda: agent.status == "connected")
     state = await link.poll(status="draining")
     assert state.status == "active"
     await asyncio.sleep(0.02)
@@ -67,16 +68,16 @@ async def test_drain_waiters_fail_on_connection_loss_and_disconnect(
     agent = make_agent()
     link = await join(agent, fake)
     draining = asyncio.create_task(agent.drain())
-    await wait_until(lambda: agent.status == "draining")
+    await wait_for(lambda: agent.status == "draining")
     await link.close()
     with pytest.raises(ConnectionClosedError):
         await asyncio.wait_for(draining, 5)
     again = await fake.next_link()
     await again.hello("i_2")
-    await wait_until(lambda: agent.status == "draining")
+    await wait_for(lambda: agent.status == "draining")
     assert (await again.poll()).status == "draining"
     undraining = asyncio.create_task(agent.undrain())
-    await wait_until(lambda: agent.status == "connected")
+    await wait_for(lambda: agent.status == "connected")
     await agent.disconnect()
     with pytest.raises(ConnectionClosedError):
         await asyncio.wait_for(undraining, 5)
@@ -143,18 +144,18 @@ async def test_graceful_shutdown_on_a_signal(
     assert signal.SIGTERM in handlers and signal.SIGINT in handlers
 
     os.kill(os.getpid(), signal.SIGTERM)
-    await wait_until(lambda: agent.status == "draining")
+    await wait_for(lambda: agent.status == "draining")
     assert signal.SIGTERM not in signal_handlers() and signal.SIGINT not in signal_handlers()
     assert (await link.poll(status="draining")).status == "draining"
     await asyncio.sleep(0.05)
     assert agent.status == "draining" and rooms.shutdowns == []
     room.connections = 0
-    await wait_until(lambda: rooms.shutdowns)
+    await wait_for(lambda: rooms.shutdowns)
     assert rooms.shutdowns == ["closed"]
     assert agent.status == "closed"
-    await wait_until(link.closed.is_set)
+    await wait_for(link.closed.is_set)
     assert link.ws.close_code == 1000
-    await wait_until(lambda: len(rooms) == 0 and agent._shutdown_task is None)
+    await wait_for(lambda: len(rooms) == 0 and agent._shutdown_task is None)
 
 
 async def test_graceful_shutdown_goes_on_when_steps_fail(
@@ -165,9 +166,9 @@ async def test_graceful_shutdown_goes_on_when_steps_fail(
     room.connections = 3
     agent.enable_graceful_shutdown(empty_timeout_ms=50)
     os.kill(os.getpid(), signal.SIGINT)
-    await wait_until(lambda: rooms.shutdowns)
+    await wait_for(lambda: rooms.shutdowns)
     assert rooms.shutdowns == ["closed"]
-    await wait_until(lambda: agent._shutdown_task is None)
+    await wait_for(lambda: agent._shutdown_task is None)
     assert any("graceful shutdown" in r.getMessage() for r in caplog.records)
     assert signal.SIGINT not in signal_handlers()
 

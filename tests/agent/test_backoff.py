@@ -10,8 +10,9 @@ import pytest
 
 from fleet_agent import Backoff, FleetAgent
 from fleet_agent._backoff import reconnect_delay
+from tests.support.waits import wait_for
 
-from .fake_orchestrator import FakeOrchestrator, wait_until
+from .fake_orchestrator import FakeOrchestrator
 
 BACKOFF = Backoff(initial_ms=500, max_ms=30_000)
 
@@ -95,7 +96,7 @@ async def test_the_agent_counts_failures_in_a_row_and_restarts_at_hello(
     third = await fake.next_link()
     assert attempts == [1, 2, 1, 2, 3]
     await third.hello("i_2")
-    await wait_until(lambda: agent.instance_id == "i_2")
+    await wait_for(lambda: agent.instance_id == "i_2")
     await third.close()
     await fake.next_link()
     assert attempts == [1, 2, 1, 2, 3, 1]

@@ -9,6 +9,7 @@ from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import Capacity, Room, RoomManager, wire
 from fleet_agent._snapshot import Identity, Snapshot
+from tests.support.agents import define_rooms
 
 
 def identity(**overrides: object) -> Identity:
@@ -25,10 +26,7 @@ def identity(**overrides: object) -> Identity:
 
 @pytest.fixture
 def rooms() -> RoomManager:
-    manager = RoomManager()
-    manager.define("match", Room)
-    manager.define("lobby", Room)
-    return manager
+    return define_rooms(RoomManager(), "match", "lobby")
 
 
 async def test_the_spec_vector(rooms: RoomManager) -> None:

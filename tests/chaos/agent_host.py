@@ -27,15 +27,10 @@ import json
 import sys
 import time
 
-from fleet_agent import Backoff, FleetAgent, Room, RoomManager
+from fleet_agent import FleetAgent, Room, RoomManager
+from tests.support.agents import SlowRoom, define_rooms, fleet_agent
 
-FAST = Backoff(initial_ms=20, max_ms=200)
 WATCH_S = 0.005  # how often a rejoin (a new instance id) is looked for
-
-
-class SlowRoom(Room):
-    async def on_create(self) -> None:
-        await asyncio.sleep(3600)
 
 
 def lag_room(lag_s: float) -> type[Room]:
@@ -64,18 +59,8 @@ class Host:
     async def join(self) -> None:
         slot = self._next
         self._next += 1
-        rooms = RoomManager()
-        rooms.define("match", Room)
-        rooms.define("lag", lag_room(self.lag_s))
-        rooms.define("slow", SlowRoom)
-        agent = FleetAgent(
-            rooms,
-            url=self.url,
-            key=self.key,
-            endpoint_url=f"ws://{self.name}-{slot}.example:9000",
-            name=f"{self.name}-{slot}",
-            backoff=FAST,
-        )
+        rooms = define_rooms(RoomManager(), "match", lag=lag_room(self.lag_s), slow=SlowRoom)
+        agent = fleet_agent(rooms, url=self.url, key=self.key, name=f"{self.name}-{slot}")
         self.agents[slot] = (agent, rooms)
         await agent.connect()
         self.watchers[slot] = asyncio.create_task(self._watch(slot, agent))

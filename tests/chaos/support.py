@@ -1,5 +1,4 @@
-"""Processes for the chaos tests: agent hosts (``tests.chaos.agent_host``), the daemon,
-a REST client, and the figures the tests print and ``docs/reliability.md`` records."""
+"""Processes for the chaos tests: agent hosts (``tests.chaos.agent_host``) and the daemon."""
 
 from __future__ import annotations
 
@@ -9,56 +8,20 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import aiohttp
+from tests.support.keys import ADMIN, KEY
+from tests.support.orchestrators import env_without_fleet
+from tests.support.waits import wait_for
 
-from tests.server.raw_agent import ADMIN, KEY, wait_for
-
-__all__ = [
-    "ADMIN",
-    "KEY",
-    "ROOT",
-    "AgentProcess",
-    "Daemon",
-    "Joined",
-    "Rest",
-    "agent_processes",
-    "cause",
-    "free_port",
-    "report",
-    "wait_for",
-]
+__all__ = ["ROOT", "AgentProcess", "Daemon", "Joined", "agent_processes"]
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
-
-
-def report(name: str, **figures: Any) -> None:
-    """Print one line of measured figures (``pytest -s`` shows them)."""
-    values = " ".join(
-        f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
-    )
-    print(f"[figures] {name}: {values}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 @dataclass(frozen=True)
@@ -98,7 +61,7 @@ class AgentProcess:
             "--lag-ms",
             str(lag_ms),
             cwd=ROOT,
-            env=_env(),
+            env=env_without_fleet(PYTHONPATH=str(ROOT)),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
@@ -213,7 +176,7 @@ class Daemon:
                 "--no-grpc",
                 *args,
                 cwd=ROOT,
-                env=_env(),
+                env=env_without_fleet(PYTHONPATH=str(ROOT)),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
@@ -236,69 +199,3 @@ class Daemon:
     async def close(self) -> None:
         self.kill()
         await self.proc.wait()
-
-
-class Rest:
-    """The REST ``/v1`` API of one orchestrator, as a matchmaker would call it."""
-
-    def __init__(self, session: aiohttp.ClientSession, port: int, key: str = ADMIN) -> None:
-        self.session = session
-        self.base = f"http://127.0.0.1:{port}"
-        self.headers = {"Authorization": f"Bearer {key}"}
-
-    async def call(
-        self, method: str, path: str, body: Any = None, timeout: float = 10.0
-    ) -> tuple[int, Any]:
-        """``(status, envelope)``; status 0 when the connection failed (no answer)."""
-        try:
-            async with self.session.request(
-                method,
-                self.base + path,
-                json=body,
-                headers=self.headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as response:
-                data = await response.read()
-                return response.status, (json.loads(data) if data else None)
-        except (aiohttp.ClientError, ConnectionError, TimeoutError):
-            return 0, None
-
-    async def create(self, room_type: str, room_id: str, **placement: Any) -> tuple[int, Any]:
-        body: dict[str, Any] = {"type": room_type, "roomId": room_id}
-        if placement:
-            body["placement"] = placement
-        return await self.call("POST", "/v1/rooms", body)
-
-    async def destroy(self, room_id: str) -> tuple[int, Any]:
-        return await self.call("DELETE", f"/v1/rooms/{room_id}")
-
-    async def rooms(self) -> list[dict[str, Any]]:
-        status, body = await self.call("GET", "/v1/rooms")
-        assert status == 200, (status, body)
-        rows: list[dict[str, Any]] = body["data"]
-        return rows
-
-    async def instances(self) -> list[dict[str, Any]]:
-        status, body = await self.call("GET", "/v1/instances")
-        assert status == 200, (status, body)
-        rows: list[dict[str, Any]] = body["data"]
-        return rows
-
-    async def wait_up(self, timeout: float = START_TIMEOUT_S) -> None:
-        async def up() -> bool:
-            status, _ = await self.call("GET", "/healthz", timeout=1.0)
-            return status == 200
-
-        deadline = time.monotonic() + timeout
-        while not await up():
-            if time.monotonic() > deadline:
-                raise AssertionError("orchestrator did not come up")
-            await asyncio.sleep(0.02)
-
-
-def cause(body: Any) -> str | None:
-    """The ``cause`` of a rejection envelope."""
-    if isinstance(body, dict) and body.get("status") == "rejected":
-        value = body.get("cause")
-        return str(value) if value is not None else None
-    return None

@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 
 from fleet_server import ErrorCode, FleetError, Placement
+from tests.support.figures import report
+from tests.support.orchestrators import agent_url, running_orchestrator
+from tests.support.waits import wait_for
 
-from ..server.conftest import running_orchestrator
-from .support import AgentProcess, agent_processes, report, wait_for
+from .support import AgentProcess, agent_processes
 
 HEARTBEAT_MS = 400
 H = HEARTBEAT_MS / 1000
@@ -34,7 +36,7 @@ async def test_sigstop_goes_stale_at_two_missed_polls_evicted_at_three_and_rejoi
         running_orchestrator(heartbeat_ms=HEARTBEAT_MS, command_timeout_ms=5000) as orch,
         agent_processes() as hosts,
     ):
-        url = f"ws://127.0.0.1:{orch.port}"
+        url = agent_url(orch.port)
         frozen, healthy = await asyncio.gather(
             AgentProcess.start(url, "frozen", tmp_path),
             AgentProcess.start(url, "healthy", tmp_path),

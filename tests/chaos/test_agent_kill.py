@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from fleet_server import FleetError, Orchestrator, Placement
+from tests.support.figures import report
+from tests.support.orchestrators import agent_url, link_of, listed, running_orchestrator
+from tests.support.waits import wait_for
 
-from ..server.conftest import running_orchestrator
-from .support import AgentProcess, agent_processes, report, wait_for
+from .support import AgentProcess, agent_processes
 
 HEARTBEAT_MS = 2000  # one poll interval
 TIMEOUT_MS = 30_000  # the command timeout the failures must not wait for
@@ -39,10 +41,6 @@ class Outcomes:
         self.settled.append((op, outcome, time.monotonic()))
 
 
-def link_of(orch: Orchestrator, instance_id: str) -> Any:
-    return next(link for link in orch.transport.links if link.instance.id == instance_id)
-
-
 def assert_ids_free(orch: Orchestrator, room_ids: list[str]) -> None:
     fleet = orch.fleet
     assert not fleet._reserved, sorted(fleet._reserved)
@@ -57,7 +55,7 @@ async def test_sigkill_fails_every_pending_create_and_destroy_at_once_and_frees_
         running_orchestrator(heartbeat_ms=HEARTBEAT_MS, command_timeout_ms=TIMEOUT_MS) as orch,
         agent_processes() as hosts,
     ):
-        url = f"ws://127.0.0.1:{orch.port}"
+        url = agent_url(orch.port)
         victim, survivor = await asyncio.gather(
             AgentProcess.start(url, "victim", tmp_path),
             AgentProcess.start(url, "survivor", tmp_path),
@@ -120,7 +118,7 @@ async def test_sigkill_mid_stream_settles_every_command_within_the_poll_interval
         running_orchestrator(heartbeat_ms=HEARTBEAT_MS, command_timeout_ms=TIMEOUT_MS) as orch,
         agent_processes() as hosts,
     ):
-        url = f"ws://127.0.0.1:{orch.port}"
+        url = agent_url(orch.port)
         rounds: list[dict[str, Any]] = []
         for round_no in range(3):
             victim = await AgentProcess.start(url, f"stream-{round_no}", tmp_path)
@@ -140,7 +138,7 @@ async def kill_mid_stream(
     orch: Orchestrator, victim: AgentProcess, prefix: str, rng: random.Random
 ) -> dict[str, Any]:
     vid = victim.latest().instance_id
-    await wait_for(lambda: orch.fleet.get_instance(vid) is not None, 10)
+    await listed(orch, vid, 10)
     placement = Placement(instance_id=vid)
     outcomes = Outcomes()
     stop = asyncio.Event()

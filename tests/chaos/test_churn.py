@@ -42,9 +42,12 @@ import pytest
 
 from fleet_server import Orchestrator
 from fleet_server._link import AgentLink
+from tests.support.clients import Rest, cause
+from tests.support.figures import report
+from tests.support.orchestrators import agent_url, running_orchestrator
+from tests.support.waits import wait_for
 
-from ..server.conftest import running_orchestrator
-from .support import AgentProcess, Rest, agent_processes, cause, report, wait_for
+from .support import AgentProcess, agent_processes
 
 CHURN_SECONDS = float(os.environ.get("CHURN_SECONDS", "12"))
 HOSTS = 5
@@ -105,7 +108,7 @@ class Churn:
         self.orch = orch
         self.hosts = hosts
         self.log_dir = log_dir
-        self.url = f"ws://127.0.0.1:{orch.port}"
+        self.url = agent_url(orch.port)
         self.acts: collections.Counter[str] = collections.Counter()
         self.peak_agents = 0
         self._spawned = 0
@@ -397,7 +400,7 @@ async def run_churn(
 
 async def warm_up(orch: Orchestrator, log_dir: Path) -> None:
     """Exercise every path once, so first-use caches are in the baseline, not the growth."""
-    host = await AgentProcess.start(f"ws://127.0.0.1:{orch.port}", "warm", log_dir, agents=2)
+    host = await AgentProcess.start(agent_url(orch.port), "warm", log_dir, agents=2)
     try:
         await wait_for(lambda: orch.fleet.stats.instances == 2, 10)
         async with aiohttp.ClientSession() as session:

@@ -22,17 +22,13 @@ from typing import Any
 
 import aiohttp
 
-from .support import (
-    AgentProcess,
-    Daemon,
-    Joined,
-    Rest,
-    agent_processes,
-    cause,
-    free_port,
-    report,
-    wait_for,
-)
+from tests.support.clients import Rest, cause
+from tests.support.figures import report
+from tests.support.orchestrators import agent_url
+from tests.support.ports import free_port
+from tests.support.waits import wait_for
+
+from .support import AgentProcess, Daemon, Joined, agent_processes
 
 HEARTBEAT_MS = 300
 H = HEARTBEAT_MS / 1000
@@ -46,17 +42,20 @@ def by_id(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 async def wait_whole(rest: Rest, joined: Joined, expected: dict[str, bool]) -> float:
     """Poll the instance until it lists exactly ``expected`` ({room id: local});
     the monotonic time it first did."""
-    deadline = time.monotonic() + 10
     last: Any = None
-    while time.monotonic() < deadline:
+
+    async def whole() -> bool:
+        nonlocal last
         status, body = await rest.call("GET", f"/v1/instances/{joined.instance_id}")
-        if status == 200:
-            rooms = {room["id"]: room["local"] for room in body["data"]["rooms"]}
-            last = rooms
-            if rooms == expected:
-                return time.monotonic()
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"instance {joined.instance_id} never listed {expected}: {last}")
+        if status != 200:
+            return False
+        last = {room["id"]: room["local"] for room in body["data"]["rooms"]}
+        return bool(last == expected)
+
+    await wait_for(
+        whole, 10, message=lambda: f"instance {joined.instance_id} never listed {expected}: {last}"
+    )
+    return time.monotonic()
 
 
 async def test_daemon_sigkill_and_restart_rebuilds_the_read_model_and_keeps_the_retry_contract(
@@ -69,7 +68,7 @@ async def test_daemon_sigkill_and_restart_rebuilds_the_read_model_and_keeps_the_
     try:
         async with aiohttp.ClientSession() as session, agent_processes() as hosts:
             rest = Rest(session, port)
-            url = f"ws://127.0.0.1:{port}"
+            url = agent_url(port)
             a, b = await asyncio.gather(
                 AgentProcess.start(url, "a", tmp_path, lag_ms=LAG_MS),
                 AgentProcess.start(url, "b", tmp_path, lag_ms=LAG_MS),
@@ -83,13 +82,11 @@ async def test_daemon_sigkill_and_restart_rebuilds_the_read_model_and_keeps_the_
                 status, body = await rest.create("match", room_id, processUid=puid)
                 assert status == 201, body
 
-            async def listed() -> set[str]:
-                return {row["id"] for row in await rest.rooms()}
+            async def all_listed() -> bool:
+                listed = {row["id"] for row in await rest.rooms()}
+                return listed == {"a-local", "b-local", "a-fleet", "b-fleet"}
 
-            deadline = time.monotonic() + 5
-            while await listed() != {"a-local", "b-local", "a-fleet", "b-fleet"}:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.02)
+            await wait_for(all_listed, 5, step=0.02)
 
             # Creates in flight at the kill: each agent is inside a 600 ms room creation.
             inflight = [
@@ -164,10 +161,11 @@ async def test_daemon_sigkill_and_restart_rebuilds_the_read_model_and_keeps_the_
             a_back, b_back = await asyncio.gather(
                 a.wait_rejoin(0, after=a_before), b.wait_rejoin(0, after=b_before)
             )
-            deadline = time.monotonic() + 5
-            while len(await rest.rooms()) != len(local_before):
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
+
+            async def relisted() -> bool:
+                return len(await rest.rooms()) == len(local_before)
+
+            await wait_for(relisted, 5, step=0.01)
             instances = await rest.instances()
             order = [row["id"] for row in instances]  # join order
             rooms = by_id(await rest.rooms())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -15,19 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.keys import ADMIN, KEY
+from tests.support.orchestrators import env_without_fleet
+
 ROOT = Path(__file__).resolve().parents[2]
-AGENT = "agent-key-0123456789abcdef"
-ADMIN = "admin-key-0123456789abcdef"
 STARTUP = re.compile(
     r"orchestrator listening host=\((?P<host>[^)]*)\) port=\((?P<port>\d+)\) "
     r"api=\((?P<api>[^)]*)\) grpc=\((?P<grpc>[^)]*)\) heartbeat=\((?P<hb>\d+)ms\)"
 )
-
-
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
-    env.update(extra or {})
-    return env
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -35,7 +29,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         [sys.executable, "-m", "fleet_server", *args],
         capture_output=True,
         text=True,
-        env=_env(env),
+        env=env_without_fleet(**(env or {})),
         cwd=ROOT,
         timeout=30,
     )
@@ -77,7 +71,7 @@ def daemon(*args: str, env: dict[str, str] | None = None) -> Iterator[Daemon]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(env),
+        env=env_without_fleet(**(env or {})),
         cwd=ROOT,
     )
     d = Daemon(proc)
@@ -201,12 +195,12 @@ def test_dev_keys_are_generated_and_printed_once_each_then_sigterm_exits_0() -> 
 
 
 def test_no_api_generates_no_admin_key_and_sigint_exits_0() -> None:
-    with daemon("-p", "0", "--no-api", "--agent-key", AGENT) as d:
+    with daemon("-p", "0", "--no-api", "--agent-key", KEY) as d:
         line = d.wait_line(STARTUP)
         assert line["api"] == "off" and line["grpc"] == "off"
         assert d.stop(signal.SIGINT) == 0
         text = "".join(d.lines)
-        assert "generated" not in text and AGENT not in text
+        assert "generated" not in text and KEY not in text
 
 
 def test_precedence_flags_over_env_over_yaml(tmp_path: Path) -> None:
@@ -255,7 +249,7 @@ def test_port_in_use_is_one_clear_line_exit_1() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with daemon("-p", str(port), "--no-grpc", "--agent-key", AGENT, "--admin-key", ADMIN) as d:
+        with daemon("-p", str(port), "--no-grpc", "--agent-key", KEY, "--admin-key", ADMIN) as d:
             code = d.proc.wait(timeout=20)
             assert d.proc.stderr is not None
             err = d.proc.stderr.read()

@@ -6,26 +6,13 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from fleet_agent import Backoff, FleetAgent, Room, RoomManager
-
-
-class SlowRoom(Room):
-    async def on_create(self) -> None:
-        await asyncio.sleep(3600)
+from fleet_agent import RoomManager
+from tests.support.agents import SlowRoom, define_rooms, fleet_agent
 
 
 async def main(url: str, key: str, name: str) -> None:
-    rooms = RoomManager()
-    rooms.define("match", Room)
-    rooms.define("slow", SlowRoom)
-    agent = FleetAgent(
-        rooms,
-        url=url,
-        key=key,
-        endpoint_url=f"ws://{name}.example:9000",
-        name=name,
-        backoff=Backoff(initial_ms=20, max_ms=200),
-    )
+    rooms = define_rooms(RoomManager(), "match", slow=SlowRoom)
+    agent = fleet_agent(rooms, url=url, key=key, name=name)
     await agent.connect()
     print(f"ready {agent.instance_id}", flush=True)
     await asyncio.Event().wait()

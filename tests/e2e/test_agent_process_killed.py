@@ -11,28 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from fleet_server import ErrorCode, FleetError, Orchestrator, Placement
-
-from ..server.raw_agent import ADMIN, KEY, wait_for
+from fleet_server import ErrorCode, FleetError, Placement
+from tests.support.keys import KEY
+from tests.support.orchestrators import agent_url, listed, running_orchestrator
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_killed_agent_fails_the_pending_create_with_instance_disconnected() -> None:
-    async with Orchestrator(
-        host="127.0.0.1",
-        port=0,
-        agent_key=KEY,
-        admin_key=ADMIN,
-        api=False,
-        heartbeat_ms=1000,
-        command_timeout_ms=30_000,
-    ) as orch:
+    async with running_orchestrator(heartbeat_ms=1000, command_timeout_ms=30_000) as orch:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "tests.e2e.agent_process",
-            f"ws://127.0.0.1:{orch.port}",
+            agent_url(orch.port),
             KEY,
             "doomed",
             cwd=ROOT,
@@ -42,7 +34,7 @@ async def test_killed_agent_fails_the_pending_create_with_instance_disconnected(
             assert proc.stdout is not None
             line = await asyncio.wait_for(proc.stdout.readline(), 20)
             instance_id = line.decode().split()[1]
-            await wait_for(lambda: orch.fleet.get_instance(instance_id) is not None)
+            await listed(orch, instance_id)
             create = asyncio.ensure_future(
                 orch.fleet.create_room(
                     "slow", room_id="never", placement=Placement(instance_id=instance_id)

@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fleet_agent import Backoff, Capacity, FleetAgent, Room, RoomManager
+from fleet_agent import Capacity, FleetAgent, RoomManager
 from fleet_server import ErrorCode, FleetError, Orchestrator, Placement
-
-from ..server.raw_agent import ADMIN, KEY, wait_for
-
-FAST = Backoff(initial_ms=20, max_ms=100)
+from tests.support.agents import FleetAgents, define_rooms, fleet_agent
+from tests.support.orchestrators import agent_url, new_orchestrator, running_orchestrator
+from tests.support.waits import wait_for
 
 
 def iid(agent: FleetAgent) -> str:
@@ -25,35 +24,19 @@ async def fleet_of_three(
     orch: Orchestrator,
 ) -> AsyncIterator[list[tuple[FleetAgent, RoomManager]]]:
     members: list[tuple[FleetAgent, RoomManager]] = []
-    for name, region in (("eu1", "eu"), ("eu2", "eu"), ("us1", "us")):
-        rooms = RoomManager()
-        rooms.define("match", Room)
-        rooms.define("lobby", Room)
-        agent = FleetAgent(
-            rooms,
-            url=f"ws://127.0.0.1:{orch.port}",
-            key=KEY,
-            endpoint_url=f"ws://{name}.example:9000",
-            name=name,
-            labels={"region": region},
-            capacity=Capacity(max_rooms=10),
-            backoff=FAST,
-        )
-        await agent.connect()
-        members.append((agent, rooms))
-    try:
+    async with FleetAgents(url=agent_url(orch.port), capacity=Capacity(max_rooms=10)) as make:
+        for name, region in (("eu1", "eu"), ("eu2", "eu"), ("us1", "us")):
+            rooms = define_rooms(RoomManager(), "match", "lobby")
+            agent = make(rooms, name=name, labels={"region": region})
+            await agent.connect()
+            members.append((agent, rooms))
         await wait_for(lambda: orch.fleet.stats.instances == 3)
         yield members
-    finally:
-        for agent, _ in members:
-            await agent.disconnect()
 
 
 async def test_rooms_are_placed_created_destroyed_and_drained_across_three_agents() -> None:
     async with (
-        Orchestrator(
-            host="127.0.0.1", port=0, agent_key=KEY, admin_key=ADMIN, api=False, heartbeat_ms=80
-        ) as orch,
+        running_orchestrator(heartbeat_ms=80) as orch,
         fleet_of_three(orch) as members,
     ):
         (eu1, eu1_rooms), (eu2, _), (us1, us1_rooms) = members
@@ -116,20 +99,12 @@ async def test_rooms_are_placed_created_destroyed_and_drained_across_three_agent
 
 
 async def test_orchestrator_restart_rebuilds_the_read_model_and_keeps_local_flags() -> None:
-    orch = Orchestrator(
-        host="127.0.0.1", port=0, agent_key=KEY, admin_key=ADMIN, api=False, heartbeat_ms=80
-    )
+    orch = new_orchestrator(api=False, heartbeat_ms=80)
     await orch.listen()
     port = orch.port
-    rooms = RoomManager()
-    rooms.define("match", Room)
-    agent = FleetAgent(
-        rooms,
-        url=f"ws://127.0.0.1:{port}",
-        key=KEY,
-        endpoint_url="ws://game.example:9000",
-        name="g1",
-        backoff=FAST,
+    rooms = define_rooms(RoomManager(), "match")
+    agent = fleet_agent(
+        rooms, url=agent_url(port), name="g1", endpoint_url="ws://game.example:9000"
     )
     await agent.connect()
     try:
@@ -140,9 +115,7 @@ async def test_orchestrator_restart_rebuilds_the_read_model_and_keeps_local_flag
         process_uid = agent.process_uid
         await orch.shutdown()
 
-        orch = Orchestrator(
-            host="127.0.0.1", port=port, agent_key=KEY, admin_key=ADMIN, api=False, heartbeat_ms=80
-        )
+        orch = new_orchestrator(port=port, api=False, heartbeat_ms=80)
         await orch.listen()
         await wait_for(lambda: orch.fleet.stats.rooms == 2, timeout=10)
         instance = orch.fleet.instances[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,17 +12,13 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.support.clients import bearer
+from tests.support.orchestrators import agent_url, daemon_env
+from tests.support.ports import free_port
+from tests.support.waits import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
-AGENT = "agent-key-0123456789abcdef"
-ADMIN = "admin-key-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {ADMIN}"}
 HEARTBEAT_MS = 200
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager
@@ -48,26 +43,9 @@ async def process(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subp
                 await proc.wait()
 
 
-async def _until(check: object, session: aiohttp.ClientSession, timeout: float = 15) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if await check(session):  # type: ignore[operator]
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
-
-
 async def test_players_in_a_rest_created_room_show_up_as_connections() -> None:
-    port = _free_port()
-    env = {
-        "FLEET_AGENT_KEY": AGENT,
-        "FLEET_ADMIN_KEY": ADMIN,
-        "FLEET_HOST": "127.0.0.1",
-        "FLEET_PORT": str(port),
-        "FLEET_GRPC_PORT": "off",
-        "FLEET_HEARTBEAT_MS": str(HEARTBEAT_MS),
-    }
+    port = free_port()
+    env = daemon_env(port, HEARTBEAT_MS)
     base = f"http://127.0.0.1:{port}"
     async with (
         process("-m", "fleet_server", env=env),
@@ -81,10 +59,10 @@ async def test_players_in_a_rest_created_room_show_up_as_connections() -> None:
             "--label",
             "region=eu",
             "--orchestrator",
-            f"ws://127.0.0.1:{port}",
+            agent_url(port),
             env=env,
         ) as game,
-        aiohttp.ClientSession(headers=AUTH) as http,
+        aiohttp.ClientSession(headers=bearer()) as http,
     ):
         assert game.stdout is not None
         ready = (await asyncio.wait_for(game.stdout.readline(), 30)).decode()
@@ -94,7 +72,7 @@ async def test_players_in_a_rest_created_room_show_up_as_connections() -> None:
             async with session.get(f"{base}/v1/instances") as resp:
                 return resp.status == 200 and len((await resp.json())["data"]) == 1
 
-        await _until(one_instance, http)
+        await wait_for(lambda: one_instance(http), 15, step=0.05)
         async with http.post(
             f"{base}/v1/rooms",
             json={"type": "match", "roomId": "arena-1", "placement": {"labels": {"region": "eu"}}},
@@ -114,7 +92,7 @@ async def test_players_in_a_rest_created_room_show_up_as_connections() -> None:
                 async with session.get(f"{base}/v1/rooms/arena-1") as resp:
                     return bool((await resp.json())["data"]["connections"] == 2)
 
-            await _until(two_connections, http)
+            await wait_for(lambda: two_connections(http), 15, step=0.05)
             elapsed = asyncio.get_running_loop().time() - started
             assert elapsed < 10 * HEARTBEAT_MS / 1000  # within two heartbeats, generously
             await one.close()

@@ -30,10 +30,12 @@ from fleet_agent import wire
 from fleet_server import ErrorCode, FleetError, Orchestrator, Placement
 from fleet_server._orchestrator import HEADER_TIMEOUT_S
 from gateway._sse import BUFFER_BYTES
-from tests.server.conftest import running_orchestrator
-from tests.server.raw_agent import ADMIN, KEY, RawAgent, RawRoom, wait_for
-
-from ..chaos.support import report
+from tests.support.clients import bearer
+from tests.support.figures import report
+from tests.support.keys import ADMIN, KEY
+from tests.support.orchestrators import agent_url, running_orchestrator
+from tests.support.raw_agent import RawAgent, RawRoom
+from tests.support.waits import wait_for
 
 PROBE_BOUND_S = 2.0  # generous; the measured figures are in the milliseconds
 ATTACKER_IP = "127.0.0.2"
@@ -55,7 +57,7 @@ class Probe:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             while not self._stop.is_set():
                 for path, headers in (
-                    ("/v1/stats", {"Authorization": f"Bearer {ADMIN}"}),
+                    ("/v1/stats", bearer()),
                     ("/healthz", {}),
                 ):
                     started = time.perf_counter()
@@ -218,7 +220,7 @@ async def test_slowloris_connections_are_cut_at_the_header_timeout_and_probes_ke
 async def test_agents_that_stop_reading_are_evicted_and_their_commands_fail_at_once() -> None:
     heartbeat_ms = 300
     async with probed(heartbeat_ms=heartbeat_ms, command_timeout_ms=60_000) as (orch, figures):
-        healthy = RawAgent(f"ws://127.0.0.1:{orch.port}/", name="healthy")
+        healthy = RawAgent(agent_url(orch.port), name="healthy")
         await healthy.connect()
         try:
             left: dict[str, float] = {}
@@ -288,18 +290,16 @@ async def test_a_thousand_failed_auths_from_one_ip_are_throttled_while_others_ar
             # Blocked now, even with the right key, over REST and the agent handshake.
             async with attacker.get(
                 f"http://127.0.0.1:{orch.port}/v1/stats",
-                headers={"Authorization": f"Bearer {ADMIN}"},
+                headers=bearer(),
             ) as response:
                 assert response.status == 429
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await attacker.ws_connect(
-                    f"ws://127.0.0.1:{orch.port}/", protocols=(wire.SUBPROTOCOL, KEY)
-                )
+                await attacker.ws_connect(agent_url(orch.port), protocols=(wire.SUBPROTOCOL, KEY))
             assert refused.value.status == 429
         assert statuses == {401: 10, 429: 990}
         assert len(orch._auth.throttle) == 1
         # Everyone else is served: a probe from 127.0.0.1 with the admin key, and an agent.
-        agent = RawAgent(f"ws://127.0.0.1:{orch.port}/")
+        agent = RawAgent(agent_url(orch.port))
         await agent.connect()
         await agent.close()
     report(
@@ -313,7 +313,7 @@ async def test_a_thousand_failed_auths_from_one_ip_are_throttled_while_others_ar
 
 async def test_agent_frames_over_four_mib_are_kicked_and_the_fleet_carries_on() -> None:
     async with probed(heartbeat_ms=200) as (orch, figures):
-        url = f"ws://127.0.0.1:{orch.port}/"
+        url = agent_url(orch.port)
         healthy = RawAgent(url, name="healthy", rooms={"keep": RawRoom("match", 1)})
         await healthy.connect()
         await wait_for(lambda: orch.fleet.get_room("keep") is not None)
@@ -366,7 +366,7 @@ async def test_an_sse_consumer_that_never_reads_is_cut_off_at_its_byte_budget(
             aiohttp.ClientSession() as session,
             session.get(
                 f"http://127.0.0.1:{orch.port}/v1/events",
-                headers={"Authorization": f"Bearer {ADMIN}"},
+                headers=bearer(),
             ) as live,
         ):  # a consumer that reads, alongside
             assert (await live.content.readline()) == b": connected\n"
@@ -377,7 +377,7 @@ async def test_an_sse_consumer_that_never_reads_is_cut_off_at_its_byte_budget(
             while not stuck.ended:
                 assert cycles < 40, "the stuck consumer was never cut off"
                 cycles += 1
-                agent = RawAgent(f"ws://127.0.0.1:{orch.port}/", name="big", rooms=rooms)
+                agent = RawAgent(agent_url(orch.port), name="big", rooms=rooms)
                 await agent.connect()
                 await wait_for(partial(orch.fleet.get_instance, agent.instance_id))
                 await agent.close()
@@ -385,7 +385,7 @@ async def test_an_sse_consumer_that_never_reads_is_cut_off_at_its_byte_budget(
                 backlog = max(backlog, stuck.buffered)
             await wait_for(lambda: len(streams) == 1, 5)  # only the reader is left
             for _ in range(2):  # it goes on receiving
-                agent = RawAgent(f"ws://127.0.0.1:{orch.port}/", name="after", rooms=rooms)
+                agent = RawAgent(agent_url(orch.port), name="after", rooms=rooms)
                 await agent.connect()
                 await wait_for(partial(orch.fleet.get_instance, agent.instance_id))
                 await agent.close()

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import running_orchestrator
-from tests.server.raw_agent import ADMIN, RawAgent, RawRoom
-
-from ..chaos.support import report
+from tests.support.agents import RawAgents
+from tests.support.figures import report
+from tests.support.keys import ADMIN
+from tests.support.orchestrators import running_orchestrator
+from tests.support.raw_agent import RawRoom
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 SEED = os.environ.get("FUZZ_SEED", "1" if "FUZZ_EXAMPLES" not in os.environ else "")
@@ -42,90 +43,82 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 async def test_schemathesis_finds_no_5xx_and_no_response_off_the_document(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with running_orchestrator(
-        api=True,
-        heartbeat_ms=200,
-        command_timeout_ms=300,
-        auth_failure_limit=10**9,  # schemathesis tries missing keys too; never throttle it
-    ) as orch:
-        url = f"ws://127.0.0.1:{orch.port}/"
-        agents = [
-            RawAgent(
-                url,
-                name="eu1",
-                labels={"region": "eu"},
-                rooms={
-                    "caf\u00e9": RawRoom("match", 2),
-                    "lobby/eu~1": RawRoom("lobby", 1),
-                    "dup": RawRoom("match", 0, "fleet"),
-                },
-                room_types=["match", "lobby"],
-            ),
-            RawAgent(
-                url,
-                name="eu2",
-                labels={"region": "eu", "tier": "premium"},
-                rooms={"dup": RawRoom("match", 3, "fleet")},
-                status="draining",
-                max_rooms=50,
-            ),
-            RawAgent(url, name="us1", labels={"region": "us"}, max_connections=10),
+    async with (
+        running_orchestrator(
+            api=True,
+            heartbeat_ms=200,
+            command_timeout_ms=300,
+            auth_failure_limit=10**9,  # schemathesis tries missing keys too; never throttle it
+        ) as orch,
+        RawAgents(orch) as agents,
+    ):
+        await agents.connect(
+            name="eu1",
+            labels={"region": "eu"},
+            rooms={
+                "caf\u00e9": RawRoom("match", 2),
+                "lobby/eu~1": RawRoom("lobby", 1),
+                "dup": RawRoom("match", 0, "fleet"),
+            },
+            room_types=["match", "lobby"],
+        )
+        await agents.connect(
+            name="eu2",
+            labels={"region": "eu", "tier": "premium"},
+            rooms={"dup": RawRoom("match", 3, "fleet")},
+            status="draining",
+            max_rooms=50,
+        )
+        await agents.connect(name="us1", labels={"region": "us"}, max_connections=10)
+        started = time.monotonic()
+        args = [
+            str(SCHEMATHESIS),
+            "run",
+            f"http://127.0.0.1:{orch.port}/v1/openapi.json",
+            "--header",
+            f"Authorization: Bearer {ADMIN}",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+            "--exclude-path",
+            "/v1/events",  # an endless stream; tests/fuzz/test_hostile_clients.py has it
+            "--max-examples",
+            str(EXAMPLES),
+            "--request-timeout",
+            "10",
+            "--max-response-time",
+            "5",
+            "--workers",
+            "1",  # ast.parse is not thread-safe on CPython 3.11: hypothesis crashes with 2
+            "--output-truncate",
+            "false",
         ]
-        for agent in agents:
-            await agent.connect()
-        try:
-            started = time.monotonic()
-            args = [
-                str(SCHEMATHESIS),
-                "run",
-                f"http://127.0.0.1:{orch.port}/v1/openapi.json",
-                "--header",
-                f"Authorization: Bearer {ADMIN}",
-                "--checks",
-                "all",
-                "--exclude-checks",
-                "positive_data_acceptance",
-                "--exclude-path",
-                "/v1/events",  # an endless stream; tests/fuzz/test_hostile_clients.py has it
-                "--max-examples",
-                str(EXAMPLES),
-                "--request-timeout",
-                "10",
-                "--max-response-time",
-                "5",
-                "--workers",
-                "1",  # ast.parse is not thread-safe on CPython 3.11: hypothesis crashes with 2
-                "--output-truncate",
-                "false",
-            ]
-            if SEED:
-                args += ["--seed", SEED]
-            output = tmp_path / "schemathesis.txt"
-            with output.open("wb") as sink:
-                proc = await asyncio.create_subprocess_exec(
-                    *args,
-                    cwd=tmp_path,  # its .schemathesis/ state stays out of the repo
-                    env={**os.environ, "NO_COLOR": "1"},
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
-                code = await proc.wait()
-            text = output.read_text(errors="replace")
-            assert code == 0, text[-6000:]
-            summary = next((line.strip() for line in text.splitlines() if "generated" in line), "?")
-            report(
-                "schemathesis",
-                examples_per_operation=EXAMPLES,
-                seconds=time.monotonic() - started,
-                summary=summary.replace(" ", "_"),
+        if SEED:
+            args += ["--seed", SEED]
+        output = tmp_path / "schemathesis.txt"
+        with output.open("wb") as sink:
+            proc = await asyncio.create_subprocess_exec(
+                *args,
+                cwd=tmp_path,  # its .schemathesis/ state stays out of the repo
+                env={**os.environ, "NO_COLOR": "1"},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=sink,
+                stderr=asyncio.subprocess.STDOUT,
             )
-            errors = [
-                r.getMessage()
-                for r in caplog.records
-                if r.levelno >= logging.ERROR and r.name.startswith("fleet")
-            ]
-            assert not errors, errors
-        finally:
-            for agent in agents:
-                await agent.close()
+            code = await proc.wait()
+        text = output.read_text(errors="replace")
+        assert code == 0, text[-6000:]
+        summary = next((line.strip() for line in text.splitlines() if "generated" in line), "?")
+        report(
+            "schemathesis",
+            examples_per_operation=EXAMPLES,
+            seconds=time.monotonic() - started,
+            summary=summary.replace(" ", "_"),
+        )
+        errors = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno >= logging.ERROR and r.name.startswith("fleet")
+        ]
+        assert not errors, errors

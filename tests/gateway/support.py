@@ -6,104 +6,40 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDictProxy
-from yarl import URL
 
 from fleet_server import Orchestrator
-from tests.server.conftest import running_orchestrator
-from tests.server.raw_agent import ADMIN, KEY, RawAgent, wait_for
+from tests.support.agents import RawAgents
+from tests.support.clients import Http
+from tests.support.orchestrators import running_orchestrator
+from tests.support.raw_agent import RawAgent
 
-__all__ = ["ADMIN", "KEY", "Gateway", "Reply", "SseReader", "running_gateway"]
+__all__ = ["Calls", "Gateway", "SseReader", "running_gateway"]
 
-_UNSET: Any = object()
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def cause(self) -> str:
-        value = self.json
-        assert value["status"] == "rejected", value
-        assert set(value) == {"status", "cause"}, value
-        return str(value["cause"])
-
-    @property
-    def data(self) -> Any:
-        value = self.json
-        assert value["status"] == "OK", value
-        return value["data"]
+Calls = list[tuple[tuple[Any, ...], dict[str, Any]]]
+"""Recorded calls: ``(args, kwargs)`` each."""
 
 
-class Gateway:
-    """Talks to one running orchestrator over real HTTP."""
+class Gateway(Http):
+    """Talks to one running orchestrator over real HTTP; its raw agents close with it."""
 
     def __init__(self, orch: Orchestrator, session: aiohttp.ClientSession) -> None:
+        super().__init__(session, orch.port)
         self.orch = orch
-        self.session = session
-        self._agents: list[RawAgent] = []
-
-    def url(self, path: str) -> URL:
-        """``path`` exactly as written: percent-escapes are sent, not re-encoded."""
-        return URL(f"http://127.0.0.1:{self.orch.port}{path}", encoded=True)
+        self.agents = RawAgents(orch)
 
     @property
     def agent_url(self) -> str:
-        return f"ws://127.0.0.1:{self.orch.port}/"
-
-    def auth(self, key: str | None = ADMIN) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key}"} if key is not None else {}
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        key: str | None = ADMIN,
-        headers: dict[str, str] | None = None,
-        json: Any = _UNSET,
-        data: Any = None,
-    ) -> Reply:
-        all_headers = {**self.auth(key), **(headers or {})}
-        kwargs: dict[str, Any] = {"headers": all_headers}
-        if json is not _UNSET:
-            kwargs["json"] = json
-        if data is not None:
-            kwargs["data"] = data
-        async with self.session.request(method, self.url(path), **kwargs) as response:
-            return Reply(response.status, response.headers, await response.read())
-
-    async def get(self, path: str, **kwargs: Any) -> Reply:
-        return await self.request("GET", path, **kwargs)
-
-    async def post(self, path: str, **kwargs: Any) -> Reply:
-        return await self.request("POST", path, **kwargs)
-
-    async def delete(self, path: str, **kwargs: Any) -> Reply:
-        return await self.request("DELETE", path, **kwargs)
+        return self.agents.url
 
     async def agent(self, **fields: Any) -> RawAgent:
         """A raw agent that is in the read model."""
-        agent = RawAgent(self.agent_url, **fields)
-        await agent.connect()
-        self._agents.append(agent)
-        await wait_for(lambda: self.orch.fleet.get_instance(agent.instance_id) is not None)
-        return agent
+        return await self.agents.join(**fields)
 
     async def close(self) -> None:
-        for agent in self._agents:
-            await agent.close()
+        await self.agents.close()
 
 
 @contextlib.asynccontextmanager

@@ -16,9 +16,11 @@ from aiohttp import web
 
 import gateway._middleware as middleware
 from fleet_server._auth import AuthThrottle, KeyRing, fingerprint
-from tests.server.raw_agent import RawAgent, RawRoom
+from tests.support.clients import Reply
+from tests.support.keys import ADMIN, KEY
+from tests.support.raw_agent import RawAgent, RawRoom
 
-from .support import ADMIN, KEY, Gateway, Reply, SseReader, running_gateway
+from .support import Gateway, SseReader, running_gateway
 
 UNAUTHORIZED = b'{"status":"rejected","cause":"UNAUTHORIZED"}'
 

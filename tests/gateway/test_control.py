@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_server import Placement
-from tests.server.raw_agent import RawRoom, wait_for
+from tests.support.clients import Reply
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
-from .support import Gateway, Reply, running_gateway
-
-Calls = list[tuple[tuple[Any, ...], dict[str, Any]]]
-
-
-@pytest.fixture
-def create_calls(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> Calls:
-    """Every call the REST layer makes to ``fleet.create_room`` (which still runs)."""
-    calls: Calls = []
-    original = gw.orch.fleet.create_room
-
-    async def recording(*args: Any, **kwargs: Any) -> Any:
-        calls.append((args, kwargs))
-        return await original(*args, **kwargs)
-
-    monkeypatch.setattr(gw.orch.fleet, "create_room", recording)
-    return calls
+from .support import Calls, Gateway, running_gateway
 
 
 async def test_post_rooms_creates_with_exactly_the_request_and_answers_201(

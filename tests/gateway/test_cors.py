@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fleet_server import Orchestrator
+from tests.support.keys import ADMIN, KEY
 
-from .support import ADMIN, KEY, Gateway, SseReader, running_gateway
+from .support import Gateway, SseReader, running_gateway
 
 LISTED = "https://dash.example"
 PREFLIGHT = {

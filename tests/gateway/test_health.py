@@ -6,8 +6,10 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from fleet_server import Orchestrator
+from tests.support.clients import Reply
+from tests.support.keys import ADMIN, KEY
 
-from .support import ADMIN, KEY, Gateway, Reply, running_gateway
+from .support import Gateway, running_gateway
 
 
 async def test_healthz_and_readyz_answer_ok_without_a_key(gw: Gateway) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from .support import ADMIN, Gateway
+from tests.support.keys import ADMIN
+
+from .support import Calls, Gateway
 
 LIMIT = 65_536
 
@@ -18,22 +19,7 @@ def padded_body(size: int) -> bytes:
     return head + b" " * (size - len(head) - 1) + b"}"
 
 
-@pytest.fixture
-def create_calls(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    calls: list[Any] = []
-    original = gw.orch.fleet.create_room
-
-    async def recording(*args: Any, **kwargs: Any) -> Any:
-        calls.append((args, kwargs))
-        return await original(*args, **kwargs)
-
-    monkeypatch.setattr(gw.orch.fleet, "create_room", recording)
-    return calls
-
-
-async def test_a_body_over_64_kib_is_413_and_never_parsed(
-    gw: Gateway, create_calls: list[Any]
-) -> None:
+async def test_a_body_over_64_kib_is_413_and_never_parsed(gw: Gateway, create_calls: Calls) -> None:
     await gw.agent()
     json_type = {"Content-Type": "application/json"}
     reply = await gw.post("/v1/rooms", data=padded_body(LIMIT + 1), headers=json_type)

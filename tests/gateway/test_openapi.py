@@ -9,8 +9,9 @@ from typing import Any
 import gateway
 from fleet_server import Orchestrator
 from gateway._openapi import document, operations
+from tests.support.keys import ADMIN, KEY
 
-from .support import ADMIN, KEY, Gateway
+from .support import Gateway
 
 DOCUMENT = Path(gateway.__file__).parent / "openapi.json"
 # The agent WebSocket speaks protobuf frames (protos/), not this API.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.server.raw_agent import RawRoom, wait_for
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
 from .support import Gateway
 

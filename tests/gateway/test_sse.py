@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import time
@@ -11,9 +10,11 @@ import aiohttp
 import pytest
 
 from fleet_server import Orchestrator
-from tests.server.raw_agent import RawRoom
+from tests.support.keys import ADMIN, KEY
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
-from .support import ADMIN, KEY, Gateway, SseReader, running_gateway
+from .support import Gateway, SseReader, running_gateway
 
 
 async def open_stream(gw: Gateway) -> aiohttp.ClientResponse:
@@ -126,14 +127,15 @@ async def test_the_stream_cap_refuses_one_more_and_a_closed_stream_frees_its_slo
             "sse stream limit reached ip=127.0.0.1" in r.getMessage() for r in caplog.records
         )
         first.close()  # the client goes away; the server notices within a second
-        deadline = time.monotonic() + 3
-        while True:
+
+        async def reopened() -> aiohttp.ClientResponse | None:
             again = await open_stream(gw)
             if again.status == 200:
-                break
+                return again
             again.release()
-            assert time.monotonic() < deadline, "slot not freed"
-            await asyncio.sleep(0.05)
+            return None
+
+        again = await wait_for(reopened, 3, step=0.05, message="slot not freed")
         again.close()
         second.close()
 

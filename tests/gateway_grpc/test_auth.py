@@ -12,9 +12,9 @@ from rivalis.fleet.v1 import control_pb2 as pb
 
 from fleet_server import Orchestrator
 from fleet_server._auth import fingerprint
-from tests.server.raw_agent import ADMIN, KEY
-
-from .conftest import AUTH, MakeAgent, failure
+from tests.support.agents import RawAgents
+from tests.support.clients import AUTH, failure
+from tests.support.keys import ADMIN, KEY
 
 if TYPE_CHECKING:
     from rivalis.fleet.v1.control_pb2_grpc import FleetControlAsyncStub
@@ -106,7 +106,7 @@ async def test_repeated_failures_throttle_the_peer_even_with_a_valid_key(
 
 @pytest.mark.parametrize("orch_options", [{"auth_failure_limit": 2}])
 async def test_grpc_and_the_agent_endpoint_share_one_throttle(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     for _ in range(2):
         await failure(stub.GetStats(pb.GetStatsRequest(), metadata=()))
@@ -124,7 +124,7 @@ async def test_successful_calls_cost_no_tokens(
 async def test_control_calls_write_one_audit_line_each(
     orch: Orchestrator,
     stub: FleetControlAsyncStub,
-    agents: MakeAgent,
+    agents: RawAgents,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="fleet.audit")

@@ -12,16 +12,17 @@ from rivalis.fleet.v1 import control_pb2 as pb
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_server import Orchestrator
-from tests.server.raw_agent import RawAgent, wait_for
-
-from .conftest import AUTH, MakeAgent, failure
+from tests.support.agents import RawAgents
+from tests.support.clients import AUTH, failure
+from tests.support.raw_agent import RawAgent
+from tests.support.waits import wait_for
 
 if TYPE_CHECKING:
     from rivalis.fleet.v1.control_pb2_grpc import FleetControlAsyncStub
 
 
 async def test_create_room_answers_the_room_readable_everywhere(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     agent = await agents(endpoint_url="wss://eu1.example")
     room = await stub.CreateRoom(pb.CreateRoomRequest(type="match", room_id="m-42"), metadata=AUTH)
@@ -39,7 +40,7 @@ async def test_create_room_answers_the_room_readable_everywhere(
 
 
 async def test_create_room_without_id_generates_one(
-    stub: FleetControlAsyncStub, agents: MakeAgent
+    stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     await agents()
     room = await stub.CreateRoom(pb.CreateRoomRequest(type="match"), metadata=AUTH)
@@ -47,7 +48,7 @@ async def test_create_room_without_id_generates_one(
 
 
 async def test_create_room_placement_pins_and_labels(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     eu = await agents(name="eu", labels={"region": "eu"})
     us = await agents(name="us", labels={"region": "us"})
@@ -101,7 +102,7 @@ async def test_create_room_placement_pins_and_labels(
     ],
 )
 async def test_create_room_rejects_invalid_requests(
-    stub: FleetControlAsyncStub, agents: MakeAgent, request_: pb.CreateRoomRequest
+    stub: FleetControlAsyncStub, agents: RawAgents, request_: pb.CreateRoomRequest
 ) -> None:
     agent = await agents()
     assert await failure(stub.CreateRoom(request_, metadata=AUTH)) == (
@@ -112,7 +113,7 @@ async def test_create_room_rejects_invalid_requests(
 
 
 async def test_create_room_placement_failures(
-    stub: FleetControlAsyncStub, agents: MakeAgent
+    stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     await agents(room_types=["match"])
     cases = [
@@ -138,7 +139,7 @@ async def test_create_room_placement_failures(
 
 
 async def test_create_room_with_a_taken_id_is_already_exists(
-    stub: FleetControlAsyncStub, agents: MakeAgent
+    stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     await agents()
     await stub.CreateRoom(pb.CreateRoomRequest(type="match", room_id="dup"), metadata=AUTH)
@@ -147,7 +148,7 @@ async def test_create_room_with_a_taken_id_is_already_exists(
 
 
 async def test_create_room_the_agent_already_has_is_already_exists(
-    stub: FleetControlAsyncStub, agents: MakeAgent
+    stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     agent = await agents()
 
@@ -160,7 +161,7 @@ async def test_create_room_the_agent_already_has_is_already_exists(
 
 
 async def test_destroy_room_removes_it_from_every_read(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     agent = await agents()
     await stub.CreateRoom(pb.CreateRoomRequest(type="match", room_id="gone"), metadata=AUTH)
@@ -174,7 +175,7 @@ async def test_destroy_room_removes_it_from_every_read(
 
 
 async def test_drain_and_undrain_reach_the_agent(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     agent = await agents()
     request = pb.DrainInstanceRequest(instance_id=agent.instance_id)
@@ -227,7 +228,7 @@ COMMANDS = pytest.mark.parametrize(
 )
 
 
-async def _agent_with_a_room(orch: Orchestrator, agents: MakeAgent) -> RawAgent:
+async def _agent_with_a_room(orch: Orchestrator, agents: RawAgents) -> RawAgent:
     agent = await agents()
     await orch.fleet.create_room("match", room_id="existing")
     return agent
@@ -235,7 +236,7 @@ async def _agent_with_a_room(orch: Orchestrator, agents: MakeAgent) -> RawAgent:
 
 @COMMANDS
 async def test_a_refused_command_is_aborted(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent, command: Command
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents, command: Command
 ) -> None:
     agent = await _agent_with_a_room(orch, agents)
 
@@ -249,7 +250,7 @@ async def test_a_refused_command_is_aborted(
 @COMMANDS
 @pytest.mark.parametrize("orch_options", [{"command_timeout_ms": 300}])
 async def test_an_unanswered_command_is_deadline_exceeded(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent, command: Command
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents, command: Command
 ) -> None:
     agent = await _agent_with_a_room(orch, agents)
     agent.auto_ack = False
@@ -261,7 +262,7 @@ async def test_an_unanswered_command_is_deadline_exceeded(
 
 @COMMANDS
 async def test_a_command_to_an_agent_that_drops_is_unavailable(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent, command: Command
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents, command: Command
 ) -> None:
     agent = await _agent_with_a_room(orch, agents)
     agent.auto_ack = False
@@ -274,7 +275,7 @@ async def test_a_command_to_an_agent_that_drops_is_unavailable(
 
 @COMMANDS
 async def test_a_command_beyond_the_in_flight_cap_is_resource_exhausted(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent, command: Command
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents, command: Command
 ) -> None:
     agent = await _agent_with_a_room(orch, agents)
     agent.auto_ack = False

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from fleet_server import Orchestrator
-from tests.server.raw_agent import ADMIN
-
-from .conftest import MakeAgent
+from tests.support.agents import RawAgents
+from tests.support.keys import ADMIN
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DIR = Path(__file__).resolve().parent / "node"
@@ -93,7 +92,7 @@ async def _install_node_packages() -> Path:
 
 @pytest.mark.timeout(INSTALL_TIMEOUT_S + CLIENT_TIMEOUT_S + 30)
 async def test_a_node_client_reads_creates_and_destroys_over_grpc(
-    orch: Orchestrator, agents: MakeAgent
+    orch: Orchestrator, agents: RawAgents
 ) -> None:
     node_modules = await _install_node_packages()
     agent = await agents(name="node-target", endpoint_url="wss://game.example")

@@ -10,16 +10,17 @@ import pytest
 from rivalis.fleet.v1 import control_pb2 as pb
 
 from fleet_server import Orchestrator
-from tests.server.raw_agent import RawRoom, wait_for
-
-from .conftest import AUTH, MakeAgent, failure
+from tests.support.agents import RawAgents
+from tests.support.clients import AUTH, failure
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
 if TYPE_CHECKING:
     from rivalis.fleet.v1.control_pb2_grpc import FleetControlAsyncStub
 
 
 async def test_get_stats_matches_the_fleet(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     empty = await stub.GetStats(pb.GetStatsRequest(), metadata=AUTH)
     assert (empty.instances, empty.rooms, empty.connections) == (0, 0, 0)
@@ -33,7 +34,7 @@ async def test_get_stats_matches_the_fleet(
 
 
 async def test_list_and_get_instance_carry_every_field(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     first = await agents(
         name="eu1",
@@ -85,7 +86,7 @@ async def test_get_instance_unknown_is_not_found(stub: FleetControlAsyncStub) ->
 
 
 async def test_list_instance_rooms_lists_one_instance(
-    stub: FleetControlAsyncStub, agents: MakeAgent
+    stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     agent = await agents(rooms={"b": RawRoom("match"), "a": RawRoom("match")})
     await agents(rooms={"c": RawRoom("match")})
@@ -97,7 +98,7 @@ async def test_list_instance_rooms_lists_one_instance(
 
 
 async def test_list_rooms_filters_by_type_instance_and_labels(
-    stub: FleetControlAsyncStub, agents: MakeAgent
+    stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     eu = await agents(
         labels={"region": "eu", "tier": "gold"},
@@ -123,7 +124,7 @@ async def test_list_rooms_filters_by_type_instance_and_labels(
     assert await failure(bad) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION")
 
 
-async def test_get_room_by_public_id(stub: FleetControlAsyncStub, agents: MakeAgent) -> None:
+async def test_get_room_by_public_id(stub: FleetControlAsyncStub, agents: RawAgents) -> None:
     agent = await agents(endpoint_url="wss://x.example", rooms={"r1": RawRoom("match", 9)})
     room = await stub.GetRoom(pb.GetRoomRequest(room_id="r1"), metadata=AUTH)
     assert room == pb.RoomInfo(
@@ -139,7 +140,7 @@ async def test_get_room_by_public_id(stub: FleetControlAsyncStub, agents: MakeAg
 
 
 async def test_instances_page_in_join_order_without_repeats(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     made = [await agents(name=f"n{i}") for i in range(5)]
     first = await stub.ListInstances(pb.ListInstancesRequest(limit=2), metadata=AUTH)
@@ -159,7 +160,7 @@ async def test_instances_page_in_join_order_without_repeats(
     assert [i.name for i in third.instances] == ["n4"] and third.next_cursor == ""
 
 
-async def test_rooms_page_across_instances(stub: FleetControlAsyncStub, agents: MakeAgent) -> None:
+async def test_rooms_page_across_instances(stub: FleetControlAsyncStub, agents: RawAgents) -> None:
     await agents(rooms={"b": RawRoom("match"), "a": RawRoom("match")})
     await agents(
         rooms={"c": RawRoom("match"), "d": RawRoom("lobby")}, room_types=["match", "lobby"]
@@ -184,7 +185,7 @@ async def test_rooms_page_across_instances(stub: FleetControlAsyncStub, agents: 
     ids=["limit-too-big", "cursor-without-limit", "bad-base64", "not-json", "wrong-shape"],
 )
 async def test_bad_paging_is_invalid_argument(
-    stub: FleetControlAsyncStub, agents: MakeAgent, limit: int, cursor: str
+    stub: FleetControlAsyncStub, agents: RawAgents, limit: int, cursor: str
 ) -> None:
     agent = await agents()
     calls: list[Awaitable[Any]] = [

@@ -12,13 +12,10 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from rivalis.fleet.v1 import control_pb2 as pb
-from rivalis.fleet.v1 import control_pb2_grpc
 
 from fleet_server import Orchestrator
-from tests.server.conftest import running_orchestrator
-from tests.server.raw_agent import ADMIN, KEY
-
-from .conftest import AUTH
+from tests.support.clients import AUTH, control_stub
+from tests.support.orchestrators import new_orchestrator, running_orchestrator
 
 SERVICE = "rivalis.fleet.v1.FleetControl"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -77,14 +74,11 @@ async def test_reflection_lists_and_describes_the_services(channel: grpc.aio.Cha
 
 
 async def test_grpc_port_zero_binds_an_ephemeral_port_and_is_part_of_ready() -> None:
-    orch = Orchestrator(
-        host="127.0.0.1", port=0, agent_key=KEY, admin_key=ADMIN, api=True, grpc_port=0
-    )
+    orch = new_orchestrator(api=True, grpc_port=0)
     assert orch.grpc_port == 0 and not orch.ready
     async with orch:
         assert orch.ready and orch.grpc_port not in (None, 0)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{orch.grpc_port}") as channel:
-            stub = control_pb2_grpc.FleetControlStub(channel)
+        async with control_stub(orch.grpc_port) as stub:
             stats = await stub.GetStats(pb.GetStatsRequest(), metadata=AUTH)
             assert stats.state_hash == orch.fleet.stats.state_hash
     assert not orch.ready
@@ -103,9 +97,7 @@ async def test_a_grpc_port_in_use_fails_listen_and_frees_the_http_port(
 ) -> None:
     # Both servers would share the port silently if SO_REUSEPORT were on.
     assert orch.grpc_port is not None
-    twin = Orchestrator(
-        host="127.0.0.1", port=0, agent_key=KEY, admin_key=ADMIN, grpc_port=orch.grpc_port
-    )
+    twin = new_orchestrator(grpc_port=orch.grpc_port)
     with pytest.raises(OSError, match="gRPC could not bind"):
         await twin.listen()
     assert not twin.ready
@@ -116,26 +108,19 @@ async def test_a_grpc_port_in_use_fails_listen_and_frees_the_http_port(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        other = Orchestrator(
-            host="127.0.0.1",
-            port=0,
-            agent_key=KEY,
-            admin_key=ADMIN,
-            grpc_port=taken.getsockname()[1],
-        )
+        other = new_orchestrator(grpc_port=taken.getsockname()[1])
         with pytest.raises(OSError, match="gRPC could not bind"):
             await other.listen()
         await other.shutdown()
 
 
 async def test_shutdown_twice_and_before_listen_is_harmless() -> None:
-    idle = Orchestrator(host="127.0.0.1", port=0, agent_key=KEY, admin_key=ADMIN, grpc_port=0)
+    idle = new_orchestrator(grpc_port=0)
     await idle.shutdown()
     async with running_orchestrator(api=True, grpc_port=0) as orch:
         port = orch.grpc_port
     await orch.shutdown()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = control_pb2_grpc.FleetControlStub(channel)
+    async with control_stub(port) as stub:
         try:
             await stub.GetStats(pb.GetStatsRequest(), metadata=AUTH, timeout=2)
         except grpc.aio.AioRpcError as error:

@@ -15,9 +15,10 @@ from fleet_server import Orchestrator
 from fleet_server._events import EVENT_TYPES
 from gateway import _grpc_watch
 from gateway._grpc_messages import event_bytes
-from tests.server.raw_agent import ADMIN, RawRoom, wait_for
-
-from .conftest import AUTH, MakeAgent, cause
+from tests.support.agents import RawAgents
+from tests.support.clients import AUTH, bearer, grpc_cause
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
 if TYPE_CHECKING:
     from rivalis.fleet.v1.control_pb2_grpc import FleetControlAsyncStub
@@ -46,7 +47,7 @@ def watch_streams(orch: Orchestrator) -> int:
 
 
 async def test_a_room_created_through_the_fleet_api_is_streamed(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     agent = await agents()
     call = await open_watch(stub)
@@ -64,7 +65,7 @@ async def test_a_room_created_through_the_fleet_api_is_streamed(
 
 
 async def test_a_room_created_over_rest_is_streamed(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     agent = await agents()
     call = await open_watch(stub)
@@ -72,7 +73,7 @@ async def test_a_room_created_over_rest_is_streamed(
         response = await session.post(
             f"http://127.0.0.1:{orch.port}/v1/rooms",
             json={"type": "match", "roomId": "from-rest"},
-            headers={"Authorization": f"Bearer {ADMIN}"},
+            headers=bearer(),
         )
         assert response.status == 201, await response.text()
     event = await next_event(call)
@@ -82,7 +83,7 @@ async def test_a_room_created_over_rest_is_streamed(
 
 
 async def test_events_arrive_typed_and_in_emission_order(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     seen: list[tuple[str, str]] = []
 
@@ -128,7 +129,7 @@ async def test_events_arrive_typed_and_in_emission_order(
 async def test_each_event_is_encoded_once_for_every_stream(
     orch: Orchestrator,
     stub: FleetControlAsyncStub,
-    agents: MakeAgent,
+    agents: RawAgents,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await agents()
@@ -149,7 +150,7 @@ async def test_each_event_is_encoded_once_for_every_stream(
 
 
 async def test_a_stale_instance_is_streamed(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     agent = await agents()
     call = await open_watch(stub)
@@ -169,7 +170,7 @@ async def test_streams_beyond_the_cap_are_refused_until_one_closes(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await third.read()
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert cause(refused.value) == "SSE_LIMIT"
+    assert grpc_cause(refused.value) == "SSE_LIMIT"
     assert "watch stream limit reached ip=127.0.0.1" in caplog.text
     first.cancel()
     await wait_for(lambda: watch_streams(orch) == 1)
@@ -187,20 +188,20 @@ async def test_the_stream_cap_is_separate_from_the_sse_cap(
     async with aiohttp.ClientSession() as session:
         sse = await session.get(
             f"http://127.0.0.1:{orch.port}/v1/events",
-            headers={"Authorization": f"Bearer {ADMIN}"},
+            headers=bearer(),
         )
         assert sse.status == 200
         call = await open_watch(stub)  # the SSE stream does not count against it
         refused = stub.WatchEvents(pb.WatchEventsRequest(), metadata=AUTH)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await refused.read()
-        assert cause(info.value) == "SSE_LIMIT"
+        assert grpc_cause(info.value) == "SSE_LIMIT"
         call.cancel()
         sse.close()
 
 
 async def test_a_consumer_that_falls_behind_is_ended_with_sse_limit(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: MakeAgent
+    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
 ) -> None:
     await agents()
     call = await open_watch(stub)
@@ -211,7 +212,7 @@ async def test_a_consumer_that_falls_behind_is_ended_with_sse_limit(
             event = await asyncio.wait_for(call.read(), 5)
             assert event is not grpc.aio.EOF
     assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert cause(ended.value) == "SSE_LIMIT"
+    assert grpc_cause(ended.value) == "SSE_LIMIT"
     await wait_for(lambda: watch_streams(orch) == 0)
     # Others are unaffected: a new stream works.
     again = await open_watch(stub)

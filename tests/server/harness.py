@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rivalis.fleet.v3 import agent_pb2
@@ -13,9 +13,10 @@ from rivalis.fleet.v3 import agent_pb2
 from fleet_server import Orchestrator
 from fleet_server._events import EVENT_TYPES
 from fleet_server._link import AgentLink
-
-from .conftest import running_orchestrator
-from .raw_agent import RawAgent, wait_for
+from tests.support.agents import RawAgents
+from tests.support.orchestrators import link_of, running_orchestrator
+from tests.support.raw_agent import RawAgent
+from tests.support.waits import wait_for
 
 
 @dataclass
@@ -25,40 +26,15 @@ class Recorded:
     at: float  # loop time of emission
 
 
-@dataclass
-class Harness:
-    orch: Orchestrator
-    agents: list[RawAgent] = field(default_factory=list)
-    events: list[Recorded] = field(default_factory=list)
+class Harness(RawAgents):
+    """Raw agents for one orchestrator (closed by the harness) and every event it emitted."""
 
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.orch.port}/"
-
-    def agent(self, **fields: Any) -> RawAgent:
-        """A RawAgent for this orchestrator, not yet connected (closed by the harness)."""
-        agent = RawAgent(self.url, **fields)
-        self.agents.append(agent)
-        return agent
-
-    async def connect(self, **fields: Any) -> RawAgent:
-        agent = self.agent(**fields)
-        await agent.connect()
-        return agent
-
-    async def join(self, **fields: Any) -> RawAgent:
-        """Connect an agent and wait until it is in the read model."""
-        agent = await self.connect(**fields)
-        await self.joined(agent)
-        return agent
-
-    async def joined(self, agent: RawAgent, timeout: float = 5.0) -> None:
-        await wait_for(lambda: self.orch.fleet.get_instance(agent.instance_id) is not None, timeout)
+    def __init__(self, orch: Orchestrator) -> None:
+        super().__init__(orch)
+        self.events: list[Recorded] = []
 
     def link(self, agent: RawAgent) -> AgentLink:
-        return next(
-            link for link in self.orch.transport.links if link.instance.id == agent.instance_id
-        )
+        return link_of(self.orch, agent.instance_id)
 
     def types(self, since: int = 0) -> list[str]:
         return [e.type for e in self.events[since:]]
@@ -93,8 +69,7 @@ class Harness:
 @contextlib.asynccontextmanager
 async def harness(**options: Any) -> AsyncIterator[Harness]:
     options.setdefault("heartbeat_ms", 100)
-    async with running_orchestrator(**options) as orch:
-        h = Harness(orch)
+    async with running_orchestrator(**options) as orch, Harness(orch) as h:
         loop = asyncio.get_running_loop()
 
         def recorder(event_type: str) -> Callable[[Any], None]:
@@ -102,11 +77,7 @@ async def harness(**options: Any) -> AsyncIterator[Harness]:
 
         for event_type in EVENT_TYPES:
             orch.on(event_type, recorder(event_type))
-        try:
-            yield h
-        finally:
-            for agent in h.agents:
-                await agent.close()
+        yield h
 
 
 def ack(cmd: agent_pb2.Command, **fields: Any) -> agent_pb2.Frame:

@@ -14,9 +14,8 @@ from fleet_agent import wire
 from fleet_server import Orchestrator
 from fleet_server._auth import Authenticator, AuthThrottle, KeyRing, fingerprint
 from fleet_server._options import normalize_keys
-
-from .conftest import running_orchestrator
-from .raw_agent import ADMIN, KEY
+from tests.support.keys import ADMIN, KEY
+from tests.support.orchestrators import running_orchestrator
 
 OLD = "old-agent-key-0123456789abcdef0123"
 NEW = "new-agent-key-0123456789abcdef0123"

@@ -8,9 +8,9 @@ import gc
 from aiohttp import web
 
 from fleet_server._collector import YOUNG_THRESHOLD, CollectorTuning
-
-from .conftest import running_orchestrator
-from .raw_agent import RawAgent, wait_for
+from tests.support.orchestrators import agent_url, running_orchestrator
+from tests.support.raw_agent import RawAgent
+from tests.support.waits import wait_for
 
 
 def _websocket_responses() -> int:
@@ -59,7 +59,7 @@ async def test_closed_agent_connections_are_reclaimed_after_freezing() -> None:
         tuning.start()
         try:
             for _ in range(2):
-                agents = [RawAgent(f"ws://127.0.0.1:{orch.port}/") for _ in range(40)]
+                agents = [RawAgent(agent_url(orch.port)) for _ in range(40)]
                 await asyncio.gather(*(agent.connect() for agent in agents))
                 await wait_for(lambda: len(transport.links) == 40, 10.0)
                 await asyncio.sleep(0.2)  # frozen while open

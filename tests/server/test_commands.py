@@ -10,9 +10,10 @@ import pytest
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_server import ErrorCode, FleetError, Placement
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
 from .harness import harness, silent
-from .raw_agent import RawRoom, wait_for
 
 
 async def test_thirty_third_concurrent_command_is_busy_never_sent_and_releases_its_id() -> None:

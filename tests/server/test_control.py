@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from fleet_server import ErrorCode, FleetError, Orchestrator, Placement
-
-from .raw_agent import RawAgent, RawRoom, wait_for
-
-Agents = Callable[..., Any]
-
-
-async def joined(orch: Orchestrator, agent: RawAgent) -> None:
-    await wait_for(lambda: orch.fleet.get_instance(agent.instance_id) is not None)
+from tests.support.agents import RawAgents
+from tests.support.orchestrators import running_orchestrator
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
 
 async def test_create_room_is_readable_the_moment_it_resolves(
-    orch: Orchestrator, agents: Agents
+    orch: Orchestrator, agents: RawAgents
 ) -> None:
     agent = await agents(name="eu1", endpoint_url="wss://eu1.example")
-    await joined(orch, agent)
     before = orch.fleet.state_hash
     room = await orch.fleet.create_room("match", room_id="m-42")
     assert room.id == "m-42" and room.instance_id == agent.instance_id
@@ -42,10 +35,9 @@ async def test_create_room_is_readable_the_moment_it_resolves(
 
 
 async def test_destroy_room_is_gone_the_moment_it_resolves(
-    orch: Orchestrator, agents: Agents
+    orch: Orchestrator, agents: RawAgents
 ) -> None:
-    agent = await agents()
-    await joined(orch, agent)
+    await agents()
     events: list[str] = []
     orch.on("room:destroy", lambda room: events.append(room.id))
     await orch.fleet.create_room("match", room_id="gone")
@@ -61,10 +53,10 @@ async def test_destroy_room_is_gone_the_moment_it_resolves(
 
 
 async def test_twenty_concurrent_creates_of_one_id_yield_exactly_one_room(
-    orch: Orchestrator, agents: Agents
+    orch: Orchestrator, agents: RawAgents
 ) -> None:
     for _ in range(3):
-        await joined(orch, await agents())
+        await agents()
     results = await asyncio.gather(
         *(orch.fleet.create_room("match", room_id="same") for _ in range(20)),
         return_exceptions=True,
@@ -84,11 +76,9 @@ async def _serial_order(strategy: str, orch: Orchestrator, n: int) -> list[str]:
 
 
 async def test_most_loaded_concurrent_creates_pack_exactly_like_a_serial_run(
-    orch: Orchestrator, agents: Agents
+    orch: Orchestrator, agents: RawAgents
 ) -> None:
     fleet = [await agents(name=f"n{i}", max_rooms=16) for i in range(4)]
-    for agent in fleet:
-        await joined(orch, agent)
     for agent in fleet:
         agent.reply_delay = 0  # replies keep flowing; packing must not depend on them
     results = await asyncio.gather(
@@ -111,11 +101,10 @@ async def test_most_loaded_concurrent_creates_pack_exactly_like_a_serial_run(
 
 
 async def test_least_loaded_concurrent_creates_spread_evenly(
-    orch: Orchestrator, agents: Agents
+    orch: Orchestrator, agents: RawAgents
 ) -> None:
-    fleet = [await agents(name=f"n{i}", max_rooms=16) for i in range(4)]
-    for agent in fleet:
-        await joined(orch, agent)
+    for i in range(4):
+        await agents(name=f"n{i}", max_rooms=16)
     results = await asyncio.gather(*(orch.fleet.create_room("match") for _ in range(64)))
     counts: dict[str, int] = {}
     for room in results:
@@ -124,12 +113,9 @@ async def test_least_loaded_concurrent_creates_spread_evenly(
 
 
 async def test_max_rooms_headroom_is_exact_under_immediate_placements(
-    orch: Orchestrator, agents: Agents
+    orch: Orchestrator, agents: RawAgents
 ) -> None:
-    agent = await agents(
-        max_rooms=5, rooms={f"r{i}": RawRoom("match", 0, "local") for i in range(3)}
-    )
-    await joined(orch, agent)
+    await agents(max_rooms=5, rooms={f"r{i}": RawRoom("match", 0, "local") for i in range(3)})
     results = await asyncio.gather(
         *(orch.fleet.create_room("match") for _ in range(10)), return_exceptions=True
     )
@@ -138,9 +124,8 @@ async def test_max_rooms_headroom_is_exact_under_immediate_placements(
     assert len(ok) == 2 and codes == [ErrorCode.NO_CANDIDATE] * 8
 
 
-async def test_drain_and_undrain_round_trip(orch: Orchestrator, agents: Agents) -> None:
+async def test_drain_and_undrain_round_trip(orch: Orchestrator, agents: RawAgents) -> None:
     agent = await agents()
-    await joined(orch, agent)
     await orch.fleet.drain_instance(agent.instance_id)
     assert agent.commands[-1].op == "drain"
     with pytest.raises(FleetError) as info:
@@ -157,42 +142,36 @@ async def test_drain_and_undrain_round_trip(orch: Orchestrator, agents: Agents) 
     assert missing.value.code is ErrorCode.INSTANCE_NOT_FOUND
 
 
-async def test_command_outcomes(agents: Agents) -> None:
-    from .conftest import running_orchestrator
+async def test_command_outcomes(agents: RawAgents) -> None:
+    async with (
+        running_orchestrator(heartbeat_ms=100, command_timeout_ms=200) as orch,
+        RawAgents(orch) as made,
+    ):
+        agent = await made()
+        from rivalis.fleet.v3 import agent_pb2
 
-    async with running_orchestrator(heartbeat_ms=100, command_timeout_ms=200) as orch:
-        agent = RawAgent(f"ws://127.0.0.1:{orch.port}/")
-        await agent.connect()
-        try:
-            await joined(orch, agent)
-            from rivalis.fleet.v3 import agent_pb2
+        async def failing(cmd: agent_pb2.Command) -> agent_pb2.Ack | None:
+            if cmd.room_id == "boom":
+                return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=False, error="boom happened")
+            if cmd.room_id == "exists":
+                return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=False, exists=True)
+            return None  # silence
 
-            async def failing(cmd: agent_pb2.Command) -> agent_pb2.Ack | None:
-                if cmd.room_id == "boom":
-                    return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=False, error="boom happened")
-                if cmd.room_id == "exists":
-                    return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=False, exists=True)
-                return None  # silence
-
-            agent.on_command = failing
-            with pytest.raises(FleetError) as info:
-                await orch.fleet.create_room("match", room_id="boom")
-            assert info.value.code is ErrorCode.COMMAND_FAILED and "boom happened" in str(
-                info.value
-            )
-            assert info.value.http_status == 502
-            with pytest.raises(FleetError) as info:
-                await orch.fleet.create_room("match", room_id="exists")
-            assert info.value.code is ErrorCode.ROOM_EXISTS
-            with pytest.raises(FleetError) as info:
-                await orch.fleet.create_room("match", room_id="silent")
-            assert info.value.code is ErrorCode.COMMAND_TIMEOUT
-            assert "cmd_" in str(info.value) and "create" in str(info.value)
-            # After the timeout the id stays taken until the agent's next reply.
-            with pytest.raises(FleetError) as info:
-                await orch.fleet.create_room("match", room_id="silent")
-            assert info.value.code is ErrorCode.ROOM_EXISTS
-            await wait_for(lambda: not orch.fleet._read.is_taken("silent"))
-            assert [c.cmd_id for c in agent.commands][:3] == ["cmd_1", "cmd_2", "cmd_3"]
-        finally:
-            await agent.close()
+        agent.on_command = failing
+        with pytest.raises(FleetError) as info:
+            await orch.fleet.create_room("match", room_id="boom")
+        assert info.value.code is ErrorCode.COMMAND_FAILED and "boom happened" in str(info.value)
+        assert info.value.http_status == 502
+        with pytest.raises(FleetError) as info:
+            await orch.fleet.create_room("match", room_id="exists")
+        assert info.value.code is ErrorCode.ROOM_EXISTS
+        with pytest.raises(FleetError) as info:
+            await orch.fleet.create_room("match", room_id="silent")
+        assert info.value.code is ErrorCode.COMMAND_TIMEOUT
+        assert "cmd_" in str(info.value) and "create" in str(info.value)
+        # After the timeout the id stays taken until the agent's next reply.
+        with pytest.raises(FleetError) as info:
+            await orch.fleet.create_room("match", room_id="silent")
+        assert info.value.code is ErrorCode.ROOM_EXISTS
+        await wait_for(lambda: not orch.fleet._read.is_taken("silent"))
+        assert [c.cmd_id for c in agent.commands][:3] == ["cmd_1", "cmd_2", "cmd_3"]

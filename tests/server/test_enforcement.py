@@ -14,9 +14,10 @@ from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
 from fleet_server import ErrorCode, FleetError
+from tests.support.raw_agent import RawAgent, RawRoom
+from tests.support.waits import wait_for
 
 from .harness import Harness, ack, harness, silent
-from .raw_agent import RawAgent, RawRoom, wait_for
 
 
 def _log_text(caplog: pytest.LogCaptureFixture) -> str:

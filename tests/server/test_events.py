@@ -11,9 +11,11 @@ import pytest
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_server import FleetStats, InstanceInfo, RoomInfo
+from tests.support.orchestrators import agent_url, running_orchestrator
+from tests.support.raw_agent import RawAgent, RawRoom
+from tests.support.waits import wait_for
 
 from .harness import harness
-from .raw_agent import RawRoom, wait_for
 
 
 def _summary(events: list[Any]) -> list[tuple[str, str]]:
@@ -309,11 +311,8 @@ async def test_a_sync_hashed_in_slices_carries_the_captured_state_and_a_later_on
 
 
 async def test_no_sync_is_hashed_without_a_listener_and_the_next_goes_to_a_new_one() -> None:
-    from .conftest import running_orchestrator
-    from .raw_agent import RawAgent
-
     async with running_orchestrator(heartbeat_ms=60) as orch:
-        agent = RawAgent(f"ws://127.0.0.1:{orch.port}/", rooms={"r1": RawRoom("match", 1)})
+        agent = RawAgent(agent_url(orch.port), rooms={"r1": RawRoom("match", 1)})
         await agent.connect()
         try:
             fleet = orch.fleet

@@ -11,9 +11,10 @@ import pytest
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_server import ErrorCode, FleetError, Placement
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
 from .harness import Harness, harness, silent
-from .raw_agent import RawRoom, wait_for
 
 if TYPE_CHECKING:
     from _typeshed import SupportsLenAndGetItem

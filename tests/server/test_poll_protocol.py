@@ -13,9 +13,10 @@ import pytest
 from fleet_agent import wire
 from fleet_server import ErrorCode, FleetError
 from fleet_server._ids import ID_ALPHABET
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
 from .harness import harness, silent
-from .raw_agent import RawRoom, wait_for
 
 H = 0.1  # heartbeat used by most tests here, seconds
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from fleet_server import Capacity, _read_model
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
 from .harness import Harness, harness
-from .raw_agent import RawRoom, wait_for
 
 EMPTY_FLEET_HASH = "4f53cda18c2baa0c"
 

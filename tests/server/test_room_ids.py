@@ -14,9 +14,10 @@ from rivalis.fleet.v3 import agent_pb2
 
 from fleet_server import ErrorCode, FleetError, Placement
 from fleet_server._ids import ID_ALPHABET, encode_public_id, generate_room_id, is_valid_room_id
+from tests.support.raw_agent import RawAgent, RawRoom
+from tests.support.waits import wait_for
 
 from .harness import Harness, harness, silent
-from .raw_agent import RawAgent, RawRoom, wait_for
 
 GENERATED = re.compile(r"r_[A-Za-z0-9_-]{21}")
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from fleet_server import Orchestrator, Placement
-
-from .conftest import running_orchestrator
-from .raw_agent import RawAgent, RawRoom, wait_for
+from tests.support.orchestrators import agent_url, running_orchestrator
+from tests.support.raw_agent import RawAgent, RawRoom
+from tests.support.waits import wait_for
 
 
 async def test_agent_with_twenty_thousand_rooms_joins_is_polled_and_rejoins() -> None:
     async with running_orchestrator(heartbeat_ms=200) as orch:
         rooms = {f"room-{i:05d}": RawRoom("match", i % 7, "local") for i in range(20_000)}
-        agent = RawAgent(f"ws://127.0.0.1:{orch.port}/", rooms=rooms)
+        agent = RawAgent(agent_url(orch.port), rooms=rooms)
         await agent.connect()
         try:
             first = agent.instance_id
@@ -24,9 +24,7 @@ async def test_agent_with_twenty_thousand_rooms_joins_is_polled_and_rejoins() ->
             assert orch.fleet.get_room("room-12345") is not None
             await agent.close()
             await wait_for(lambda: orch.fleet.stats.instances == 0, timeout=10)
-            again = RawAgent(
-                f"ws://127.0.0.1:{orch.port}/", rooms=rooms, process_uid=agent.process_uid
-            )
+            again = RawAgent(agent_url(orch.port), rooms=rooms, process_uid=agent.process_uid)
             await again.connect()
             try:
                 assert again.instance_id != first
@@ -41,7 +39,7 @@ async def test_agent_with_twenty_thousand_rooms_joins_is_polled_and_rejoins() ->
 async def test_five_hundred_creates_in_a_row_never_get_the_agent_kicked(
     orch: Orchestrator,
 ) -> None:
-    agent = RawAgent(f"ws://127.0.0.1:{orch.port}/")
+    agent = RawAgent(agent_url(orch.port))
     await agent.connect()
     try:
         await wait_for(lambda: orch.fleet.get_instance(agent.instance_id) is not None)

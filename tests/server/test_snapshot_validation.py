@@ -10,9 +10,10 @@ import pytest
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_server._snapshot import SnapshotRejectedError, parse_snapshot
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
 
 from .harness import harness
-from .raw_agent import RawRoom, wait_for
 
 MARK = "Q"  # padding character used in over-long values
 QUOTED = MARK * 6  # a reason or log line quoting a padded value would contain this

@@ -11,15 +11,14 @@ import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
 
-KEY = "agent-key-0123456789abcdef"
-ADMIN = "admin-key-0123456789abcdef"
+from .keys import KEY
+from .waits import wait_for
 
 
 @dataclass
@@ -239,15 +238,3 @@ class RawAgent:
         finally:
             self.close_code = self.ws.close_code
             self.closed.set()
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, step: float = 0.01) -> Any:
-    """Poll ``predicate`` until it returns something truthy or the deadline passes."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(step)

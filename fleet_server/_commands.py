@@ -15,7 +15,7 @@ from typing import Final, Literal, Protocol
 from rivalis.fleet.v3 import agent_pb2
 
 from ._errors import ErrorCode, FleetError
-from ._read_model import Instance
+from ._instance import Instance
 
 __all__ = ["MAX_IN_FLIGHT", "CommandOp", "CommandSink", "Commands", "PendingCommand"]
 

@@ -19,11 +19,13 @@ from rivalis.fleet.v3 import agent_pb2
 
 from ._commands import Commands, CommandSink, PendingCommand
 from ._errors import ErrorCode, FleetError
-from ._events import EventHub
+from ._events import EventHub, EventType
+from ._fleet_hash import SyncJob
 from ._ids import generate_room_id, is_valid_room_id
+from ._instance import Instance
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._placement import Placement, ValidationError, check_pin, choose
-from ._read_model import Instance, ReadModel, SyncJob
+from ._read_model import ReadModel
 from ._snapshot import SnapshotRejectedError, parse_snapshot
 
 __all__ = ["Fleet"]
@@ -156,16 +158,11 @@ class Fleet:
         except BaseException:
             self._reserved.discard(room_id)
             raise
-        instance.inflight += 1
+        instance.create_started()
         self._read.index.refresh(instance)
         await self._commands.run(pending)
-        room = instance.rooms.get(room_id)
-        if room is not None:
-            return room.room_info()
-        # The instance left between the ack and now: answer with what the ack said.
-        snapshot = instance.snapshot
-        endpoint = snapshot.endpoint_url if snapshot is not None else ""
-        return RoomInfo(room_id, type, 0, instance.id, endpoint, False)
+        # Listed by now, unless the instance left since the ack: then what the ack said.
+        return instance.acked_room_info(room_id, type)
 
     async def destroy_room(self, room_id: str) -> None:
         """Destroy a room by public id; resolves on the ack with the room gone from reads."""
@@ -229,9 +226,9 @@ class Fleet:
         return self._commands.acknowledge(sink, ack)
 
     def mark_stale(self, instance: Instance) -> None:
-        instance.stale = True
+        instance.mark_stale()
         if instance.joined and not instance.removed:
-            self._events.emit([("instance:stale", instance.info())])
+            self._events.emit([(EventType.INSTANCE_STALE, instance.info())])
 
     # --- events -------------------------------------------------------------------
 
@@ -245,7 +242,11 @@ class Fleet:
         """
         if events:
             self._events.emit(events)
-        if self._read.sync_due and self._sync_handle is None and not self._events.wants("sync"):
+        if (
+            self._read.sync_due
+            and self._sync_handle is None
+            and not self._events.wants(EventType.SYNC)
+        ):
             self._read.skip_sync()
         if self._read.sync_due and self._sync_handle is None:
             loop = asyncio.get_running_loop()
@@ -351,7 +352,7 @@ class Fleet:
         events: list[tuple[str, Any]] = []
         if pending.op == "create":
             # The slot moves from in flight to listed (or held): one re-filing after both.
-            instance.inflight -= 1
+            instance.create_settled()
             self._reserved.discard(pending.room_id)
             if isinstance(outcome, agent_pb2.Ack):
                 events = self._read.add_provisional(instance, pending.room_id, pending.room_type)
@@ -363,5 +364,5 @@ class Fleet:
             if isinstance(outcome, agent_pb2.Ack):
                 events = self._read.hide(instance, pending.room_id)
         elif isinstance(outcome, agent_pb2.Ack) and instance.joined and not instance.removed:
-            instance.override = "draining" if pending.op == "drain" else "active"
+            instance.override_status("draining" if pending.op == "drain" else "active")
         self._emit(events)

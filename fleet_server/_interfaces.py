@@ -2,7 +2,8 @@
 
 The ``Orchestrator`` facade composes the core and hands the gateway one
 :class:`Services` bundle — the fleet service (reads and control), the authenticator,
-the event hub, the options and a readiness probe. The gateway imports from this module
+the event hub, the options and a readiness probe — plus the field table the gRPC messages
+are generated from. The gateway imports from this module
 only, never the facade nor any other private core module, so there is no import circle
 and a surface cannot reach past what it is given.
 """
@@ -17,19 +18,32 @@ from ._auth import Audience, Authenticator, Principal
 from ._envelope import rejection
 from ._errors import ERROR_TABLE, ErrorCode, FleetError
 from ._events import Encoder, EventHub, EventType, Subscription
+from ._fields import (
+    CAPACITY_FIELDS,
+    INSTANCE_FIELDS,
+    ROOM_FIELDS,
+    Encoding,
+    Field,
+    compile_function,
+)
 from ._ids import is_valid_room_id
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._options import OrchestratorOptions
 from ._placement import Placement, PlacementStrategy, ValidationError
 
 __all__ = [
+    "CAPACITY_FIELDS",
     "ERROR_TABLE",
+    "INSTANCE_FIELDS",
+    "ROOM_FIELDS",
     "Audience",
     "Authenticator",
     "Encoder",
+    "Encoding",
     "ErrorCode",
     "EventHub",
     "EventType",
+    "Field",
     "FleetError",
     "FleetService",
     "FleetStats",
@@ -42,6 +56,7 @@ __all__ = [
     "Services",
     "Subscription",
     "ValidationError",
+    "compile_function",
     "is_valid_room_id",
     "rejection",
 ]

@@ -19,7 +19,7 @@ from fleet_agent import wire
 
 from ._commands import PendingCommand
 from ._fleet import Fleet
-from ._read_model import Instance
+from ._instance import Instance
 
 __all__ = ["AgentLink", "CloseCode", "poll_message"]
 
@@ -190,7 +190,7 @@ class AgentLink:
                 return
             self._outstanding = None
             self._missed = 0
-            self.instance.stale = False
+            self.instance.mark_fresh()
             try:
                 self._fleet.on_state(self.instance, state)
             except Exception:

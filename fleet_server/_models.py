@@ -1,16 +1,55 @@
-"""The read model's public shapes: frozen dataclasses with camelCase ``to_dict()``."""
+"""The read model's public shapes: frozen dataclasses with camelCase ``to_dict()``.
+
+:class:`RoomInfo` and :class:`InstanceInfo` declare their fields in the order of the
+field table (:mod:`._fields`), which ``to_dict()`` is generated from.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from fleet_agent import Capacity
+
+from ._fields import (
+    CAPACITY_FIELDS,
+    INSTANCE_FIELDS,
+    ROOM_FIELDS,
+    Encoding,
+    Field,
+    check_fields,
+    compile_function,
+)
 
 __all__ = ["Capacity", "FleetStats", "InstanceInfo", "InstanceStatus", "RoomInfo"]
 
 InstanceStatus = Literal["active", "draining"]
+
+
+def _dict_value(field: Field, value: str) -> str:
+    """Source for the JSON-ready form of ``value``, an expression of ``field``'s value."""
+    encoding = field.encoding
+    if encoding is Encoding.LIST:
+        return f"list({value})"
+    if encoding is Encoding.MAPPING:
+        return f"dict({value})"
+    if encoding is Encoding.CAPACITY:
+        return _dict_source(CAPACITY_FIELDS, value)
+    if encoding is Encoding.ROOMS:
+        return f"[room.to_dict() for room in {value}]"
+    return value
+
+
+def _dict_source(fields: tuple[Field, ...], owner: str) -> str:
+    items = ", ".join(f"{f.key!r}: {_dict_value(f, f'{owner}.{f.attr}')}" for f in fields)
+    return f"{{{items}}}"
+
+
+def _to_dict(owner: str, fields: tuple[Field, ...]) -> Callable[[Any], dict[str, Any]]:
+    """``to_dict(self)`` written out for ``fields``: one dict display, keys in table order."""
+    source = f"def to_dict(self):\n    return {_dict_source(fields, 'self')}\n"
+    return compile_function("to_dict", source, {}, module=__name__, qualname=f"{owner}.to_dict")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,15 +61,7 @@ class RoomInfo:
     endpoint_url: str
     local: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "connections": self.connections,
-            "instanceId": self.instance_id,
-            "endpointUrl": self.endpoint_url,
-            "local": self.local,
-        }
+    to_dict: ClassVar[Callable[[RoomInfo], dict[str, Any]]] = _to_dict("RoomInfo", ROOM_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,26 +81,14 @@ class InstanceInfo:
     agent_version: str
     protocol_version: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "processUid": self.process_uid,
-            "endpointUrl": self.endpoint_url,
-            "labels": dict(self.labels),
-            "roomTypes": list(self.room_types),
-            "rooms": [room.to_dict() for room in self.rooms],
-            "connections": self.connections,
-            "capacity": {
-                "maxConnections": self.capacity.max_connections,
-                "maxRooms": self.capacity.max_rooms,
-            },
-            "autoCreate": self.auto_create,
-            "status": self.status,
-            "lastSyncAt": self.last_sync_at,
-            "agentVersion": self.agent_version,
-            "protocolVersion": self.protocol_version,
-        }
+    to_dict: ClassVar[Callable[[InstanceInfo], dict[str, Any]]] = _to_dict(
+        "InstanceInfo", INSTANCE_FIELDS
+    )
+
+
+check_fields(RoomInfo, ROOM_FIELDS)
+check_fields(InstanceInfo, INSTANCE_FIELDS)
+check_fields(Capacity, CAPACITY_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,8 @@ class Orchestrator:
 
     @property
     def status(self) -> OrchestratorStatus:
+        """Where the orchestrator is in its lifecycle: new → starting → listening →
+        closing → closed."""
         return self._status
 
     def on(self, event_type: str, callback: Listener) -> Callable[[], None]:

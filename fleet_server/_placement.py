@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
 from ._errors import ErrorCode, FleetError
-from ._read_model import Instance, ReadModel
+from ._instance import Instance
+from ._read_model import ReadModel
 
 __all__ = ["Placement", "PlacementStrategy", "ValidationError", "check_pin", "choose"]
 
@@ -61,23 +62,6 @@ def check_pin(instance: Instance, force: bool) -> None:
         raise FleetError(ErrorCode.NO_CANDIDATE, f"instance {instance.id} has auto_create off")
 
 
-def _fits(instance: Instance, room_type: str, labels: Mapping[str, str]) -> bool:
-    snapshot = instance.snapshot
-    if snapshot is None or instance.stale or not snapshot.auto_create:
-        return False
-    if instance.effective_status != "active" or room_type not in snapshot.room_types:
-        return False
-    own = snapshot.labels
-    for key, value in labels.items():
-        if own.get(key) != value:
-            return False
-    if snapshot.max_rooms is not None and snapshot.max_rooms <= instance.room_load:
-        return False
-    return not (
-        snapshot.max_connections is not None and snapshot.max_connections <= instance.connections
-    )
-
-
 def choose(
     read: ReadModel,
     room_type: str,
@@ -94,7 +78,7 @@ def choose(
         picked = read.index.choose(
             room_type,
             placement.strategy == "most-loaded",
-            lambda i: _fits(i, room_type, labels),
+            lambda i: i.fits(room_type, labels),
             rng,
         )
         if picked is None:
@@ -109,7 +93,8 @@ def _scan(
     placement: Placement,
     rng: random.Random,
 ) -> Instance:
-    candidates = [i for i in instances if _fits(i, room_type, placement.labels)]
+    labels = placement.labels
+    candidates = [i for i in instances if i.fits(room_type, labels)]
     if not candidates:
         raise FleetError(ErrorCode.NO_CANDIDATE, f"no instance can host a {room_type!r} room")
     if placement.strategy == "random" or len(candidates) == 1:

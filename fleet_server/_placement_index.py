@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from ._read_model import Instance
+    from ._instance import Instance
+    from ._snapshot import Snapshot
 
 __all__ = ["PlacementIndex"]
 
@@ -28,6 +29,24 @@ _EXACT_TIES: Final = 64  # runs up to this long are drawn exactly as rng.choice 
 _SAMPLES: Final = 64
 
 Entry = tuple[float, float, int, str]
+# connections, rooms (listed, in flight, held), join order, id, maxConnections, maxRooms
+Load = tuple[int, int, int, str, int | None, int | None]
+
+
+def _load(instance: Instance, snapshot: Snapshot | None = None) -> Load:
+    """What an instance's entries are scored from, read once per re-filing."""
+    if snapshot is None:
+        snapshot = instance.snapshot
+    join_seq = instance.join_seq
+    assert snapshot is not None and join_seq is not None
+    return (
+        instance.connections,
+        instance.room_load,
+        join_seq,
+        instance.id,
+        snapshot.max_connections,
+        snapshot.max_rooms,
+    )
 
 
 def _ratio(value: int, limit: int | None) -> float:
@@ -55,24 +74,19 @@ class _TypeIndex:
             return None
         return (conn == 0 and n > 0, rooms == 0 and n > 0)
 
-    def key(self, instance: Instance) -> Entry:
-        snapshot = instance.snapshot
-        assert snapshot is not None and instance.join_seq is not None
+    def key(self, load: Load) -> Entry:
+        connections, room_load, join_seq, instance_id, max_connections, max_rooms = load
         conn_ratio, rooms_ratio = self.ratio_modes or (False, False)
-        load: float = instance.connections
-        rooms: float = instance.room_load
-        if conn_ratio:
-            load = _ratio(instance.connections, snapshot.max_connections)
-        if rooms_ratio:
-            rooms = _ratio(instance.room_load, snapshot.max_rooms)
-        return (load, rooms, instance.join_seq, instance.id)
+        score: float = _ratio(connections, max_connections) if conn_ratio else connections
+        rooms: float = _ratio(room_load, max_rooms) if rooms_ratio else room_load
+        return (score, rooms, join_seq, instance_id)
 
     def rebuild(self) -> None:
         self.ratio_modes = self.modes()
         if self.ratio_modes is None:
             self.entries = []
             return
-        self.entries = sorted(self.key(i) for i in self.members.values())
+        self.entries = sorted(self.key(_load(i)) for i in self.members.values())
 
 
 class PlacementIndex:
@@ -85,32 +99,34 @@ class PlacementIndex:
 
     def refresh(self, instance: Instance) -> None:
         """Re-file ``instance`` after its snapshot, rooms, in-flight count or holds changed."""
+        instance_id = instance.id
         snapshot = instance.snapshot
         wanted: Iterable[str] = ()
         if snapshot is not None and snapshot.auto_create and not instance.removed:
             wanted = snapshot.room_types
-        old = self._keys.get(instance.id, {})
+        old = self._keys.get(instance_id, {})
         new_types = set(wanted)
         for room_type in [t for t in old if t not in new_types]:
             self._leave(instance, room_type)
         if not new_types:
-            self._keys.pop(instance.id, None)
-            self._capacity.pop(instance.id, None)
+            self._keys.pop(instance_id, None)
+            self._capacity.pop(instance_id, None)
             return
         assert snapshot is not None
         capacity = (snapshot.max_connections is None, snapshot.max_rooms is None)
-        previous_capacity = self._capacity.get(instance.id)
+        previous_capacity = self._capacity.get(instance_id)
         if previous_capacity is not None and previous_capacity != capacity:
-            for room_type in list(self._keys.get(instance.id, {})):
+            for room_type in list(self._keys.get(instance_id, {})):
                 self._leave(instance, room_type)
-        self._capacity[instance.id] = capacity
-        keys = self._keys.setdefault(instance.id, {})
+        self._capacity[instance_id] = capacity
+        keys = self._keys.setdefault(instance_id, {})
+        load: Load | None = None
         for room_type in new_types:
             index = self._types.get(room_type)
             if index is None:
                 index = self._types[room_type] = _TypeIndex()
-            if instance.id not in index.members:
-                index.members[instance.id] = instance
+            if instance_id not in index.members:
+                index.members[instance_id] = instance
                 index.no_max_connections += capacity[0]
                 index.no_max_rooms += capacity[1]
                 if index.modes() != index.ratio_modes:
@@ -119,7 +135,9 @@ class PlacementIndex:
                     continue
             elif index.ratio_modes is None:
                 continue
-            entry = index.key(instance)
+            if load is None:
+                load = _load(instance, snapshot)
+            entry = index.key(load)
             current = keys.get(room_type)
             if current == entry:
                 continue

@@ -1,19 +1,29 @@
-"""Conversion between the core's read shapes and the ``rivalis.fleet.v1`` messages."""
+"""Conversion between the core's read shapes and the ``rivalis.fleet.v1`` messages.
+
+The room and instance messages are generated from the field table
+(:mod:`fleet_server._fields`) at import time, one keyword argument per field.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Final, cast
 
 from rivalis.fleet.v1 import control_pb2 as pb
 
 from fleet_server._interfaces import (
+    CAPACITY_FIELDS,
+    INSTANCE_FIELDS,
+    ROOM_FIELDS,
+    Encoding,
+    Field,
     FleetStats,
     InstanceInfo,
     Placement,
     PlacementStrategy,
     RoomInfo,
     ValidationError,
+    compile_function,
 )
 
 __all__ = [
@@ -27,39 +37,41 @@ __all__ = [
 ]
 
 
-def room_message(room: RoomInfo) -> pb.RoomInfo:
-    return pb.RoomInfo(
-        id=room.id,
-        type=room.type,
-        connections=room.connections,
-        instance_id=room.instance_id,
-        endpoint_url=room.endpoint_url,
-        local=room.local,
-    )
+def _value(field: Field, value: str) -> str:
+    """Source for the message form of ``value``, an expression of ``field``'s value."""
+    if field.encoding is Encoding.MAPPING:
+        return f"dict({value})"
+    if field.encoding is Encoding.ROOMS:
+        return f"[room_message(room) for room in {value}]"
+    return value
 
 
-def instance_message(instance: InstanceInfo) -> pb.InstanceInfo:
-    capacity = pb.Capacity()
-    if instance.capacity.max_connections is not None:
-        capacity.max_connections = instance.capacity.max_connections
-    if instance.capacity.max_rooms is not None:
-        capacity.max_rooms = instance.capacity.max_rooms
-    return pb.InstanceInfo(
-        id=instance.id,
-        name=instance.name,
-        process_uid=instance.process_uid,
-        endpoint_url=instance.endpoint_url,
-        labels=dict(instance.labels),
-        room_types=instance.room_types,
-        rooms=[room_message(room) for room in instance.rooms],
-        connections=instance.connections,
-        capacity=capacity,
-        auto_create=instance.auto_create,
-        status=instance.status,
-        last_sync_at=instance.last_sync_at,
-        agent_version=instance.agent_version,
-        protocol_version=instance.protocol_version,
-    )
+def _builder(name: str, message: str, fields: tuple[Field, ...], env: dict[str, Any]) -> Any:
+    """``name(info)``: the ``pb.<message>`` of an info, one keyword per field of the table.
+
+    A capacity is a nested ``pb.Capacity`` whose null limits stay unset.
+    """
+    lines = [f"def {name}(info):"]
+    arguments = []
+    for field in fields:
+        if field.encoding is Encoding.CAPACITY:
+            lines.append(f"    {field.attr} = pb.Capacity()")
+            for sub in CAPACITY_FIELDS:
+                lines.append(f"    limit = info.{field.attr}.{sub.attr}")
+                lines.append(f"    if limit is not None: {field.attr}.{sub.grpc} = limit")
+            arguments.append(f"{field.grpc}={field.attr}")
+        else:
+            arguments.append(f"{field.grpc}={_value(field, f'info.{field.attr}')}")
+    lines.append(f"    return pb.{message}({', '.join(arguments)})")
+    return compile_function(name, "\n".join(lines) + "\n", {"pb": pb, **env}, module=__name__)
+
+
+room_message: Final[Callable[[RoomInfo], pb.RoomInfo]] = _builder(
+    "room_message", "RoomInfo", ROOM_FIELDS, {}
+)
+instance_message: Final[Callable[[InstanceInfo], pb.InstanceInfo]] = _builder(
+    "instance_message", "InstanceInfo", INSTANCE_FIELDS, {"room_message": room_message}
+)
 
 
 def stats_message(stats: FleetStats) -> pb.FleetStats:

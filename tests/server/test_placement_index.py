@@ -7,8 +7,9 @@ import random
 import pytest
 
 from fleet_server import ErrorCode, FleetError, Placement
+from fleet_server._instance import Instance
 from fleet_server._placement import _scan, choose
-from fleet_server._read_model import Instance, ReadModel
+from fleet_server._read_model import ReadModel
 from fleet_server._snapshot import ReportedRoom, Snapshot
 
 TYPES = ("match", "lobby", "duel")
@@ -69,14 +70,14 @@ def test_index_agrees_with_the_scan_through_random_fleet_changes(seed: int, capa
             read.apply_snapshot(instance, _snapshot(rng, seq, capacity), step)
         elif action < 0.55:
             instance = rng.choice(live)
-            instance.inflight += 1
+            instance.create_started()
             read.index.refresh(instance)
         elif action < 0.6:
             instance = rng.choice(live)
             read.hold(instance, f"held{step}")
         elif action < 0.65:
             instance = rng.choice(live)
-            instance.stale = not instance.stale
+            instance.mark_fresh() if instance.stale else instance.mark_stale()
         elif action < 0.7:
             instance = rng.choice(live)
             read.add_provisional(instance, f"new{step}", "match")

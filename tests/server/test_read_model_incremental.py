@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from fleet_agent.wire import canonical_json, hash64_text
-from fleet_server._read_model import Event, Instance, ReadModel, _full_changes
+from fleet_server._instance import Instance, _full_changes
+from fleet_server._read_model import Event, ReadModel
 from fleet_server._snapshot import ReportedRoom, Snapshot
 
 TYPES = ("match", "lobby")
@@ -20,15 +21,13 @@ class _RebuildingReadModel(ReadModel):
     def add_provisional(self, instance: Instance, raw: str, room_type: str) -> list[Event]:
         if not instance.joined or instance.removed:
             return []
-        instance.hidden.discard(raw)
-        instance.provisional[raw] = room_type
+        instance.overlay_create(raw, room_type)
         return self._reconcile(instance, _full_changes(instance), whole=True)
 
     def hide(self, instance: Instance, raw: str) -> list[Event]:
         if not instance.joined or instance.removed:
             return []
-        instance.provisional.pop(raw, None)
-        instance.hidden.add(raw)
+        instance.overlay_destroy(raw)
         return self._reconcile(instance, _full_changes(instance), whole=True)
 
 

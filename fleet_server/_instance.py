@@ -1,0 +1,451 @@
+"""One connected agent as the orchestrator tracks it, and its rooms (SPEC §1, §7.2).
+
+An :class:`Instance` changes only through its own methods, each O(1): the applied
+snapshot, the read-your-write overlay (acked creates added, acked destroys hidden), the
+placement bookkeeping (creates in flight, timeout holds, status override, stale mark) and
+its effective rooms, which the read model reconciles. Its views, :meth:`Instance.info`
+and :meth:`Instance.hash_entry`, are cached until the read model invalidates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import replace
+from operator import attrgetter
+from typing import Final
+
+from ._fields import (
+    INSTANCE_FIELDS,
+    ROOM_FIELDS,
+    compile_function,
+    record_builder,
+    report_attributes,
+)
+from ._fleet_hash import encode_entry
+from ._ids import encode_public_id
+from ._models import InstanceInfo, InstanceStatus, RoomInfo
+from ._snapshot import ReportedRoom, Snapshot
+
+__all__ = ["Change", "Instance", "RoomChanges"]
+
+Change = tuple[str, ReportedRoom | None]  # raw room id -> its effective state, None: gone
+
+
+# Positional: the room or a reported room (both carry the reported values), then what
+# the instance supplies; the applied snapshot, then what the instance supplies.
+_build_room_info: Final[Callable[[_Room | ReportedRoom, str, str, str], RoomInfo]] = record_builder(
+    RoomInfo, ROOM_FIELDS, ("id", "instance_id", "endpoint_url"), module=__name__
+)
+_build_instance_info: Final[
+    Callable[[Snapshot, str, tuple[RoomInfo, ...], int, InstanceStatus, int], InstanceInfo]
+] = record_builder(
+    InstanceInfo,
+    INSTANCE_FIELDS,
+    ("id", "rooms", "connections", "status", "last_sync_at"),
+    module=__name__,
+)
+_content = attrgetter(*report_attributes(INSTANCE_FIELDS))
+_REPORTED: Final = ReportedRoom._fields
+_copy_reported: Final[Callable[[_Room, ReportedRoom], None]] = compile_function(
+    "copy_reported",
+    "def copy_reported(room, reported):\n"
+    f"    {''.join(f'room.{name}, ' for name in _REPORTED)}= reported\n",
+    {},
+    module=__name__,
+    qualname="_Room.copy_reported",
+)
+
+
+def _same_content(previous: Snapshot, snapshot: Snapshot) -> bool:
+    """Whether two snapshots of one instance agree on everything the read model shows
+    (all but ``seq`` and ``hash``)."""
+    return bool(_content(previous) == _content(snapshot))
+
+
+def _acked(room_type: str) -> ReportedRoom:
+    """An acked create that no reply has listed yet."""
+    return ReportedRoom(room_type, 0, False)
+
+
+def _instance_status(snapshot: Snapshot) -> InstanceStatus:
+    return "draining" if snapshot.status == "draining" else "active"
+
+
+class _Room:
+    """One effective room: its agent-reported state and its public id (SPEC §7.3).
+
+    Each value of the reported room is also kept in a slot of its own, named like the
+    :class:`ReportedRoom` field: the stateHash entry reads them room after room, and a
+    slot is much cheaper to reach there than the tuple's items.
+    """
+
+    __slots__ = ("base", "info", "instance", "public", "raw", "reported", *_REPORTED)
+
+    connections: int  # the reported values (slots named by ReportedRoom's fields)
+    local: bool
+
+    def __init__(self, raw: str, base: str, instance: Instance, reported: ReportedRoom) -> None:
+        self.raw = raw
+        self.base = base  # the public form of ``raw``, which it claims
+        self.public = ""  # until resolved
+        self.instance = instance
+        self.reported = reported
+        self.info: RoomInfo | None = None
+        _copy_reported(self, reported)
+
+    def reset(self) -> None:
+        """Forget the derived views after the room or its instance's endpoint changed."""
+        self.info = None
+
+    def room_info(self) -> RoomInfo:
+        info = self.info
+        if info is None:
+            # A room is part of its instance's record: it reads the instance's slots.
+            instance = self.instance
+            snapshot = instance._snapshot
+            assert snapshot is not None
+            info = _build_room_info(self, self.public, instance.id, snapshot.endpoint_url)
+            self.info = info
+        return info
+
+
+class RoomChanges:
+    """What :meth:`Instance.apply_changes` did to the rooms, for the read model."""
+
+    __slots__ = ("created", "dropped", "flipped", "touched")
+
+    def __init__(self) -> None:
+        self.created: list[_Room] = []
+        self.dropped: list[_Room] = []
+        self.flipped: dict[_Room, RoomInfo] = {}  # ``local`` changed: its info before
+        self.touched = False  # any room changed
+
+
+class Instance:
+    """One connected agent as the orchestrator tracks it (mutated on the loop only)."""
+
+    __slots__ = (
+        "_connections",
+        "_hash_entry",
+        "_hidden",
+        "_holds",
+        "_inflight",
+        "_info",
+        "_join_seq",
+        "_last_seq",
+        "_last_sync_at",
+        "_override",
+        "_provisional",
+        "_removed",
+        "_rooms",
+        "_snapshot",
+        "_stale",
+        "id",
+    )
+
+    def __init__(self, instance_id: str) -> None:
+        self.id: Final = instance_id
+        self._join_seq: int | None = None
+        self._snapshot: Snapshot | None = None
+        self._last_seq = 0
+        self._last_sync_at = 0
+        self._provisional: dict[str, str] = {}  # acked creates: raw id -> room type
+        self._hidden: set[str] = set()  # acked destroys
+        self._holds: set[str] = set()  # creates that timed out
+        self._inflight = 0
+        self._override: str | None = None
+        self._stale = False
+        self._removed = False
+        self._rooms: dict[str, _Room] = {}
+        self._info: InstanceInfo | None = None
+        self._hash_entry: bytes | None = None
+        self._connections: int | None = None
+
+    # --- reads --------------------------------------------------------------------
+
+    @property
+    def join_seq(self) -> int | None:
+        """The instance's place in join order, from its first applied snapshot."""
+        return self._join_seq
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    @property
+    def holds(self) -> AbstractSet[str]:
+        return self._holds
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    @property
+    def stale(self) -> bool:
+        return self._stale
+
+    @property
+    def removed(self) -> bool:
+        return self._removed
+
+    @property
+    def rooms(self) -> Mapping[str, _Room]:
+        """The effective rooms by raw id."""
+        return self._rooms
+
+    @property
+    def joined(self) -> bool:
+        return self._snapshot is not None
+
+    @property
+    def effective_status(self) -> str:
+        if self._override is not None:
+            return self._override
+        return self._snapshot.status if self._snapshot is not None else "active"
+
+    @property
+    def status(self) -> str:
+        return self._snapshot.status if self._snapshot is not None else "active"
+
+    @property
+    def room_load(self) -> int:
+        """Rooms counted toward ``maxRooms``: listed, in flight and held."""
+        return len(self._rooms) + self._inflight + len(self._holds)
+
+    @property
+    def connections(self) -> int:
+        total = self._connections
+        if total is None:
+            total = sum(room.connections for room in self._rooms.values())
+            self._connections = total
+        return total
+
+    def effective_room(self, raw: str) -> ReportedRoom | None:
+        """What the applied snapshot and the overlay say of room ``raw``."""
+        if raw in self._hidden:
+            return None
+        snapshot = self._snapshot
+        assert snapshot is not None
+        reported = snapshot.rooms.get(raw)
+        if reported is not None:
+            return reported
+        room_type = self._provisional.get(raw)
+        return _acked(room_type) if room_type is not None else None
+
+    def fits(self, room_type: str, labels: Mapping[str, str]) -> bool:
+        """Whether strategy placement may put a ``room_type`` room here (SPEC §6): joined,
+        not stale, ``autoCreate``, active, of the type, with ``labels``, with headroom."""
+        snapshot = self._snapshot
+        if snapshot is None or self._stale or not snapshot.auto_create:
+            return False
+        status = self._override if self._override is not None else snapshot.status
+        if status != "active" or room_type not in snapshot.room_types:
+            return False
+        own = snapshot.labels
+        for key, value in labels.items():
+            if own.get(key) != value:
+                return False
+        if snapshot.max_rooms is not None and snapshot.max_rooms <= self.room_load:
+            return False
+        return not (
+            snapshot.max_connections is not None and snapshot.max_connections <= self.connections
+        )
+
+    def full_changes(self) -> list[Change]:
+        """Every room: the gone ones first, then the whole effective state."""
+        snapshot = self._snapshot
+        assert snapshot is not None
+        target: Mapping[str, ReportedRoom] = snapshot.rooms
+        if self._hidden or self._provisional:
+            target = dict(target)
+            for raw in self._hidden:
+                target.pop(raw, None)
+            for raw, room_type in self._provisional.items():
+                if raw not in target:
+                    target[raw] = _acked(room_type)
+        changes: list[Change] = [(raw, None) for raw in self._rooms if raw not in target]
+        changes.extend(target.items())
+        return changes
+
+    # --- views --------------------------------------------------------------------
+
+    def acked_room_info(self, raw: str, room_type: str) -> RoomInfo:
+        """An acked create as a room of this instance, whether listed or not (it is not
+        once the instance has left)."""
+        room = self._rooms.get(raw)
+        if room is not None:
+            return room.room_info()
+        endpoint = self._snapshot.endpoint_url if self._snapshot is not None else ""
+        return _build_room_info(_acked(room_type), raw, self.id, endpoint)
+
+    def _applied(self) -> tuple[Snapshot, list[_Room]]:
+        """The applied snapshot and the rooms in id order (views need both)."""
+        snap, rooms = self._snapshot, self._rooms
+        assert snap is not None
+        return snap, [rooms[raw] for raw in sorted(rooms)]
+
+    def info(self) -> InstanceInfo:
+        info = self._info
+        if info is None:
+            snap, rooms = self._applied()
+            rooms_info = tuple(room.room_info() for room in rooms)
+            status = _instance_status(snap)
+            info = _build_instance_info(
+                snap, self.id, rooms_info, self.connections, status, self._last_sync_at
+            )
+            self._info = info
+        elif info.last_sync_at != self._last_sync_at:
+            info = replace(info, last_sync_at=self._last_sync_at)
+            self._info = info
+        return info
+
+    def hash_entry(self) -> bytes:
+        """This instance's canonical stateHash entry, UTF-8: the canonical JSON of
+        ``info().to_dict()`` without its unhashed fields."""
+        entry = self._hash_entry
+        if entry is None:
+            snap, rooms = self._applied()
+            entry = encode_entry(
+                snap,
+                rooms,
+                id=self.id,
+                connections=self.connections,
+                status=_instance_status(snap),
+                room_instance_id=self.id,
+                room_endpoint_url=snap.endpoint_url,
+            ).encode()
+            self._hash_entry = entry
+        return entry
+
+    def invalidate(self) -> None:
+        """Forget the views after a semantic change."""
+        self._info = None
+        self._hash_entry = None
+
+    # --- agent replies ------------------------------------------------------------
+
+    def apply(self, snapshot: Snapshot, now_ms: int) -> Snapshot | None:
+        """Take a validated full reply; returns the snapshot it replaces. An override
+        the reply's status agrees with is settled."""
+        previous = self._snapshot
+        self._snapshot = snapshot
+        self._last_seq = snapshot.seq
+        self._last_sync_at = now_ms
+        if self._override == snapshot.status:
+            self._override = None
+        return previous
+
+    def touch(self, now_ms: int) -> bool:
+        """A hash-only reply: a newer ``lastSyncAt``; an agreed override is settled.
+        Returns whether holds or an overlay are left for the read model to drop."""
+        self._last_sync_at = now_ms
+        if self._override is not None and self._override == self.status:
+            self._override = None
+        return bool(self._holds or self._provisional or self._hidden)
+
+    def join(self, join_seq: int) -> None:
+        self._join_seq = join_seq
+
+    # --- the overlay (SPEC §7.2) --------------------------------------------------
+
+    def overlay_create(self, raw: str, room_type: str) -> None:
+        self._hidden.discard(raw)
+        self._provisional[raw] = room_type
+
+    def overlay_destroy(self, raw: str) -> None:
+        self._provisional.pop(raw, None)
+        self._hidden.add(raw)
+
+    def settle_overlay(self) -> list[str]:
+        """Drop the overlay; returns the raw ids it touched."""
+        if not self._provisional and not self._hidden:
+            return []
+        raws = [*self._provisional, *self._hidden]
+        self.clear_overlay()
+        return raws
+
+    def clear_overlay(self) -> None:
+        self._provisional.clear()
+        self._hidden.clear()
+
+    # --- effective rooms (the read model's reconcile) -----------------------------
+
+    def apply_changes(self, changes: Iterable[Change]) -> RoomChanges:
+        """Bring the listed rooms to their effective state; unchanged ones are skipped.
+        Costs O(changes), not O(rooms on the instance)."""
+        out = RoomChanges()
+        rooms = self._rooms
+        delta = 0
+        for raw, reported in changes:
+            existing = rooms.get(raw)
+            if existing is not None and existing.reported == reported:
+                continue
+            if reported is None:
+                if existing is None:
+                    continue
+                del rooms[raw]
+                delta -= existing.connections
+                out.dropped.append(existing)
+            elif existing is None:
+                room = _Room(raw, encode_public_id(raw), self, reported)
+                rooms[raw] = room
+                delta += room.connections
+                out.created.append(room)
+            else:
+                if existing.local != reported.local:
+                    out.flipped[existing] = existing.room_info()
+                delta += reported.connections - existing.connections
+                existing.reported = reported
+                existing.info = None
+                _copy_reported(existing, reported)
+            out.touched = True
+        if self._connections is not None:
+            self._connections += delta
+        return out
+
+    def reset_rooms(self) -> None:
+        """Forget every room's views (the endpoint they copy changed)."""
+        for room in self._rooms.values():
+            room.reset()
+
+    # --- placement bookkeeping ----------------------------------------------------
+
+    def create_started(self) -> None:
+        """A create was sent here: one more ``maxRooms`` slot in use until it settles."""
+        self._inflight += 1
+
+    def create_settled(self) -> None:
+        self._inflight -= 1
+
+    def hold(self, raw: str) -> None:
+        """Keep a timed-out create's slot until the next reply."""
+        self._holds.add(raw)
+
+    def release_holds(self) -> AbstractSet[str]:
+        """Drop every hold; returns the raw ids that were held."""
+        holds, self._holds = self._holds, set()
+        return holds
+
+    def override_status(self, status: str) -> None:
+        """An acked drain or undrain: placement uses ``status`` until a reply agrees."""
+        self._override = status
+
+    def clear_override(self) -> None:
+        self._override = None
+
+    def mark_stale(self) -> None:
+        self._stale = True
+
+    def mark_fresh(self) -> None:
+        self._stale = False
+
+    def mark_removed(self) -> None:
+        self._removed = True
+
+
+_full_changes = Instance.full_changes  # a whole instance's reconcile, as a function

@@ -1,10 +1,10 @@
 """One connected agent as the orchestrator tracks it, and its rooms (SPEC §1, §7.2).
 
-An :class:`Instance` changes only through its own methods, each O(1): the applied
-snapshot, the read-your-write overlay (acked creates added, acked destroys hidden), the
-placement bookkeeping (creates in flight, timeout holds, status override, stale mark) and
-its effective rooms, which the read model reconciles. Its views, :meth:`Instance.info`
-and :meth:`Instance.hash_entry`, are cached until the read model invalidates them.
+An :class:`Instance` changes only through its own O(1) methods: the applied snapshot,
+the overlay (acked creates added, acked destroys hidden), the placement bookkeeping
+(creates in flight, timeout holds, override, stale mark) and its effective rooms, which
+the read model reconciles. Its views (``info``, ``hash_entry``) are cached until the
+read model invalidates them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from ._snapshot import ReportedRoom, Snapshot
 __all__ = ["Change", "Instance", "RoomChanges"]
 
 Change = tuple[str, ReportedRoom | None]  # raw room id -> its effective state, None: gone
-
 
 # Positional: the room or a reported room (both carry the reported values), then what
 # the instance supplies; the applied snapshot, then what the instance supplies.

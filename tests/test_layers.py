@@ -40,3 +40,19 @@ def test_the_gateway_reaches_the_core_only_through_its_interfaces() -> None:
 def test_the_agent_imports_nothing_of_the_orchestrator() -> None:
     roots = {module.split(".")[0] for _, module in _imports("fleet_agent")}
     assert not roots & {"fleet_server", "gateway"}
+
+
+def test_product_modules_and_functions_stay_small() -> None:
+    """No module of the three packages above 450 lines, no function above 60."""
+    too_big: list[str] = []
+    for package in ("fleet_server", "fleet_agent", "gateway"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            source = path.read_text()
+            if source.count("\n") > 450:
+                too_big.append(f"{path.name}: {source.count(chr(10))} lines")
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    length = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if length > 60:
+                        too_big.append(f"{path.name}:{node.lineno} {node.name}: {length} lines")
+    assert too_big == []

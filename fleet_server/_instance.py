@@ -12,39 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
-from operator import attrgetter
 from typing import Final
 
-from ._fields import (
-    INSTANCE_FIELDS,
-    ROOM_FIELDS,
-    compile_function,
-    record_builder,
-    report_attributes,
-)
+from ._fields import compile_function
 from ._fleet_hash import encode_entry
 from ._ids import encode_public_id
-from ._models import InstanceInfo, InstanceStatus, RoomInfo
+from ._models import InstanceInfo, InstanceStatus, RoomInfo, build_instance_info, build_room_info
 from ._snapshot import ReportedRoom, Snapshot
 
 __all__ = ["Change", "Instance", "RoomChanges"]
 
 Change = tuple[str, ReportedRoom | None]  # raw room id -> its effective state, None: gone
 
-# Positional: the room or a reported room (both carry the reported values), then what
-# the instance supplies; the applied snapshot, then what the instance supplies.
-_build_room_info: Final[Callable[[_Room | ReportedRoom, str, str, str], RoomInfo]] = record_builder(
-    RoomInfo, ROOM_FIELDS, ("id", "instance_id", "endpoint_url"), module=__name__
-)
-_build_instance_info: Final[
-    Callable[[Snapshot, str, tuple[RoomInfo, ...], int, InstanceStatus, int], InstanceInfo]
-] = record_builder(
-    InstanceInfo,
-    INSTANCE_FIELDS,
-    ("id", "rooms", "connections", "status", "last_sync_at"),
-    module=__name__,
-)
-_content = attrgetter(*report_attributes(INSTANCE_FIELDS))
+
 _REPORTED: Final = ReportedRoom._fields
 _copy_reported: Final[Callable[[_Room, ReportedRoom], None]] = compile_function(
     "copy_reported",
@@ -54,12 +34,6 @@ _copy_reported: Final[Callable[[_Room, ReportedRoom], None]] = compile_function(
     module=__name__,
     qualname="_Room.copy_reported",
 )
-
-
-def _same_content(previous: Snapshot, snapshot: Snapshot) -> bool:
-    """Whether two snapshots of one instance agree on everything the read model shows
-    (all but ``seq`` and ``hash``)."""
-    return bool(_content(previous) == _content(snapshot))
 
 
 def _acked(room_type: str) -> ReportedRoom:
@@ -104,7 +78,7 @@ class _Room:
             instance = self.instance
             snapshot = instance._snapshot
             assert snapshot is not None
-            info = _build_room_info(self, self.public, instance.id, snapshot.endpoint_url)
+            info = build_room_info(self, self.public, instance.id, snapshot.endpoint_url)
             self.info = info
         return info
 
@@ -280,7 +254,7 @@ class Instance:
         if room is not None:
             return room.room_info()
         endpoint = self._snapshot.endpoint_url if self._snapshot is not None else ""
-        return _build_room_info(_acked(room_type), raw, self.id, endpoint)
+        return build_room_info(_acked(room_type), raw, self.id, endpoint)
 
     def _applied(self) -> tuple[Snapshot, list[_Room]]:
         """The applied snapshot and the rooms in id order (views need both)."""
@@ -294,7 +268,7 @@ class Instance:
             snap, rooms = self._applied()
             rooms_info = tuple(room.room_info() for room in rooms)
             status = _instance_status(snap)
-            info = _build_instance_info(
+            info = build_instance_info(
                 snap, self.id, rooms_info, self.connections, status, self._last_sync_at
             )
             self._info = info

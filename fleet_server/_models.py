@@ -1,14 +1,16 @@
 """The read model's public shapes: frozen dataclasses with camelCase ``to_dict()``.
 
 :class:`RoomInfo` and :class:`InstanceInfo` declare their fields in the order of the
-field table (:mod:`._fields`), which ``to_dict()`` is generated from.
+field table (:mod:`._fields`). Generated from it: their ``to_dict()``, their builders
+from the agent's report, and the comparison of two snapshots on what the shapes show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from fleet_agent import Capacity
 
@@ -20,9 +22,24 @@ from ._fields import (
     Field,
     check_fields,
     compile_function,
+    record_builder,
+    report_attributes,
 )
 
-__all__ = ["Capacity", "FleetStats", "InstanceInfo", "InstanceStatus", "RoomInfo"]
+if TYPE_CHECKING:
+    from ._instance import _Room
+    from ._snapshot import ReportedRoom, Snapshot
+
+__all__ = [
+    "Capacity",
+    "FleetStats",
+    "InstanceInfo",
+    "InstanceStatus",
+    "RoomInfo",
+    "build_instance_info",
+    "build_room_info",
+    "same_content",
+]
 
 InstanceStatus = Literal["active", "draining"]
 
@@ -89,6 +106,27 @@ class InstanceInfo:
 check_fields(RoomInfo, ROOM_FIELDS)
 check_fields(InstanceInfo, INSTANCE_FIELDS)
 check_fields(Capacity, CAPACITY_FIELDS)
+
+# Builders, positional: the report (a reported room or a room record carrying the same
+# values; an applied snapshot), then the values the read model supplies, in this order.
+build_room_info: Final[Callable[[_Room | ReportedRoom, str, str, str], RoomInfo]] = record_builder(
+    RoomInfo, ROOM_FIELDS, ("id", "instance_id", "endpoint_url"), module=__name__
+)
+build_instance_info: Final[
+    Callable[[Snapshot, str, tuple[RoomInfo, ...], int, InstanceStatus, int], InstanceInfo]
+] = record_builder(
+    InstanceInfo,
+    INSTANCE_FIELDS,
+    ("id", "rooms", "connections", "status", "last_sync_at"),
+    module=__name__,
+)
+_shown = attrgetter(*report_attributes(INSTANCE_FIELDS))
+
+
+def same_content(previous: Snapshot, snapshot: Snapshot) -> bool:
+    """Whether two snapshots of one instance agree on everything the shapes show (all
+    but ``seq`` and ``hash``)."""
+    return bool(_shown(previous) == _shown(snapshot))
 
 
 @dataclass(frozen=True, slots=True)

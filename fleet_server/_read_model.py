@@ -21,8 +21,8 @@ from dataclasses import replace
 
 from ._events import Event, EventType
 from ._fleet_hash import EMPTY_HASH, SyncJob, fleet_digest
-from ._instance import Change, Instance, RoomChanges, _Room, _same_content
-from ._models import FleetStats, InstanceInfo, RoomInfo
+from ._instance import Change, Instance, RoomChanges, _Room
+from ._models import FleetStats, InstanceInfo, RoomInfo, same_content
 from ._placement_index import PlacementIndex
 from ._public_ids import PublicIds
 from ._snapshot import Snapshot
@@ -171,7 +171,7 @@ class ReadModel(PublicIds):
         previous = instance.apply(snapshot, now_ms)
         joined = previous is None
         self._clear_holds(instance)
-        if previous is not None and _same_content(previous, snapshot):
+        if previous is not None and same_content(previous, snapshot):
             return self._settle_overlay(instance)
         instance.clear_overlay()
         if joined:

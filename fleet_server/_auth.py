@@ -19,7 +19,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -169,6 +169,11 @@ class Authenticator:
     ) -> None:
         self._rings = {Audience.AGENT: KeyRing(agent_keys), Audience.ADMIN: KeyRing(admin_keys)}
         self._trust_proxy = trust_proxy
+        self._principals = {  # one per configured key, built once
+            (audience, key_id): Principal(audience, key_id)
+            for audience, keys in ((Audience.AGENT, agent_keys), (Audience.ADMIN, admin_keys))
+            for key_id in map(fingerprint, keys)
+        }
         self.throttle = AuthThrottle(failure_limit, failure_window_ms, clock=clock)
 
     @staticmethod
@@ -182,10 +187,11 @@ class Authenticator:
         token = token.strip()
         return token or None
 
-    def client_ip(self, remote: str | None, forwarded_for: str | None) -> str:
-        """The caller's IP: the first ``X-Forwarded-For`` entry behind a trusted proxy."""
-        if self._trust_proxy and forwarded_for:
-            first = forwarded_for.split(",", 1)[0].strip()
+    def client_ip(self, remote: str | None, headers: Mapping[str, str]) -> str:
+        """The caller's IP: the first ``X-Forwarded-For`` entry behind a trusted proxy
+        (the header is not even read otherwise)."""
+        if self._trust_proxy:
+            first = headers.get("X-Forwarded-For", "").split(",", 1)[0].strip()
             if first:
                 return first
         return remote or "unknown"
@@ -210,7 +216,7 @@ class Authenticator:
         for credential in presented:
             key_id = ring.identify(credential)
             if key_id is not None:
-                return Principal(audience, key_id)
+                return self._principals[audience, key_id]
         throttle.failure(ip)
         log.warning("auth failed ip=%s route=%s", ip, _text(route))
         raise FleetError(ErrorCode.UNAUTHORIZED, f"an {audience.value} key is required")

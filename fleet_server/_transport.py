@@ -53,7 +53,7 @@ class AgentTransport:
         headers = request.headers
         if headers.get(hdrs.UPGRADE, "").lower() != "websocket":
             return rejection(ErrorCode.VALIDATION)
-        ip = self._auth.client_ip(request.remote, headers.get("X-Forwarded-For"))
+        ip = self._auth.client_ip(request.remote, headers)
         route = f"{request.method} {request.path}"
         try:
             self._auth.authenticate(Audience.AGENT, ip, route, _offered_key(headers), log=log)

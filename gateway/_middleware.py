@@ -162,9 +162,7 @@ class Guard:
                     if policy is None:
                         response = await handler(request)
                     else:
-                        ip = self._auth.client_ip(
-                            request.remote, request.headers.get("X-Forwarded-For")
-                        )
+                        ip = self._auth.client_ip(request.remote, request.headers)
                         context = RequestContext(ip, policy.audited)
                         request[CONTEXT] = context
                         refusal = self._admit(request, context, policy)

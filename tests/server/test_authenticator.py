@@ -40,9 +40,11 @@ def test_failures_on_any_surface_share_one_throttle() -> None:
 def test_the_client_ip_comes_from_forwarded_for_only_behind_a_trusted_proxy() -> None:
     trusting = Authenticator(agent_keys=[AGENT], admin_keys=[], trust_proxy=True)
     plain = Authenticator(agent_keys=[AGENT], admin_keys=[])
-    assert trusting.client_ip("10.0.0.1", " 7.7.7.7 , 8.8.8.8") == "7.7.7.7"
-    assert plain.client_ip("10.0.0.1", "7.7.7.7") == "10.0.0.1"
-    assert plain.client_ip(None, None) == "unknown"
+    forwarded = {"X-Forwarded-For": " 7.7.7.7 , 8.8.8.8"}
+    assert trusting.client_ip("10.0.0.1", forwarded) == "7.7.7.7"
+    assert trusting.client_ip("10.0.0.1", {}) == "10.0.0.1"
+    assert plain.client_ip("10.0.0.1", forwarded) == "10.0.0.1"
+    assert plain.client_ip(None, {}) == "unknown"
 
 
 def test_failure_and_audit_lines_carry_fingerprints_never_keys(

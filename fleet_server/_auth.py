@@ -51,7 +51,7 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _index(self, presented: str | None) -> int:
+    def index(self, presented: str | None) -> int:
         """The position of the configured key equal to ``presented``, or -1.
 
         The SHA-256 of ``presented`` (remembered once it has matched), then a
@@ -73,12 +73,12 @@ class KeyRing:
 
     def match(self, presented: str | None) -> str | None:
         """The configured key equal to ``presented``, or None."""
-        index = self._index(presented)
+        index = self.index(presented)
         return self._keys[index] if index >= 0 else None
 
     def identify(self, presented: str | None) -> str | None:
         """The :func:`fingerprint` of the configured key equal to ``presented``, or None."""
-        index = self._index(presented)
+        index = self.index(presented)
         return self._ids[index] if index >= 0 else None
 
 
@@ -167,13 +167,10 @@ class Authenticator:
         failure_window_ms: int = 60_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._rings = {Audience.AGENT: KeyRing(agent_keys), Audience.ADMIN: KeyRing(admin_keys)}
+        # Each audience's keys, and one principal per key, in the same order.
+        self._agent = (KeyRing(agent_keys), _principals(Audience.AGENT, agent_keys))
+        self._admin = (KeyRing(admin_keys), _principals(Audience.ADMIN, admin_keys))
         self._trust_proxy = trust_proxy
-        self._principals = {  # one per configured key, built once
-            (audience, key_id): Principal(audience, key_id)
-            for audience, keys in ((Audience.AGENT, agent_keys), (Audience.ADMIN, admin_keys))
-            for key_id in map(fingerprint, keys)
-        }
         self.throttle = AuthThrottle(failure_limit, failure_window_ms, clock=clock)
 
     @staticmethod
@@ -212,11 +209,11 @@ class Authenticator:
         if throttle.blocked(ip):
             log.warning("auth throttled ip=%s route=%s", ip, _text(route))
             raise FleetError(ErrorCode.AUTH_THROTTLED, "too many failed authentications")
-        ring = self._rings[audience]
+        ring, principals = self._admin if audience is Audience.ADMIN else self._agent
         for credential in presented:
-            key_id = ring.identify(credential)
-            if key_id is not None:
-                return self._principals[audience, key_id]
+            index = ring.index(credential)
+            if index >= 0:
+                return principals[index]
         throttle.failure(ip)
         log.warning("auth failed ip=%s route=%s", ip, _text(route))
         raise FleetError(ErrorCode.UNAUTHORIZED, f"an {audience.value} key is required")
@@ -235,3 +232,7 @@ class Authenticator:
 
 def _text(route: str | Callable[[], str]) -> str:
     return route if isinstance(route, str) else route()
+
+
+def _principals(audience: Audience, keys: Sequence[str]) -> tuple[Principal, ...]:
+    return tuple(Principal(audience, fingerprint(key)) for key in keys)

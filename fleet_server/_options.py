@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Final, TypedDict
 
 from ._auth import fingerprint
@@ -215,8 +215,3 @@ class OrchestratorKeywords(TypedDict, total=False):
     sse_ping_ms: int
     auth_failure_limit: int
     auth_failure_window_ms: int
-
-
-def option_names() -> tuple[str, ...]:
-    """Every option field, in declaration order."""
-    return tuple(f.name for f in fields(OrchestratorOptions))

@@ -33,21 +33,13 @@ from typing import Any
 
 from fleet_server import InstanceInfo, Orchestrator
 from fleet_server._collector import CollectorTuning
+from fleet_server._events import EVENT_TYPES
 
 from .._loops import add_loop_option, run
 from ._generator import AGENT_KEY
 from ._histogram import Histogram
 from ._process import ADMIN_KEY
 from ._worker import raise_fd_limit
-
-EVENT_TYPES = (
-    "instance:join",
-    "instance:leave",
-    "instance:stale",
-    "room:create",
-    "room:destroy",
-    "sync",
-)
 
 
 class _CountingHandler(logging.Handler):

@@ -42,6 +42,7 @@ class PendingCommand:
     room_type: str
     future: asyncio.Future[agent_pb2.Ack]
     timer: asyncio.TimerHandle | None = field(default=None)
+    sent: bool = False  # handed to the socket: the agent may have run it
 
 
 Outcome = Callable[[PendingCommand, agent_pb2.Ack | FleetError], None]
@@ -95,6 +96,7 @@ class Commands:
                 room_type=pending.room_type,
             )
         )
+        pending.sent = True
         try:
             await pending.sink.send(frame)
         except Exception as exc:

@@ -69,6 +69,7 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     _add_api_flags(parser.add_argument)
     _add_http_flags(parser.add_argument)
     _add_tuning_flags(parser.add_argument)
+    _add_cluster_flags(parser.add_argument)
     add = parser.add_argument
     add("--config", metavar="PATH", help="YAML config file (keys: the snake_case option names)")
     add("-v", "--version", action="version", version=version)
@@ -171,6 +172,62 @@ def _add_tuning_flags(add: Add) -> None:
     )
 
 
+def _add_cluster_flags(add: Add) -> None:
+    defaults = _OPTION_DEFAULTS
+    add(
+        "--orphan-hold",
+        type=int,
+        dest="orphan_hold_ms",
+        metavar="MS",
+        help=(
+            "how long a vanished game server's room ids stay taken, in ms "
+            f"(env FLEET_ORPHAN_HOLD_MS; default {defaults['orphan_hold_ms']})"
+        ),
+    )
+    add(
+        "--state",
+        dest="state_path",
+        metavar="PATH",
+        help="membership store file, kept across restarts (env FLEET_STATE; default none)",
+    )
+    add(
+        "--settle",
+        type=int,
+        dest="settle_ms",
+        metavar="MS",
+        help=(
+            "after a start or takeover, explicit-id creates wait at most this long for "
+            f"recorded game servers (env FLEET_SETTLE_MS; default {defaults['settle_ms']})"
+        ),
+    )
+    add(
+        "--etcd",
+        action="append",
+        dest="etcd_endpoints",
+        metavar="URL",
+        help="etcd endpoint for leader election, repeatable (env FLEET_ETCD, comma list)",
+    )
+    add(
+        "--cluster",
+        metavar="NAME",
+        help=f"cluster name in etcd (env FLEET_CLUSTER; default {defaults['cluster']})",
+    )
+    add(
+        "--advertise-url",
+        metavar="URL",
+        help="this node's API URL as other nodes and clients reach it (env FLEET_ADVERTISE_URL)",
+    )
+    add(
+        "--leader-lease",
+        type=int,
+        dest="leader_lease_ms",
+        metavar="MS",
+        help=(
+            f"leader lease in ms (env FLEET_LEADER_LEASE_MS; default {defaults['leader_lease_ms']})"
+        ),
+    )
+
+
 # --- value parsing: text into typed values; the checks are the options' own -----------
 
 
@@ -209,6 +266,12 @@ def _keys(value: Any, where: str) -> Any:
     raise ConfigError(f"{where} must be a string or a list of strings")
 
 
+def _optional_text(value: Any, where: str) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
 def _origins(value: Any, where: str) -> Any:
     return _comma_list(value) if isinstance(value, str) else value
 
@@ -245,11 +308,20 @@ _SETTINGS: Final[Mapping[str, tuple[str | None, Parser]]] = {
     "cors_origins": ("cors_origins", _origins),
     "sse_query_auth": ("sse_query_auth", _bool),
     "trust_proxy": ("trust_proxy", _bool),
+    "orphan_hold_ms": ("orphan_hold_ms", _int),
+    "state_path": ("state_path", _optional_text),
+    "settle_ms": ("settle_ms", _int),
+    "etcd_endpoints": ("etcd_endpoints", _origins),
+    "cluster": ("cluster", _text),
+    "advertise_url": ("advertise_url", _optional_text),
+    "leader_lease_ms": ("leader_lease_ms", _int),
     "log_level": (None, _level),
     "environment": ("production", _environment),
 }
 YAML_KEYS: Final = frozenset(_SETTINGS)
-_LISTS: Final = frozenset({"agent_key", "admin_key", "cors_origins"})  # comma lists in env
+_LISTS: Final = frozenset(
+    {"agent_key", "admin_key", "cors_origins", "etcd_endpoints"}
+)  # comma lists in env
 
 _ENV: Final[Mapping[str, str]] = {
     "FLEET_HOST": "host",
@@ -262,6 +334,13 @@ _ENV: Final[Mapping[str, str]] = {
     "FLEET_CORS_ORIGINS": "cors_origins",
     "FLEET_SSE_QUERY_AUTH": "sse_query_auth",
     "FLEET_TRUST_PROXY": "trust_proxy",
+    "FLEET_ORPHAN_HOLD_MS": "orphan_hold_ms",
+    "FLEET_STATE": "state_path",
+    "FLEET_SETTLE_MS": "settle_ms",
+    "FLEET_ETCD": "etcd_endpoints",
+    "FLEET_CLUSTER": "cluster",
+    "FLEET_ADVERTISE_URL": "advertise_url",
+    "FLEET_LEADER_LEASE_MS": "leader_lease_ms",
     "FLEET_LOG_LEVEL": "log_level",
     "FLEET_ENV": "environment",
 }
@@ -291,6 +370,8 @@ def _flag_name(key: str) -> str:
         return "--" + key.replace("_", "-")
     if key == "cors_origins":
         return "--cors"
+    if key in ("state_path", "etcd_endpoints"):
+        return "--" + key.split("_")[0]
     return "--" + key.replace("_ms", "").replace("_", "-")
 
 

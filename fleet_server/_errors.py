@@ -36,6 +36,8 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     INTERNAL = "INTERNAL"
     NOT_READY = "NOT_READY"
+    NOT_LEADER = "NOT_LEADER"
+    FORBIDDEN = "FORBIDDEN"
 
 
 class ErrorStatus(NamedTuple):
@@ -62,15 +64,24 @@ ERROR_TABLE: Final[Mapping[ErrorCode, ErrorStatus]] = {
     ErrorCode.METHOD_NOT_ALLOWED: ErrorStatus(405, "UNIMPLEMENTED"),
     ErrorCode.INTERNAL: ErrorStatus(500, "INTERNAL"),
     ErrorCode.NOT_READY: ErrorStatus(503, "UNAVAILABLE"),
+    ErrorCode.NOT_LEADER: ErrorStatus(503, "UNAVAILABLE"),
+    ErrorCode.FORBIDDEN: ErrorStatus(403, "PERMISSION_DENIED"),
 }
 
 
 class FleetError(Exception):
     """A fleet operation failed; ``code`` says why, ``str()`` explains it."""
 
-    def __init__(self, code: ErrorCode | str, message: str | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode | str,
+        message: str | None = None,
+        *,
+        retry_after_s: int | None = None,
+    ) -> None:
         self.code = ErrorCode(code)
         self.message = message or self.code.value
+        self.retry_after_s = retry_after_s  # sent as Retry-After (REST) / retry-after (gRPC)
         super().__init__(self.message)
 
     @property

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from rivalis.fleet.v3 import agent_pb2
 
@@ -23,9 +23,12 @@ from ._events import EventHub, EventType
 from ._fleet_hash import SyncJob
 from ._ids import generate_room_id, is_valid_room_id
 from ._instance import Instance
+from ._membership import Membership
 from ._models import FleetStats, InstanceInfo, RoomInfo
+from ._orphans import OrphanHolds
 from ._placement import Placement, ValidationError, check_pin, choose
 from ._read_model import ReadModel
+from ._roster import Roster
 from ._snapshot import SnapshotRejectedError, parse_snapshot
 
 __all__ = ["Fleet"]
@@ -51,6 +54,7 @@ class Fleet:
         *,
         command_timeout_ms: int,
         events: EventHub,
+        orphan_hold_ms: int = 60_000,
         rng: random.Random | None = None,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
@@ -61,6 +65,8 @@ class Fleet:
         self._links: dict[str, CommandSink] = {}
         self._reserved: set[str] = set()
         self._commands = Commands(command_timeout_ms, self._settled)
+        self.orphans: Final = OrphanHolds(orphan_hold_ms, clock_ms)
+        self.roster: Final = Roster(clock_ms)
         self._sync_handle: asyncio.Handle | None = None
         self._sync_job: SyncJob | None = None  # a sync being hashed slice by slice
         self._sync_slices = 0
@@ -146,6 +152,13 @@ class Fleet:
             placement = Placement()
         elif not isinstance(placement, Placement):
             raise ValidationError("placement must be a Placement")
+        if room_id is not None and not self.roster.settled:
+            raise FleetError(
+                ErrorCode.NOT_READY,
+                f"settling: {self.roster.awaited} recorded game servers are not back yet; "
+                "creates that name their room id wait (creates without one do not)",
+                retry_after_s=self.roster.retry_after_s(),
+            )
         room_id = self._reserve_id(room_id)
         try:
             instance = self._place(type, placement)
@@ -188,18 +201,39 @@ class Fleet:
         self._links[instance_id] = sink
         return self._read.connect(instance_id)
 
-    def detach(self, instance: Instance, reason: str) -> None:
-        """Teardown (SPEC §3.6): fail pending commands, forget the instance, emit events."""
+    def detach(self, instance: Instance, reason: str, *, clean: bool = False) -> None:
+        """Teardown (SPEC §3.6, CONTRACT §9): hold the ids the instance accounted for on
+        behalf of its process, fail pending commands, forget the instance, emit events.
+
+        ``clean`` is a leave the agent asked for (close 1000): its listed rooms are gone
+        with it, so only the creates it never acked stay held.
+        """
         sink = self._links.pop(instance.id, None)
+        self._hold_orphans(instance, sink, clean)
         if sink is not None:
             self._commands.fail_all(sink, reason)
+        if instance.joined and not instance.removed and instance.snapshot is not None:
+            self.roster.left(instance.snapshot.process_uid, clean=clean)
         self._emit(self._read.remove(instance))
+
+    def _hold_orphans(self, instance: Instance, sink: CommandSink | None, clean: bool) -> None:
+        if instance.removed:
+            return
+        held: set[str] = set(instance.holds)
+        if sink is not None:
+            held.update(p.room_id for p in sink.pending.values() if p.op == "create" and p.sent)
+        if not clean:
+            held.update(room.public for room in instance.rooms.values())
+        snapshot = instance.snapshot
+        self.orphans.hold(snapshot.process_uid if snapshot is not None else instance.id, held)
 
     def on_state(self, instance: Instance, state: agent_pb2.State) -> None:
         """A State that answered the outstanding poll."""
         if instance.removed:
             return
         if not state.full:
+            if self.orphans and instance.snapshot is not None:
+                self.orphans.release(instance.snapshot.process_uid)
             self._emit(self._read.touch(instance, self._clock_ms()))
             return
         try:
@@ -215,11 +249,16 @@ class Fleet:
                 instance.last_seq,
             )
             return
+        first = not instance.joined
         try:
             events = self._read.apply_snapshot(instance, snapshot, self._clock_ms())
         except Exception:
             log.exception("snapshot apply failed instance=%s", instance.id)
             return
+        if first:
+            self.roster.joined(snapshot.process_uid)
+        # The process has said what it has: ids it lists are its rooms, the rest are free.
+        self.orphans.release(snapshot.process_uid)
         self._emit(events)
 
     def on_ack(self, sink: CommandSink, ack: agent_pb2.Ack) -> bool:
@@ -229,6 +268,38 @@ class Fleet:
         instance.mark_stale()
         if instance.joined and not instance.removed:
             self._events.emit([(EventType.INSTANCE_STALE, instance.info())])
+
+    # --- the membership record (CONTRACT §9) --------------------------------------
+
+    def track_membership(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` whenever what :meth:`capture_membership` returns changes."""
+        self.orphans.on_change = on_change
+        self.roster.on_change = on_change
+
+    def capture_membership(self) -> Membership:
+        return Membership(
+            processes=self.roster.records(self.orphans.hold_ms),
+            orphans=tuple(self.orphans),
+            saved_at=self._clock_ms(),
+        )
+
+    def restore(self, membership: Membership | None, settle_ms: int) -> None:
+        """Take over a stored record: its holds (with their recorded expiry) and a
+        settle wait for its processes. ``None`` is an unreadable record: wait the whole
+        ``settle_ms`` for explicit ids, since nobody knows who was there."""
+        if membership is None:
+            self.roster.restore({}, settle_ms, wait_all=True)
+            return
+        now = self._clock_ms()
+        by_process: dict[str, list[str]] = {}
+        expiry: dict[str, int] = {}
+        for hold in membership.orphans:
+            if hold.expires_at > now:
+                by_process.setdefault(hold.process_uid, []).append(hold.room_id)
+                expiry[hold.process_uid] = max(expiry.get(hold.process_uid, 0), hold.expires_at)
+        for process_uid, room_ids in by_process.items():
+            self.orphans.hold(process_uid, room_ids, expiry[process_uid])
+        self.roster.restore(membership.processes, settle_ms)
 
     # --- events -------------------------------------------------------------------
 
@@ -284,6 +355,7 @@ class Fleet:
 
     def close(self) -> None:
         """Emit any owed ``sync`` now and stop scheduling (orchestrator shutdown)."""
+        self.orphans.close()
         if self._sync_handle is None:
             return
         self._sync_handle.cancel()
@@ -301,16 +373,19 @@ class Fleet:
 
     def _reserve_id(self, room_id: str | None) -> str:
         if room_id is not None:
-            if room_id in self._reserved or self._read.is_taken(room_id):
+            if room_id in self._reserved or self._is_taken(room_id):
                 raise FleetError(ErrorCode.ROOM_EXISTS, f"room {room_id} exists")
             self._reserved.add(room_id)
             return room_id
         for _ in range(_ID_ATTEMPTS):
             candidate = generate_room_id()
-            if candidate not in self._reserved and not self._read.is_taken(candidate):
+            if candidate not in self._reserved and not self._is_taken(candidate):
                 self._reserved.add(candidate)
                 return candidate
         raise FleetError(ErrorCode.ROOM_EXISTS, "no free room id found")
+
+    def _is_taken(self, room_id: str) -> bool:
+        return self._read.is_taken(room_id) or room_id in self.orphans
 
     def _place(self, room_type: str, placement: Placement) -> Instance:
         if placement.instance_id is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ._auth import Audience, Authenticator, Principal
-from ._envelope import rejection
+from ._envelope import LEADER_HEADER, rejection, rejection_of
 from ._errors import ERROR_TABLE, ErrorCode, FleetError
 from ._events import Encoder, EventHub, EventType, Subscription
 from ._fields import (
@@ -35,6 +35,7 @@ __all__ = [
     "CAPACITY_FIELDS",
     "ERROR_TABLE",
     "INSTANCE_FIELDS",
+    "LEADER_HEADER",
     "ROOM_FIELDS",
     "Audience",
     "Authenticator",
@@ -59,6 +60,7 @@ __all__ = [
     "compile_function",
     "is_valid_room_id",
     "rejection",
+    "rejection_of",
 ]
 
 

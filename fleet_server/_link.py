@@ -28,6 +28,7 @@ log = logging.getLogger("fleet.server")
 FORCED_FULL_EVERY: Final = 12
 STALE_AFTER: Final = 2
 EVICT_AFTER: Final = 3
+CLEAN_LEAVE: Final = 1000  # the agent's own close (``disconnect()``): its rooms left with it
 
 
 class CloseCode(IntEnum):
@@ -87,6 +88,9 @@ class AgentLink:
             await self._poll()
             timer = asyncio.create_task(self._tick_loop(), name=f"poll-{self.instance.id}")
             await self._read_loop()
+            if not self._closing and self.ws.close_code == CLEAN_LEAVE:
+                reason = "clean leave"
+                self.teardown(reason, clean=True)
         except ConnectionError:
             pass  # the agent vanished mid-send: teardown below
         finally:
@@ -99,11 +103,11 @@ class AgentLink:
                 with contextlib.suppress(Exception):
                     await self.ws.close()
 
-    def teardown(self, reason: str) -> None:
+    def teardown(self, reason: str, *, clean: bool = False) -> None:
         """Forget the instance at once (idempotent); the socket is closed separately."""
         self._closing = True
         if not self.instance.removed:
-            self._fleet.detach(self.instance, reason)
+            self._fleet.detach(self.instance, reason, clean=clean)
 
     async def close(self, code: int, reason: str) -> None:
         self.teardown(reason)

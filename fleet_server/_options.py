@@ -14,6 +14,9 @@ the daemon builds its options first and fills in development keys afterwards.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict
@@ -22,6 +25,7 @@ from ._auth import fingerprint
 
 __all__ = [
     "MIN_KEY_LENGTH",
+    "MIN_LEASE_MS",
     "STRONG_KEY_LENGTH",
     "OrchestratorKeywords",
     "OrchestratorOptions",
@@ -32,6 +36,8 @@ __all__ = [
 log = logging.getLogger("fleet.server")
 
 MIN_KEY_LENGTH: Final = 16
+MIN_LEASE_MS: Final = 2000
+_CLUSTER_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 STRONG_KEY_LENGTH: Final = 32
 
 
@@ -94,6 +100,59 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(item.strip() for item in value if item.strip())
 
 
+def _non_negative(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("must be a non-negative integer")
+    return value
+
+
+def _optional_path(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be None (off) or a file path")
+    return value.strip()
+
+
+def _url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("must be an http:// or https:// URL with a valid port") from None
+    return value.rstrip("/")
+
+
+def _urls(value: Any) -> tuple[str, ...]:
+    return tuple(_url(item) for item in _strings(value))
+
+
+def _optional_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be None or an http:// or https:// URL")
+    return _url(value.strip())
+
+
+def _cluster(value: Any) -> str:
+    if not isinstance(value, str) or not _CLUSTER_NAME.fullmatch(value):
+        raise ValueError("must match [A-Za-z0-9_.-]{1,64}")
+    return value
+
+
+def _lease(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_LEASE_MS:
+        raise ValueError(f"must be an integer of at least {MIN_LEASE_MS} (etcd's shortest lease)")
+    return value
+
+
 def _agent_keys(value: Any) -> tuple[str, ...]:
     keys = _strings(value)
     if any(c == "," or c.isspace() for key in keys for c in key):
@@ -118,6 +177,13 @@ _CHECKS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "sse_ping_ms": _positive,
     "auth_failure_limit": _positive,
     "auth_failure_window_ms": _positive,
+    "orphan_hold_ms": _positive,
+    "state_path": _optional_path,
+    "settle_ms": _non_negative,
+    "etcd_endpoints": _urls,
+    "cluster": _cluster,
+    "advertise_url": _optional_url,
+    "leader_lease_ms": _lease,
 }
 
 # The embedded keyword for an option where it differs from the field (one key or many).
@@ -152,6 +218,13 @@ class OrchestratorOptions:
     sse_ping_ms: int = 15000
     auth_failure_limit: int = 10
     auth_failure_window_ms: int = 60000
+    orphan_hold_ms: int = 60_000  # ids of a vanished process stay taken this long
+    state_path: str | None = None  # the membership store file; None: no store
+    settle_ms: int = 15_000  # explicit-id creates wait at most this long after a start
+    etcd_endpoints: tuple[str, ...] = ()  # leader election on etcd; empty: runs alone
+    cluster: str = "default"
+    advertise_url: str | None = None  # this node's API URL for others; None: derived
+    leader_lease_ms: int = 5000
 
     def __post_init__(self) -> None:
         for name in _CHECKS:
@@ -215,3 +288,10 @@ class OrchestratorKeywords(TypedDict, total=False):
     sse_ping_ms: int
     auth_failure_limit: int
     auth_failure_window_ms: int
+    orphan_hold_ms: int
+    state_path: str | os.PathLike[str] | None
+    settle_ms: int
+    etcd_endpoints: Sequence[str]
+    cluster: str
+    advertise_url: str | None
+    leader_lease_ms: int

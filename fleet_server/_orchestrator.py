@@ -90,7 +90,10 @@ class Orchestrator:
         )
         self._hub = EventHub()
         self.fleet: Final = Fleet(
-            command_timeout_ms=options.command_timeout_ms, events=self._hub, rng=rng
+            command_timeout_ms=options.command_timeout_ms,
+            events=self._hub,
+            orphan_hold_ms=options.orphan_hold_ms,
+            rng=rng,
         )
         self.transport: Final = AgentTransport(  # live links and closed count (diagnostics)
             fleet=self.fleet,

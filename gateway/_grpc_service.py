@@ -46,6 +46,7 @@ __all__ = ["CAUSE_KEY", "FleetControlService", "method_handlers", "peer_ip"]
 log = logging.getLogger("fleet.grpc")
 
 CAUSE_KEY: Final = "fleet-cause"
+RETRY_AFTER_KEY: Final = "retry-after"  # whole seconds, as HTTP's Retry-After
 _MAX_DETAILS: Final = 200
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -117,9 +118,10 @@ class _CallGuard:
     async def _fail(self, error: FleetError) -> Never:
         status = grpc.StatusCode[error.grpc_status]
         self._audit(status.name)
-        await self._context.abort(
-            status, error.message[:_MAX_DETAILS], trailing_metadata=((CAUSE_KEY, error.code.value),)
-        )
+        metadata: tuple[tuple[str, str], ...] = ((CAUSE_KEY, error.code.value),)
+        if error.retry_after_s is not None:
+            metadata += ((RETRY_AFTER_KEY, str(error.retry_after_s)),)
+        await self._context.abort(status, error.message[:_MAX_DETAILS], trailing_metadata=metadata)
 
     def _audit(self, outcome: str) -> None:
         if self._audited:

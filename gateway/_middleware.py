@@ -28,7 +28,14 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from fleet_server._interfaces import Audience, ErrorCode, FleetError, Principal, Services
+from fleet_server._interfaces import (
+    Audience,
+    ErrorCode,
+    FleetError,
+    Principal,
+    Services,
+    rejection_of,
+)
 
 from ._cors import CorsPolicy, answer_options
 from ._envelope import rejected
@@ -175,7 +182,7 @@ class Guard:
                     raise
                 response = _from_http_exception(exc)
             except FleetError as exc:
-                response = rejected(exc.code)
+                response = rejection_of(exc)
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
             except Exception:

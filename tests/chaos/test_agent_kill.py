@@ -3,7 +3,9 @@
 The kernel closes a killed process's sockets, so the orchestrator sees the agent's
 WebSocket end at once: every command still pending on that instance must fail with
 ``INSTANCE_DISCONNECTED`` right then — far inside one poll interval, never at the
-command timeout — and every room id those commands reserved must be free again.
+command timeout. The ids the killed process accounted for (its rooms, the creates it
+was sent) stay taken as orphan holds (CONTRACT §9): the process might have created
+them. A dead process never comes back, so they are free again after ``orphan_hold_ms``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .support import AgentProcess, agent_processes
 
 HEARTBEAT_MS = 2000  # one poll interval
 TIMEOUT_MS = 30_000  # the command timeout the failures must not wait for
+ORPHAN_HOLD_MS = 1500
 
 
 class Outcomes:
@@ -46,13 +49,16 @@ def assert_ids_free(orch: Orchestrator, room_ids: list[str]) -> None:
     assert not fleet._reserved, sorted(fleet._reserved)
     for room_id in room_ids:
         assert not fleet._read.is_taken(room_id), room_id
+        assert room_id not in fleet.orphans, room_id
 
 
-async def test_sigkill_fails_every_pending_create_and_destroy_at_once_and_frees_their_ids(
+async def test_sigkill_fails_every_pending_command_at_once_and_holds_the_ids_until_they_lapse(
     tmp_path: Path,
 ) -> None:
     async with (
-        running_orchestrator(heartbeat_ms=HEARTBEAT_MS, command_timeout_ms=TIMEOUT_MS) as orch,
+        running_orchestrator(
+            heartbeat_ms=HEARTBEAT_MS, command_timeout_ms=TIMEOUT_MS, orphan_hold_ms=ORPHAN_HOLD_MS
+        ) as orch,
         agent_processes() as hosts,
     ):
         url = agent_url(orch.port)
@@ -102,6 +108,17 @@ async def test_sigkill_fails_every_pending_create_and_destroy_at_once_and_frees_
         )
         assert orch.fleet.get_instance(vid) is None
         ids = ["blocker", *(f"new-{i}" for i in range(12)), *(f"old-{i}" for i in range(8))]
+        # Sent to the victim (or listed by it): it may have them, so they stay taken …
+        assert orch.fleet.orphans.holds_of(victim.latest().process_uid) == set(ids)
+        for room_id in ids:
+            try:
+                await fleet.create_room("match", room_id, Placement(instance_id=sid))
+            except FleetError as exc:
+                assert exc.code.value == "ROOM_EXISTS"
+            else:
+                raise AssertionError(f"{room_id} was placed while its process may have it")
+        # … until the hold lapses: the killed process never came back.
+        await wait_for(lambda: not orch.fleet.orphans, ORPHAN_HOLD_MS / 1000 + 5)
         assert_ids_free(orch, ids)
         # Free for real: the same ids can be created again, on the survivor.
         for room_id in ids:
@@ -180,7 +197,12 @@ async def kill_mid_stream(
     assert any(code == "INSTANCE_DISCONNECTED" for _, code, _ in failed)
     last_ms = max((at - killed) * 1000 for _, _, at in after)
     assert last_ms < HEARTBEAT_MS / 2, last_ms
-    assert_ids_free(orch, tried)
+    # Nothing stays reserved; what the victim may have (rooms, creates it was sent) is
+    # held for its process and nothing else is.
+    assert not orch.fleet._reserved
+    held = orch.fleet.orphans.holds_of(victim.latest().process_uid)
+    assert held <= set(tried)
+    assert_ids_free(orch, [room_id for room_id in tried if room_id not in held])
     return {
         "in_flight": in_flight,
         "disconnected": sum(1 for f in failed if f[1] == "INSTANCE_DISCONNECTED"),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from fleet_agent import wire
-from fleet_server import ErrorCode, FleetError
+from fleet_server import ErrorCode, FleetError, Placement
 from fleet_server._ids import ID_ALPHABET
 from tests.support.raw_agent import RawRoom
 from tests.support.waits import wait_for
@@ -210,9 +210,16 @@ async def test_eviction_fails_a_pending_create_at_once_long_before_its_timeout()
         assert loop.time() - started < 10.0  # evicted after 3 misses, not at 100 s
         assert [c.room_id for c in agent.commands] == ["doomed"]
         assert await agent.wait_closed() == 4008
-        # The reservation went with it: the id is free on another instance.
+        # The create was sent, so its id is held for the process (CONTRACT §9) …
         other = await h.join(name="other")
-        room = await h.orch.fleet.create_room("match", room_id="doomed")
+        with pytest.raises(FleetError) as taken:
+            await h.orch.fleet.create_room("match", room_id="doomed")
+        assert taken.value.code is ErrorCode.ROOM_EXISTS
+        # … until the process reports without it: then it is free on another instance.
+        await h.join(process_uid=agent.process_uid)
+        room = await h.orch.fleet.create_room(
+            "match", room_id="doomed", placement=Placement(instance_id=other.instance_id)
+        )
         assert room.instance_id == other.instance_id
 
 

@@ -382,8 +382,8 @@ async def test_hold_is_released_by_a_full_snapshot_without_the_room() -> None:
         agent.auto_reply = True
 
 
-async def test_hold_is_released_when_its_instance_disconnects() -> None:
-    async with harness(heartbeat_ms=400, command_timeout_ms=100) as h:
+async def test_timeout_hold_outlives_its_instance_until_the_orphan_hold_lapses() -> None:
+    async with harness(heartbeat_ms=400, command_timeout_ms=100, orphan_hold_ms=600) as h:
         agent = await h.join()
         other = await h.join(name="other")
         agent.on_command = silent
@@ -393,7 +393,9 @@ async def test_hold_is_released_when_its_instance_disconnects() -> None:
                 "match", room_id="held", placement=Placement(instance_id=agent.instance_id)
             )
         await _room_exists(h, "held")
-        await agent.close()
-        await wait_for(lambda: not h.orch.fleet._read.is_taken("held"))
+        await agent.close(code=1001)
+        await wait_for(lambda: h.orch.fleet.orphans.holds_of(agent.process_uid) == {"held"})
+        await _room_exists(h, "held")  # the game server may have the room: still taken
+        await wait_for(lambda: "held" not in h.orch.fleet.orphans, timeout=5.0)
         room = await h.orch.fleet.create_room("match", room_id="held")
         assert room.instance_id == other.instance_id

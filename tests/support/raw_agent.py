@@ -86,9 +86,10 @@ class RawAgent:
         assert self.hello is not None
         return self.hello.instance_id
 
-    async def close(self) -> None:
+    async def close(self, code: int = 1000) -> None:
+        """Close the socket; 1000 (the default) is a clean leave, like ``disconnect()``."""
         if self.ws is not None and not self.ws.closed:
-            await self.ws.close()
+            await self.ws.close(code=code)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,8 +6,9 @@ gateway the narrow :class:`~fleet_server._interfaces.Services` it mounts; it is 
 only core module that imports ``gateway``.
 
 Shutdown follows one order: stop being ready → end event streams → tear down every
-instance (pending commands fail ``INSTANCE_DISCONNECTED``, events fire) → close agent
-sockets with 1001 → stop gRPC → close HTTP.
+instance (pending commands fail ``INSTANCE_DISCONNECTED``, events fire, ids become
+orphan holds) → close agent sockets with 1001 → write the membership record → stop
+gRPC → close HTTP.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Final, Self, Unpack
 from aiohttp import web
 
 from ._auth import Authenticator
+from ._cluster import Coordinator
 from ._events import EventHub, Listener
 from ._fleet import Fleet
 from ._interfaces import Services
@@ -101,6 +103,7 @@ class Orchestrator:
             heartbeat_ms=options.heartbeat_ms,
             is_accepting=lambda: self._status is OrchestratorStatus.LISTENING,
         )
+        self._cluster = Coordinator(options, self.fleet)
         self._status = OrchestratorStatus.NEW
         self._runner: web.AppRunner | None = None
         self._grpc: GrpcServer | None = None
@@ -167,12 +170,14 @@ class Orchestrator:
             return
         self._status = OrchestratorStatus.STARTING
         try:
+            await self._cluster.start()
             await self._start_http()
             await self._start_grpc()
         except BaseException:
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
+            await self._cluster.stop()
             self._status = OrchestratorStatus.NEW
             raise
         self._status = OrchestratorStatus.LISTENING
@@ -219,6 +224,7 @@ class Orchestrator:
             await self._grpc.end_streams()
         await self.transport.close_all()
         self.fleet.close()  # the teardown's owed ``sync``, before listeners go
+        await self._cluster.stop()  # the record with every process still connected
         if self._grpc is not None:
             await self._grpc.stop()
             self._grpc = None

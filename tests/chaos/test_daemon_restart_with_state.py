@@ -43,7 +43,7 @@ async def test_restart_with_state_settles_explicit_ids_and_never_duplicates(
     port = free_port()
     log = tmp_path / "daemon.log"
     state = tmp_path / "fleet-state.json"
-    args = ("--heartbeat", str(HEARTBEAT_MS), "--command-timeout", "5000")
+    args: tuple[str, ...] = ("--heartbeat", str(HEARTBEAT_MS), "--command-timeout", "5000")
     args += ("--state", str(state), "--settle", "20000")
     daemon = await Daemon.start(port, log, *args)
     try:

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install protos lint test run bench bench-quick fuzz chaos clean
+.PHONY: venv install etcd protos lint test run bench bench-quick fuzz chaos clean
 
 venv: $(PY)
 
@@ -26,8 +26,23 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install lint
+test: install lint etcd
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The election tests start their own etcd (CONTRACT §10). Debian's package starts a
+# system etcd on port 2379 when it installs (as the user etcd); that one is stopped, as the
+# tests bring their own.
+etcd:
+	@if ! command -v etcd >/dev/null 2>&1; then \
+		echo "etcd not found: installing the Debian package etcd-server (apt-get, as root)"; \
+		[ "$$(id -u)" = 0 ] || { echo "installing etcd-server needs root" >&2; exit 1; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null \
+			|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq etcd-server >/dev/null; } || exit 1; \
+		systemctl disable --now etcd >/dev/null 2>&1 || service etcd stop >/dev/null 2>&1 || true; \
+		pkill -x -u etcd etcd || true; \
+		command -v etcd >/dev/null || { echo "etcd-server installed no etcd binary" >&2; exit 1; }; \
+	fi
 
 run: install
 	$(PY) -m examples.run_fleet $(RUN_ARGS)

@@ -67,6 +67,7 @@ class Fleet:
         self._commands = Commands(command_timeout_ms, self._settled)
         self.orphans: Final = OrphanHolds(orphan_hold_ms, clock_ms)
         self.roster: Final = Roster(clock_ms)
+        self.leads: Callable[[], bool] = lambda: True  # the cluster role decides
         self._sync_handle: asyncio.Handle | None = None
         self._sync_job: SyncJob | None = None  # a sync being hashed slice by slice
         self._sync_slices = 0
@@ -152,6 +153,7 @@ class Fleet:
             placement = Placement()
         elif not isinstance(placement, Placement):
             raise ValidationError("placement must be a Placement")
+        self._require_lead()
         if room_id is not None and not self.roster.settled:
             raise FleetError(
                 ErrorCode.NOT_READY,
@@ -181,6 +183,7 @@ class Fleet:
         """Destroy a room by public id; resolves on the ack with the room gone from reads."""
         if not isinstance(room_id, str):
             raise ValidationError("room id must be a string")
+        self._require_lead()
         found = self._read.resolve(room_id)
         if found is None:
             raise FleetError(ErrorCode.ROOM_NOT_FOUND, "room not found")
@@ -276,6 +279,12 @@ class Fleet:
         self.orphans.on_change = on_change
         self.roster.on_change = on_change
 
+    def forget_membership(self) -> None:
+        """Drop every hold and process record (a standby: the leader keeps them)."""
+        self.orphans.clear()
+        self.roster.clear()
+        self.track_membership(lambda: None)
+
     def capture_membership(self) -> Membership:
         return Membership(
             processes=self.roster.records(self.orphans.hold_ms),
@@ -290,15 +299,7 @@ class Fleet:
         if membership is None:
             self.roster.restore({}, settle_ms, wait_all=True)
             return
-        now = self._clock_ms()
-        by_process: dict[str, list[str]] = {}
-        expiry: dict[str, int] = {}
-        for hold in membership.orphans:
-            if hold.expires_at > now:
-                by_process.setdefault(hold.process_uid, []).append(hold.room_id)
-                expiry[hold.process_uid] = max(expiry.get(hold.process_uid, 0), hold.expires_at)
-        for process_uid, room_ids in by_process.items():
-            self.orphans.hold(process_uid, room_ids, expiry[process_uid])
+        self.orphans.restore(membership.orphans)
         self.roster.restore(membership.processes, settle_ms)
 
     # --- events -------------------------------------------------------------------
@@ -403,6 +404,10 @@ class Fleet:
             return instance
         return choose(self._read, room_type, placement, self._rng)
 
+    def _require_lead(self) -> None:
+        if not self.leads():
+            raise FleetError(ErrorCode.NOT_LEADER, "this orchestrator is not the leader")
+
     def _require_link(self, instance: Instance) -> CommandSink:
         sink = self._links.get(instance.id)
         if sink is None:
@@ -414,6 +419,7 @@ class Fleet:
     async def _status_command(self, instance_id: str, op: str) -> None:
         if not isinstance(instance_id, str):
             raise ValidationError("instance id must be a string")
+        self._require_lead()
         instance = self._read.instance(instance_id)
         if instance is None:
             raise FleetError(ErrorCode.INSTANCE_NOT_FOUND, "instance not found")

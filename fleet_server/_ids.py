@@ -12,6 +12,7 @@ __all__ = [
     "generate_room_id",
     "is_valid_room_id",
     "mint_instance_id",
+    "mint_node_id",
 ]
 
 ID_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -36,6 +37,11 @@ def generate_room_id() -> str:
 def mint_instance_id() -> str:
     """``i_`` + 16 chars of the room-id alphabet; fresh for every accepted connection."""
     return "i_" + _random_chars(16)
+
+
+def mint_node_id() -> str:
+    """``n_`` + 12 chars of the room-id alphabet; one per orchestrator process."""
+    return "n_" + _random_chars(12)
 
 
 def encode_public_id(raw: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from ._auth import Audience, Authenticator, Principal
 from ._envelope import LEADER_HEADER, rejection, rejection_of
@@ -39,6 +39,7 @@ __all__ = [
     "ROOM_FIELDS",
     "Audience",
     "Authenticator",
+    "ClusterService",
     "Encoder",
     "Encoding",
     "ErrorCode",
@@ -56,12 +57,34 @@ __all__ = [
     "RoomInfo",
     "Services",
     "Subscription",
+    "Surface",
     "ValidationError",
     "compile_function",
     "is_valid_room_id",
     "rejection",
     "rejection_of",
 ]
+
+
+Surface = Literal["api", "agent", "grpc"]
+"""Where a caller was refused: the leader's address is given in that surface's form."""
+
+
+class ClusterService(Protocol):
+    """This node's role (CONTRACT §10): whether it leads, and where the leader is."""
+
+    def leads(self) -> bool:
+        """Single, or the leader with a fresh lease: it may accept agents and commands."""
+        ...
+
+    def leader_hint(self, surface: Surface) -> str | None:
+        """The leader's URL for ``surface`` (``http://…``, ``ws://…``, gRPC
+        ``host:port``), None when no node leads or this one does."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """``GET /v1/cluster``'s data."""
+        ...
 
 
 class FleetService(Protocol):
@@ -100,6 +123,7 @@ class Services:
 
     options: OrchestratorOptions
     fleet: FleetService
+    cluster: ClusterService
     auth: Authenticator
     hub: EventHub
     is_ready: Callable[[], bool]

@@ -37,6 +37,7 @@ class CloseCode(IntEnum):
     WRONG_MAJOR = 4003
     TOO_LARGE = 4004
     EVICTED = 4008
+    NOT_LEADER = 4010
     SHUTDOWN = 1001
 
 

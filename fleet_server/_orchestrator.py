@@ -102,8 +102,10 @@ class Orchestrator:
             auth=self._auth,
             heartbeat_ms=options.heartbeat_ms,
             is_accepting=lambda: self._status is OrchestratorStatus.LISTENING,
+            leads=lambda: self._cluster.leads(),
+            leader_hint=lambda: self._cluster.leader_hint("agent"),
         )
-        self._cluster = Coordinator(options, self.fleet)
+        self._cluster = Coordinator(options, self.fleet, close_agents=self.transport.close_all)
         self._status = OrchestratorStatus.NEW
         self._runner: web.AppRunner | None = None
         self._grpc: GrpcServer | None = None
@@ -144,6 +146,7 @@ class Orchestrator:
         return Services(
             options=self.options,
             fleet=self.fleet,
+            cluster=self._cluster,
             auth=self._auth,
             hub=self._hub,
             is_ready=lambda: self.ready,
@@ -173,11 +176,15 @@ class Orchestrator:
             await self._cluster.start()
             await self._start_http()
             await self._start_grpc()
+            await self._cluster.listening(self._port, self._grpc_port)
         except BaseException:
+            await self._cluster.stop()
+            if self._grpc is not None:
+                await self._grpc.stop()
+                self._grpc = None
             if self._runner is not None:
                 await self._runner.cleanup()
                 self._runner = None
-            await self._cluster.stop()
             self._status = OrchestratorStatus.NEW
             raise
         self._status = OrchestratorStatus.LISTENING

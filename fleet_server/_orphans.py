@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -98,6 +98,19 @@ class OrphanHolds:
         )
         self.on_change()
 
+    def restore(self, holds: Iterable[OrphanHold]) -> None:
+        """Hold what a stored record held, each process until its recorded expiry;
+        lapsed ones are dropped."""
+        now = self._clock_ms()
+        by_process: dict[str, tuple[list[str], int]] = {}
+        for hold in holds:
+            if hold.expires_at > now:
+                ids, expiry = by_process.get(hold.process_uid, ([], 0))
+                ids.append(hold.room_id)
+                by_process[hold.process_uid] = (ids, max(expiry, hold.expires_at))
+        for process_uid, (ids, expiry) in by_process.items():
+            self.hold(process_uid, ids, expiry)
+
     def release(self, process_uid: str) -> frozenset[str]:
         """The process reported: its holds end (listed ids are its rooms again)."""
         process = self._processes.pop(process_uid, None)
@@ -110,6 +123,12 @@ class OrphanHolds:
                 del self._owner[room_id]
         self.on_change()
         return frozenset(process.ids)
+
+    def clear(self) -> None:
+        """Forget every hold."""
+        self.close()
+        self._processes.clear()
+        self._owner.clear()
 
     def close(self) -> None:
         """Stop the timers; the holds stay readable (for the last save)."""

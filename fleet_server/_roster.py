@@ -69,7 +69,10 @@ class Roster:
         self._settle_deadline = self._monotonic() + settle_ms / 1000.0
         self.on_change()
 
-    def stop_waiting(self) -> None:
+    def clear(self) -> None:
+        """Forget every process: gone, connected and awaited alike."""
+        self._connected.clear()
+        self._gone.clear()
         self._awaited.clear()
 
     # --- joins and leaves ---------------------------------------------------------

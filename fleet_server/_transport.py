@@ -36,11 +36,15 @@ class AgentTransport:
         auth: Authenticator,
         heartbeat_ms: int,
         is_accepting: Callable[[], bool],
+        leads: Callable[[], bool] = lambda: True,
+        leader_hint: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._fleet = fleet
         self._auth = auth
         self._heartbeat_ms = heartbeat_ms
         self._accepting = is_accepting
+        self._leads = leads
+        self._leader_hint = leader_hint
         self._poll_ids = PollIds()
         self._links: set[AgentLink] = set()
         self.closed_links = 0  # agent connections served and ended, ever
@@ -61,6 +65,8 @@ class AgentTransport:
             return rejection(exc.code)
         if not self._accepting():
             return rejection(ErrorCode.NOT_READY)
+        if not self._leads():  # a standby: the agent goes to the leader's agent URL
+            return rejection(ErrorCode.NOT_LEADER, leader=self._leader_hint())
         # Only now, with the key checked: aiohttp logs offered subprotocols it refuses.
         ws = web.WebSocketResponse(
             protocols=(wire.SUBPROTOCOL,), max_msg_size=_WS_MAX_MSG, autoping=True
@@ -79,15 +85,15 @@ class AgentTransport:
             log.info("agent disconnected instance=%s", link.instance.id)
         return ws
 
-    async def close_all(self) -> None:
-        """Tear every agent down (commands fail, events fire), then close sockets with 1001."""
+    async def close_all(
+        self, code: int = CloseCode.SHUTDOWN, reason: str = "orchestrator shutdown"
+    ) -> None:
+        """Tear every agent down (commands fail, events fire), then close the sockets
+        (1001 at shutdown, 4010 when this node stops leading)."""
         links = list(self._links)
         for link in links:
-            link.teardown("orchestrator shutdown")
-        await asyncio.gather(
-            *(link.close(CloseCode.SHUTDOWN, "orchestrator shutdown") for link in links),
-            return_exceptions=True,
-        )
+            link.teardown(reason)
+        await asyncio.gather(*(link.close(code, reason) for link in links), return_exceptions=True)
 
 
 def _offered_key(headers: Mapping[str, str]) -> str | None:

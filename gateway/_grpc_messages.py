@@ -84,6 +84,27 @@ def stats_message(stats: FleetStats) -> pb.FleetStats:
     )
 
 
+def cluster_message(info: Mapping[str, Any]) -> pb.ClusterInfo:
+    """``GET /v1/cluster``'s data as its message (an unset ``leader``: nobody leads)."""
+    leader = info["leader"]
+    return pb.ClusterInfo(
+        role=info["role"],
+        leader=None
+        if leader is None
+        else pb.ClusterLeader(
+            id=leader["id"],
+            url=leader["url"],
+            grpc_url=leader["grpcUrl"] or "",
+            agent_url=leader["agentUrl"],
+            since=leader["since"],
+        ),
+        settled=info["settled"],
+        members=[
+            pb.ClusterMember(id=m["id"], url=m["url"], role=m["role"]) for m in info["members"]
+        ],
+    )
+
+
 def event_message(event_type: str, payload: Any) -> pb.FleetEvent:
     """A fleet event with its typed payload (``sync`` carries stats, the rest a view)."""
     if isinstance(payload, InstanceInfo):

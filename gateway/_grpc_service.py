@@ -23,6 +23,7 @@ from rivalis.fleet.v1 import control_pb2_grpc as pb_grpc
 from fleet_server._interfaces import (
     Audience,
     Authenticator,
+    ClusterService,
     ErrorCode,
     FleetError,
     FleetService,
@@ -32,6 +33,7 @@ from fleet_server._interfaces import (
 
 from ._envelope import found
 from ._grpc_messages import (
+    cluster_message,
     instance_message,
     label_filter,
     placement_from_message,
@@ -41,12 +43,20 @@ from ._grpc_messages import (
 from ._grpc_watch import WatchHub
 from ._paging import page
 
-__all__ = ["CAUSE_KEY", "FleetControlService", "method_handlers", "peer_ip"]
+__all__ = [
+    "CAUSE_KEY",
+    "LEADER_KEY",
+    "RETRY_AFTER_KEY",
+    "FleetControlService",
+    "method_handlers",
+    "peer_ip",
+]
 
 log = logging.getLogger("fleet.grpc")
 
 CAUSE_KEY: Final = "fleet-cause"
 RETRY_AFTER_KEY: Final = "retry-after"  # whole seconds, as HTTP's Retry-After
+LEADER_KEY: Final = "fleet-leader"  # NOT_LEADER: the leader's gRPC host:port
 _MAX_DETAILS: Final = 200
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -81,8 +91,16 @@ class _CallGuard:
     It never swallows an exception: a failure leaves as the call's abort.
     """
 
-    def __init__(self, auth: Authenticator, context: Context, method: str, audited: bool) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        cluster: ClusterService | None,
+        context: Context,
+        method: str,
+        audited: bool,
+    ) -> None:
         self._auth = auth
+        self._cluster = cluster  # None: any role may answer
         self._context = context
         self._method = method
         self._audited = audited
@@ -97,6 +115,10 @@ class _CallGuard:
             )
         except FleetError as exc:
             await self._fail(exc)
+        if self._cluster is not None and not self._cluster.leads():
+            await self._fail(
+                FleetError(ErrorCode.NOT_LEADER, "this orchestrator is not the leader")
+            )
         return self._ip
 
     async def __aexit__(
@@ -121,6 +143,10 @@ class _CallGuard:
         metadata: tuple[tuple[str, str], ...] = ((CAUSE_KEY, error.code.value),)
         if error.retry_after_s is not None:
             metadata += ((RETRY_AFTER_KEY, str(error.retry_after_s)),)
+        if error.code is ErrorCode.NOT_LEADER and self._cluster is not None:
+            leader = self._cluster.leader_hint("grpc")
+            if leader is not None:
+                metadata += ((LEADER_KEY, leader),)
         await self._context.abort(status, error.message[:_MAX_DETAILS], trailing_metadata=metadata)
 
     def _audit(self, outcome: str) -> None:
@@ -131,15 +157,25 @@ class _CallGuard:
 class FleetControlService(pb_grpc.FleetControlServicer):
     """Translates each RPC onto the fleet service."""
 
-    def __init__(self, fleet: FleetService, auth: Authenticator, hub: WatchHub) -> None:
+    def __init__(
+        self, fleet: FleetService, cluster: ClusterService, auth: Authenticator, hub: WatchHub
+    ) -> None:
         self._fleet = fleet
+        self._cluster = cluster
         self._auth = auth
         self._hub = hub
 
-    def _guard(self, context: Context, method: str, *, audited: bool = False) -> _CallGuard:
-        return _CallGuard(self._auth, context, method, audited)
+    def _guard(
+        self, context: Context, method: str, *, audited: bool = False, any_role: bool = False
+    ) -> _CallGuard:
+        cluster = None if any_role else self._cluster
+        return _CallGuard(self._auth, cluster, context, method, audited)
 
     # --- reads ------------------------------------------------------------------
+
+    async def GetCluster(self, request: pb.GetClusterRequest, context: Context) -> pb.ClusterInfo:
+        async with self._guard(context, "GetCluster", any_role=True):
+            return cluster_message(self._cluster.info())
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.FleetStats:
         async with self._guard(context, "GetStats"):

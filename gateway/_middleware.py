@@ -3,8 +3,10 @@
 Each request passes, in this order (SPEC §10 "Order"): CORS preflight
 (:mod:`._cors`) → route match (no route: ``404 NOT_FOUND``; known path, wrong method:
 ``405 METHOD_NOT_ALLOWED`` with ``Allow``) → for the routes it protects, the failed-auth
-throttle (``429 AUTH_THROTTLED``) → the admin key (``401 UNAUTHORIZED``) → the 64 KiB
-body cap (``413 PAYLOAD_TOO_LARGE``) → the handler, which validates its input (``400``).
+throttle (``429 AUTH_THROTTLED``) → the admin key (``401 UNAUTHORIZED``) → on a node
+that does not lead, ``503 NOT_LEADER`` with the leader's URL (every route but
+``/v1/cluster``) → the 64 KiB body cap (``413 PAYLOAD_TOO_LARGE``) → the handler, which
+validates its input (``400``).
 
 All of it runs in one middleware, :meth:`Guard.middleware`, which also turns whatever
 escapes into the envelope — a :class:`~fleet_server.FleetError` into its code's status,
@@ -34,6 +36,7 @@ from fleet_server._interfaces import (
     FleetError,
     Principal,
     Services,
+    rejection,
     rejection_of,
 )
 
@@ -122,6 +125,7 @@ class RoutePolicy:
     auth: AuthMode
     audited: bool = False
     reads_body: bool = False
+    any_role: bool = False  # a standby serves it too
 
 
 class Guard:
@@ -135,6 +139,7 @@ class Guard:
 
     def __init__(self, services: Services) -> None:
         self._auth = services.auth
+        self._cluster = services.cluster
         self._query_auth = services.options.sse_query_auth
         self._policies: dict[web.AbstractRoute, RoutePolicy] = {}
         self.cors: CorsPolicy | None = None
@@ -146,12 +151,14 @@ class Guard:
         auth: AuthMode,
         audited: bool = False,
         reads_body: bool = False,
+        any_role: bool = False,
     ) -> None:
-        """Guard ``route`` (a route of this guard's app) with ``auth``; NONE leaves it open."""
+        """Guard ``route`` (a route of this guard's app) with ``auth``; NONE leaves it open.
+        Unless ``any_role``, a node that does not lead answers ``NOT_LEADER``."""
         if auth is AuthMode.NONE:
             self._policies.pop(route, None)
             return
-        self._policies[route] = RoutePolicy(auth, audited, reads_body)
+        self._policies[route] = RoutePolicy(auth, audited, reads_body, any_role)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -182,7 +189,7 @@ class Guard:
                     raise
                 response = _from_http_exception(exc)
             except FleetError as exc:
-                response = rejection_of(exc)
+                response = rejection_of(exc, leader=self._hint(exc.code))
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
             except Exception:
@@ -224,10 +231,15 @@ class Guard:
             )
         except FleetError as exc:
             return rejected(exc.code)
+        if not policy.any_role and not self._cluster.leads():
+            return rejection(ErrorCode.NOT_LEADER, leader=self._cluster.leader_hint("api"))
         length = request.content_length
         if length is not None and length > BODY_LIMIT:
             return rejected(ErrorCode.PAYLOAD_TOO_LARGE)
         return None
+
+    def _hint(self, code: ErrorCode) -> str | None:
+        return self._cluster.leader_hint("api") if code is ErrorCode.NOT_LEADER else None
 
 
 def _route(request: web.BaseRequest) -> str:

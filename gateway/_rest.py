@@ -20,11 +20,13 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from fleet_server._interfaces import (
+    ClusterService,
     ErrorCode,
     FleetService,
     InstanceInfo,
     RoomInfo,
     Services,
+    rejection,
 )
 
 from ._cors import install_cors
@@ -48,6 +50,7 @@ class Route:
     auth: AuthMode = AuthMode.ADMIN
     audited: bool = False
     reads_body: bool = False
+    any_role: bool = False  # served by a standby too (every other /v1 route: NOT_LEADER)
 
 
 def etag(state_hash: str) -> str:
@@ -86,14 +89,16 @@ def path_params(request: web.Request) -> dict[str, str]:
 class RestApi:
     """The handlers of one app, over one fleet service."""
 
-    def __init__(self, fleet: FleetService, streams: EventStreams) -> None:
+    def __init__(self, fleet: FleetService, streams: EventStreams, cluster: ClusterService) -> None:
         self._fleet = fleet
         self._streams = streams
+        self._cluster = cluster
         self._bodies: dict[str, tuple[str, bytes]] = {}
 
     def routes(self) -> list[Route]:
         return [
             Route("GET", "/v1/openapi.json", serve_document, auth=AuthMode.NONE),
+            Route("GET", "/v1/cluster", self.cluster, any_role=True),
             Route("GET", "/v1/stats", self.stats),
             Route("GET", "/v1/instances", self.instances),
             Route("GET", "/v1/instances/{id}", self.instance),
@@ -133,6 +138,9 @@ class RestApi:
         )
 
     # --- reads ------------------------------------------------------------------
+
+    async def cluster(self, request: web.Request) -> web.StreamResponse:
+        return ok(self._cluster.info())
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
         stats = self._fleet.stats
@@ -219,12 +227,17 @@ def mount_health(app: web.Application, services: Services) -> None:
     for every failure on ``app`` — unknown routes and wrong methods included."""
     _install_guard(app, services)
     is_ready = services.is_ready
+    cluster = services.cluster
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return ok()
 
     async def readyz(request: web.Request) -> web.StreamResponse:
-        return ok() if is_ready() else rejected(ErrorCode.NOT_READY)
+        if not is_ready():
+            return rejected(ErrorCode.NOT_READY)
+        if not cluster.leads():  # a standby is healthy but serves nothing
+            return rejection(ErrorCode.NOT_LEADER, leader=cluster.leader_hint("api"))
+        return ok()
 
     app.router.add_route("GET", "/healthz", healthz)
     app.router.add_route("GET", "/readyz", readyz)
@@ -242,11 +255,12 @@ def mount_rest(app: web.Application, services: Services) -> Callable[[], Awaitab
     streams = EventStreams(
         services.hub, limit=options.sse_stream_limit, ping_ms=options.sse_ping_ms
     )
-    for route in RestApi(services.fleet, streams).routes():
+    for route in RestApi(services.fleet, streams, services.cluster).routes():
         guard.protect(
             app.router.add_route(route.method, route.path, route.handler),
             auth=route.auth,
             audited=route.audited,
             reads_body=route.reads_body,
+            any_role=route.any_role,
         )
     return streams.close

@@ -70,6 +70,7 @@ async def test_reflection_lists_and_describes_the_services(channel: grpc.aio.Cha
         "CreateRoom",
         "DestroyRoom",
         "WatchEvents",
+        "GetCluster",
     ]
 
 

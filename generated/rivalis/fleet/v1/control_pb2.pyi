@@ -782,3 +782,119 @@ class WatchEventsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class GetClusterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterRequest: _TypeAlias = GetClusterRequest  # noqa: Y015
+
+@_typing.final
+class ClusterLeader(_message.Message):
+    """The node that leads the cluster."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    GRPC_URL_FIELD_NUMBER: _builtins.int
+    AGENT_URL_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    url: _builtins.str
+    """its REST API, http(s)://host:port"""
+    grpc_url: _builtins.str
+    """its gRPC host:port; empty when it serves no gRPC"""
+    agent_url: _builtins.str
+    """its agent endpoint, ws(s)://host:port"""
+    since: _builtins.int
+    """when it took the lead, ms since the epoch"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        grpc_url: _builtins.str = ...,
+        agent_url: _builtins.str = ...,
+        since: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_url", b"agent_url", "grpc_url", b"grpc_url", "id", b"id", "since", b"since", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterLeader: _TypeAlias = ClusterLeader  # noqa: Y015
+
+@_typing.final
+class ClusterMember(_message.Message):
+    """A live node of the cluster."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    url: _builtins.str
+    role: _builtins.str
+    """"leader", "standby" or "single" """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "role", b"role", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterMember: _TypeAlias = ClusterMember  # noqa: Y015
+
+@_typing.final
+class ClusterInfo(_message.Message):
+    """GET /v1/cluster."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    SETTLED_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    role: _builtins.str
+    """this node: "leader", "standby" or "single" """
+    settled: _builtins.bool
+    """false while explicit-id creates wait (settling)"""
+    @_builtins.property
+    def leader(self) -> Global___ClusterLeader:
+        """unset while no node leads"""
+
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterMember]: ...
+    def __init__(
+        self,
+        *,
+        role: _builtins.str = ...,
+        leader: Global___ClusterLeader | None = ...,
+        settled: _builtins.bool = ...,
+        members: _abc.Iterable[Global___ClusterMember] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leader", b"leader", "members", b"members", "role", b"role", "settled", b"settled"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterInfo: _TypeAlias = ClusterInfo  # noqa: Y015

@@ -89,6 +89,11 @@ class FleetControlStub:
                 request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.FleetEvent.FromString,
                 _registered_method=True)
+        self.GetCluster = channel.unary_unary(
+                '/rivalis.fleet.v1.FleetControl/GetCluster',
+                request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetClusterRequest.SerializeToString,
+                response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ClusterInfo.FromString,
+                _registered_method=True)
 
 
 class FleetControlServicer:
@@ -188,6 +193,15 @@ class FleetControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCluster(self, request, context):
+        """This node's role in its cluster, the leader and the live members. Answered by
+        every node, leader or standby (every other call on a standby fails UNAVAILABLE
+        with fleet-cause NOT_LEADER and fleet-leader: the leader's gRPC host:port).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -245,6 +259,11 @@ def add_FleetControlServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.WatchEventsRequest.FromString,
                     response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.FleetEvent.SerializeToString,
+            ),
+            'GetCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCluster,
+                    request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetClusterRequest.FromString,
+                    response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ClusterInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -544,6 +563,33 @@ class FleetControl:
             '/rivalis.fleet.v1.FleetControl/WatchEvents',
             rivalis_dot_fleet_dot_v1_dot_control__pb2.WatchEventsRequest.SerializeToString,
             rivalis_dot_fleet_dot_v1_dot_control__pb2.FleetEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rivalis.fleet.v1.FleetControl/GetCluster',
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.GetClusterRequest.SerializeToString,
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.ClusterInfo.FromString,
             options,
             channel_credentials,
             insecure,

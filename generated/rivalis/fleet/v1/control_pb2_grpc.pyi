@@ -108,6 +108,11 @@ class FleetControlStub:
     by default) or when this consumer falls so far behind that its buffer (1024
     events) is full.
     """
+    GetCluster: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.ClusterInfo]
+    """This node's role in its cluster, the leader and the live members. Answered by
+    every node, leader or standby (every other call on a standby fails UNAVAILABLE
+    with fleet-cause NOT_LEADER and fleet-leader: the leader's gRPC host:port).
+    """
 
 @_typing.type_check_only
 class FleetControlAsyncStub(FleetControlStub):
@@ -157,6 +162,11 @@ class FleetControlAsyncStub(FleetControlStub):
     orchestrator already serves its maximum of concurrent WatchEvents streams (100
     by default) or when this consumer falls so far behind that its buffer (1024
     events) is full.
+    """
+    GetCluster: _aio.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.ClusterInfo]  # type: ignore[assignment]
+    """This node's role in its cluster, the leader and the live members. Answered by
+    every node, leader or standby (every other call on a standby fails UNAVAILABLE
+    with fleet-cause NOT_LEADER and fleet-leader: the leader's gRPC host:port).
     """
 
 class FleetControlServicer(metaclass=_abc_1.ABCMeta):
@@ -270,6 +280,17 @@ class FleetControlServicer(metaclass=_abc_1.ABCMeta):
         orchestrator already serves its maximum of concurrent WatchEvents streams (100
         by default) or when this consumer falls so far behind that its buffer (1024
         events) is full.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCluster(
+        self,
+        request: _control_pb2.GetClusterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ClusterInfo, _abc.Awaitable[_control_pb2.ClusterInfo]]:
+        """This node's role in its cluster, the leader and the live members. Answered by
+        every node, leader or standby (every other call on a standby fails UNAVAILABLE
+        with fleet-cause NOT_LEADER and fleet-leader: the leader's gRPC host:port).
         """
 
 def add_FleetControlServicer_to_server(servicer: FleetControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -232,14 +232,18 @@ class EtcdClient:
             requests(), metadata=self._client.metadata
         )
         try:
-            async for response in _responses(call, self.endpoint, self._timeout):
-                yield [_change(event) for event in response.events]
+            responses = _responses(call, self.endpoint, self._timeout)
+            async with contextlib.aclosing(responses):
+                async for response in responses:
+                    yield [_change(event) for event in response.events]
         finally:
             done.set()
             call.cancel()
 
 
-async def _responses(call: Any, endpoint: Endpoint, first_within: float) -> AsyncIterator[Any]:
+async def _responses(
+    call: Any, endpoint: Endpoint, first_within: float
+) -> AsyncGenerator[Any, None]:
     """The responses of a watch stream, the first (``created``) within ``first_within``
     seconds; errors converted."""
     what = f"etcd at {endpoint}: watch"

@@ -91,7 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--orchestrator",
         default=os.environ.get("FLEET_URL", "ws://127.0.0.1:7350"),
-        help="orchestrator URL (env FLEET_URL)",
+        help="orchestrator URL, or a comma-separated list of them in dial order (env FLEET_URL)",
     )
     parser.add_argument(
         "--agent-key",
@@ -116,7 +116,7 @@ async def serve(args: argparse.Namespace) -> None:
     endpoint = f"ws://{args.host}:{port}"
     agent = FleetAgent(
         rooms,
-        url=args.orchestrator,
+        url=[url.strip() for url in args.orchestrator.split(",") if url.strip()],
         key=args.agent_key,
         endpoint_url=endpoint,
         name=args.name,

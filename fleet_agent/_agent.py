@@ -2,8 +2,9 @@
 
 The agent holds the state the host sees (status, instance id, pending ``drain()``
 waits, the destroy subscription) and starts one supervisor task per ``connect()``. The
-parts live in their own modules: :mod:`~fleet_agent._supervisor` dials with jittered
-backoff until a Hello and redials after every drop (new instance id, same process uid),
+parts live in their own modules: :mod:`~fleet_agent._supervisor` dials the orchestrator
+URLs in turn (:mod:`~fleet_agent._failover`), with jittered backoff between passes, until
+a Hello and redials after every drop (new instance id, same process uid),
 :mod:`~fleet_agent._connection` is one connection, :mod:`~fleet_agent._frames` answers
 Polls with the snapshot and Commands with an Ack after their host call finished, and
 :mod:`~fleet_agent._shutdown` is the graceful shutdown on a signal. ``disconnect()``, a
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Final
 
@@ -70,16 +71,18 @@ def _fail(future: asyncio.Future[None] | None, exc: BaseException) -> None:
 class FleetAgent:
     """Joins a :class:`~fleet_agent.RoomHost` to the orchestrator at ``url``.
 
-    ``connect()`` resolves on the first Hello and the agent then stays joined, redialling
-    after every drop, until ``disconnect()``. Use it as an async context manager to pair
-    the two.
+    ``url`` is one URL or a list of them (the nodes of a cluster): the agent dials them
+    in order, follows a standby's leader hint, and waits its backoff only after a whole
+    pass without a Hello. ``connect()`` resolves on the first Hello and the agent then
+    stays joined, redialling after every drop, until ``disconnect()``. Use it as an
+    async context manager to pair the two.
     """
 
     def __init__(
         self,
         host: RoomHost,
         *,
-        url: str,
+        url: str | Sequence[str],
         key: str,
         endpoint_url: str,
         name: str | None = None,
@@ -122,7 +125,11 @@ class FleetAgent:
             on_echo=self._settle_waiters,
         )
         self._supervisor = Supervisor(
-            self._config, on_hello=self._joined, on_lost=self._lost, handle=frames.handle
+            self._config,
+            on_hello=self._joined,
+            on_lost=self._lost,
+            handle=frames.handle,
+            polls=lambda: frames.polls,
         )
         self._shutdown = GracefulShutdown(
             self, host, report_draining=lambda: self._apply_status("draining")
@@ -139,6 +146,11 @@ class FleetAgent:
     def instance_id(self) -> str | None:
         """The id the orchestrator minted for the current connection; ``None`` between them."""
         return self._instance_id
+
+    @property
+    def url(self) -> str:
+        """The orchestrator URL being dialled or in use; the first one before ``connect()``."""
+        return self._supervisor.url
 
     @property
     def process_uid(self) -> str:
@@ -184,6 +196,9 @@ class FleetAgent:
 
     async def disconnect(self) -> None:
         """Leave: close with 1000, stop retrying, fail pending waits; safe to call twice.
+
+        Only this call closes with 1000, which the orchestrator takes as a clean leave;
+        a connection that ends any other way is closed with another code.
 
         Also removes the destroy subscription and the signal handlers; the agent may
         ``connect()`` again afterwards.

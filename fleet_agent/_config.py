@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
+from ._failover import url_key
 from ._options import Backoff, Capacity
 from .wire import (
     MAX_ENDPOINT_URL,
@@ -24,12 +25,13 @@ from .wire import (
     URL_SCHEMES,
 )
 
-__all__ = ["AgentConfig", "make_config"]
+__all__ = ["AgentConfig", "leader_hint", "make_config"]
 
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    url: str
+    urls: tuple[str, ...]
+    """The orchestrator URLs in dial order; one or more."""
     key: str = field(repr=False)
     endpoint_url: str
     name: str
@@ -55,6 +57,36 @@ def _check_url(option: str, value: object, max_len: int | None = None) -> str:
     if not hostname:
         raise ValueError(f"{option} must name a host")
     return value
+
+
+def _check_urls(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        if "," in value:
+            raise ValueError(
+                "url must be one URL per string; pass a list for several "
+                "(a comma-separated string is not split)"
+            )
+        return (_check_url("url", value),)
+    if not isinstance(value, Sequence) or isinstance(value, bytes | bytearray) or not value:
+        raise ValueError("url must be a URL or a non-empty list of URLs")
+    urls = tuple(_check_url(f"url[{i}]", url) for i, url in enumerate(value))
+    seen: set[object] = set()
+    for i, url in enumerate(urls):
+        if url_key(url) in seen:
+            raise ValueError(f"url[{i}] repeats an earlier URL")
+        seen.add(url_key(url))
+    return urls
+
+
+def leader_hint(value: str | None, key: str) -> str | None:
+    """``value`` (a standby's ``Fleet-Leader`` header) when it is a URL the agent could
+    have been given, else ``None``; never one that carries the key (it would be logged)."""
+    if not value or key in value:
+        return None
+    try:
+        return _check_url("leader", value)
+    except ValueError:
+        return None
 
 
 def _check_key(value: object) -> str:
@@ -108,7 +140,7 @@ def _check_timeout(value: object) -> float | None:
 
 def make_config(
     *,
-    url: str,
+    url: str | Sequence[str],
     key: str,
     endpoint_url: str,
     name: str | None,
@@ -119,9 +151,9 @@ def make_config(
     backoff: Backoff,
 ) -> AgentConfig:
     """Validate the options of :class:`~fleet_agent.FleetAgent`; ``ValueError`` names the option."""
-    url = _check_url("url", url)
+    urls = _check_urls(url)
     key = _check_key(key)
-    if key in url:
+    if any(key in one for one in urls):
         raise ValueError("url must not contain the key: it travels as a subprotocol only")
     if capacity is None:
         capacity = Capacity()
@@ -132,7 +164,7 @@ def make_config(
     if not isinstance(backoff, Backoff):
         raise ValueError("backoff must be a Backoff")
     return AgentConfig(
-        url=url,
+        urls=urls,
         key=key,
         endpoint_url=_check_url("endpoint_url", endpoint_url, MAX_ENDPOINT_URL),
         name=_check_name(name),

@@ -1,30 +1,59 @@
 """One connection to the orchestrator: dial, wait for Hello, then pass frames along.
 
 :func:`establish` is the single way in, for the first connection and every reconnect:
-it dials with the agent key as a subprotocol and returns once a Hello of the agent's
-protocol major arrived. :func:`serve` then hands each data message to the frame
-handler and sends its reply, until the socket closes.
+it dials one URL with the agent key as a subprotocol and returns once a Hello of the
+agent's protocol major arrived. :func:`serve` then hands each data message to the frame
+handler and sends its reply, until the socket closes or the orchestrator stops polling.
+
+Close codes: the agent closes with 1000 only when ``disconnect()`` ends the connection
+(a *clean leave* to the orchestrator). Every other end is not a leave: 4011 when no
+poll came for three heartbeats, 1002 on a protocol mismatch, 1001 otherwise, and a
+close from the orchestrator is answered with its own code (1001 for its 1000).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
 from rivalis.fleet.v3 import agent_pb2
 
 from . import wire
-from ._config import AgentConfig
+from ._config import AgentConfig, leader_hint
 from ._errors import ProtocolMismatchError, describe
 from ._log import logger
 
-__all__ = ["AttemptFailed", "HandleFrame", "establish", "serve"]
+__all__ = [
+    "LEAVE",
+    "NOT_LEADER",
+    "NO_POLL",
+    "AttemptFailed",
+    "Ended",
+    "HandleFrame",
+    "close",
+    "establish",
+    "serve",
+]
+
+LEAVE: Final = 1000
+"""The agent's close code for ``disconnect()`` only: the orchestrator reads it as a leave."""
+GOING_AWAY: Final = 1001
+"""The agent's close code when it gives up on a connection for any other reason."""
+NO_POLL: Final = 4011
+"""The agent's close code when no poll came for :data:`POLL_MISSES` heartbeats."""
+NOT_LEADER: Final = 4010
+"""The orchestrator's close code when it stops leading (reason ``not leader``)."""
+POLL_MISSES: Final = 3
+"""Heartbeats without a poll after which the agent drops a connection."""
 
 _HANDSHAKE_TIMEOUT_S: Final = 10.0
 """Bound on the WebSocket handshake, and on the wait for Hello after it."""
 _CLOSE_TIMEOUT_S: Final = 5.0
+_MIN_WAIT_S: Final = 0.001
+_LEADER_HEADER: Final = "Fleet-Leader"
 _MAX_MESSAGE_BYTES: Final = 2 * wire.MAX_FRAME_BYTES
 """Above 4 MiB so that oversize frames reach the codec (logged) instead of a 1009 close."""
 
@@ -33,64 +62,121 @@ HandleFrame = Callable[[bytes], Awaitable[bytes | None]]
 
 
 class AttemptFailed(Exception):
-    """One connection ended (or never got to Hello); the supervisor dials again."""
+    """One connection ended (or never got to Hello); the supervisor dials again.
+
+    ``leader`` is the agent URL a standby named in its ``Fleet-Leader`` header when it
+    refused the upgrade with 503 ``NOT_LEADER``; ``None`` otherwise.
+    """
+
+    def __init__(self, message: str, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """Why a joined connection ended: ``close_code`` is the orchestrator's when it closed
+    the socket, ``no_poll`` is set when the agent dropped a silent orchestrator."""
+
+    cause: str
+    close_code: int | None = None
+    no_poll: bool = False
 
 
 async def establish(
-    http: aiohttp.ClientSession, config: AgentConfig
+    http: aiohttp.ClientSession, config: AgentConfig, url: str
 ) -> tuple[aiohttp.ClientWebSocketResponse, agent_pb2.Hello]:
-    """Dial ``config.url`` and wait for Hello; the caller closes the returned socket.
+    """Dial ``url`` and wait for Hello; the caller closes the returned socket.
 
     Raises :class:`AttemptFailed` for anything worth another attempt, and
     :class:`ProtocolMismatchError` (after closing with 1002) when the orchestrator speaks
     another protocol major.
     """
-    ws = await _dial(http, config)
+    ws = await _dial(http, config, url)
     try:
         if ws.protocol != wire.SUBPROTOCOL:
             raise AttemptFailed(
-                f"connect failed url={config.url}: "
-                f"the orchestrator did not select {wire.SUBPROTOCOL}"
+                f"connect failed url={url}: the orchestrator did not select {wire.SUBPROTOCOL}"
             )
-        hello = await _await_hello(ws, config.url)
+        hello = await _await_hello(ws, url)
     except BaseException as exc:
-        mismatch = isinstance(exc, ProtocolMismatchError)
-        code = aiohttp.WSCloseCode.PROTOCOL_ERROR if mismatch else aiohttp.WSCloseCode.OK
-        await ws.close(code=code)
+        await close(ws, _abandon_code(exc))
         raise
     return ws, hello
 
 
-async def serve(ws: aiohttp.ClientWebSocketResponse, handle: HandleFrame) -> str:
-    """Handle frames one at a time until the connection ends; returns why it ended."""
+async def serve(
+    ws: aiohttp.ClientWebSocketResponse,
+    handle: HandleFrame,
+    *,
+    heartbeat_ms: int,
+    polls: Callable[[], int],
+) -> Ended:
+    """Handle frames one at a time until the connection ends; returns why it ended.
+
+    ``polls`` counts the polls handled so far. Once the agent has waited
+    :data:`POLL_MISSES` heartbeats for a message without a poll among them, it stops
+    (the caller closes with :data:`NO_POLL`); time spent handling frames does not count,
+    and a ``heartbeat_ms`` of 0 turns the check off.
+    """
+    budget = POLL_MISSES * heartbeat_ms / 1000 if heartbeat_ms > 0 else None
+    loop = asyncio.get_running_loop()
+    waited = 0.0  # seconds spent waiting for messages since the last poll
     while True:
-        data = await _receive(ws)
+        started = loop.time()
+        try:
+            async with asyncio.timeout(
+                None if budget is None else max(budget - waited, _MIN_WAIT_S)
+            ):
+                data = await _receive(ws)
+        except TimeoutError:
+            return Ended(f"no poll for {POLL_MISSES} heartbeats of {heartbeat_ms} ms", no_poll=True)
+        waited += loop.time() - started
         if data is None:
-            return f"closed code={ws.close_code}"
+            return Ended(f"closed code={ws.close_code}", close_code=ws.close_code)
+        seen = polls()
         reply = await handle(data)
+        if polls() != seen:
+            waited = 0.0
         if reply is None:
             continue
         try:
             await ws.send_bytes(reply)
         except (ConnectionError, aiohttp.ClientError) as exc:
-            return f"send failed ({describe(exc)})"
+            return Ended(f"send failed ({describe(exc)})")
+
+
+async def close(ws: aiohttp.ClientWebSocketResponse, code: int, reason: str = "") -> None:
+    """Close ``ws`` with ``code`` unless it is closed already; a network error is only
+    logged (debug). aiohttp waits up to 5 s for the answer, unless a cancelled receive
+    already marked the socket cut."""
+    if ws.closed:
+        return
+    try:
+        await ws.close(code=code, message=reason.encode())
+    except (ConnectionError, aiohttp.ClientError) as exc:
+        logger.debug("close failed: %s", describe(exc))
 
 
 async def _dial(
-    http: aiohttp.ClientSession, config: AgentConfig
+    http: aiohttp.ClientSession, config: AgentConfig, url: str
 ) -> aiohttp.ClientWebSocketResponse:
     try:
         async with asyncio.timeout(_HANDSHAKE_TIMEOUT_S):
             return await http.ws_connect(
-                config.url,
+                url,
                 protocols=(wire.SUBPROTOCOL, config.key),
                 max_msg_size=_MAX_MESSAGE_BYTES,
                 timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT_S),
+                autoclose=False,  # _receive answers a close itself, never with 1000
             )
     except aiohttp.WSServerHandshakeError as exc:
-        raise AttemptFailed(_refusal(config.url, exc.status)) from exc
+        leader = None
+        if exc.status == 503 and exc.headers is not None:
+            leader = leader_hint(exc.headers.get(_LEADER_HEADER), config.key)
+        raise AttemptFailed(_refusal(url, exc.status, leader), leader) from exc
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise AttemptFailed(f"connect failed url={config.url}: {describe(exc)}") from exc
+        raise AttemptFailed(f"connect failed url={url}: {describe(exc)}") from exc
 
 
 async def _await_hello(ws: aiohttp.ClientWebSocketResponse, url: str) -> agent_pb2.Hello:
@@ -120,6 +206,25 @@ async def _await_hello(ws: aiohttp.ClientWebSocketResponse, url: str) -> agent_p
         raise AttemptFailed(f"no Hello within {_HANDSHAKE_TIMEOUT_S:g} s url={url}") from exc
 
 
+def _abandon_code(exc: BaseException) -> int:
+    """The close code when the agent abandons a connection before Hello because of ``exc``."""
+    if isinstance(exc, asyncio.CancelledError):
+        return LEAVE  # disconnect() or the connect_timeout_ms expiry: the agent leaves
+    if isinstance(exc, ProtocolMismatchError):
+        return aiohttp.WSCloseCode.PROTOCOL_ERROR
+    return GOING_AWAY
+
+
+def _answer(code: object) -> int:
+    """The code that answers the orchestrator's close: its own, but never 1000 (which
+    would read as the agent's leave) nor a code no endpoint may send."""
+    if isinstance(code, int) and (1001 <= code <= 1003 or 1007 <= code <= 1014):
+        return code
+    if isinstance(code, int) and 3000 <= code <= 4999:
+        return code
+    return GOING_AWAY
+
+
 def _mismatch(remote: int) -> ProtocolMismatchError:
     exc = ProtocolMismatchError(remote, wire.PROTOCOL_MAJOR)
     logger.error(
@@ -138,8 +243,10 @@ async def _receive(ws: aiohttp.ClientWebSocketResponse) -> bytes | None:
         if msg.type is aiohttp.WSMsgType.TEXT:
             text: str = msg.data
             return text.encode()
+        if msg.type is aiohttp.WSMsgType.CLOSE:
+            await close(ws, _answer(msg.data))
+            return None
         if msg.type in (
-            aiohttp.WSMsgType.CLOSE,
             aiohttp.WSMsgType.CLOSING,
             aiohttp.WSMsgType.CLOSED,
             aiohttp.WSMsgType.ERROR,
@@ -147,6 +254,8 @@ async def _receive(ws: aiohttp.ClientWebSocketResponse) -> bytes | None:
             return None
 
 
-def _refusal(url: str, status: int) -> str:
+def _refusal(url: str, status: int, leader: str | None) -> str:
     hint = {401: " (check the agent key)", 429: " (throttled after failed handshakes)"}
+    if leader is not None:
+        return f"handshake refused url={url} status={status} (a standby) leader={leader}"
     return f"handshake refused url={url} status={status}{hint.get(status, '')}"

@@ -34,6 +34,7 @@ class FrameHandler:
 
     ``apply_status`` sets the reported status (a drain or undrain command);
     ``on_echo`` gets the status each Poll echoes, which settles ``drain()`` waits.
+    :attr:`polls` counts the Polls handled, for the liveness check of the connection.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class FrameHandler:
         self._snapshot = snapshot
         self._apply_status = apply_status
         self._on_echo = on_echo
+        self.polls = 0
 
     async def handle(self, data: bytes) -> bytes | None:
         """The encoded reply to one received message, if it needs one."""
@@ -75,6 +77,7 @@ class FrameHandler:
         return None
 
     def _on_poll(self, poll: agent_pb2.Poll) -> bytes | None:
+        self.polls += 1
         self._on_echo(poll.status)
         known_hash = poll.known_hash if poll.HasField("known_hash") else None
         try:

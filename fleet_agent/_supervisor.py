@@ -1,10 +1,15 @@
 """The connection supervisor: keeps the agent joined until it gives up.
 
 It establishes a connection (dial, then Hello), serves it until it ends, and
-establishes again, waiting :func:`~fleet_agent._backoff.reconnect_delay` between
-attempts: the wait grows with each failure in a row and the count restarts at every
-Hello. It gives up on a ``connect_timeout_ms`` expiry, a protocol mismatch or an
-unexpected error and returns why; cancellation (``disconnect()``) propagates.
+establishes again. Each round is a *pass* over the orchestrator URLs
+(:class:`~fleet_agent._failover.DialPlan`): a failed dial moves on to the next URL at
+once, a standby's leader hint is dialled next, and only a pass that ends without a
+Hello waits :func:`~fleet_agent._backoff.reconnect_delay`, which grows with each such
+pass in a row; the count restarts at every Hello. After a drop the next pass starts at
+the URL that was in use, after that wait; when the orchestrator stopped leading (close
+4010) or stopped polling, it starts at the next URL at once. It gives up on a
+``connect_timeout_ms`` expiry, a protocol mismatch or an unexpected error and returns
+why; cancellation (``disconnect()``) propagates.
 """
 
 from __future__ import annotations
@@ -18,15 +23,32 @@ from rivalis.fleet.v3 import agent_pb2
 
 from ._backoff import reconnect_delay
 from ._config import AgentConfig
-from ._connection import AttemptFailed, HandleFrame, establish, serve
+from ._connection import (
+    GOING_AWAY,
+    LEAVE,
+    NO_POLL,
+    NOT_LEADER,
+    AttemptFailed,
+    Ended,
+    HandleFrame,
+    close,
+    establish,
+    serve,
+)
 from ._errors import AgentTimeoutError, FleetAgentError, ProtocolMismatchError, describe
+from ._failover import DialPlan
 from ._log import logger
 
 __all__ = ["Supervisor"]
 
+Joined = tuple[aiohttp.ClientWebSocketResponse, agent_pb2.Hello]
+
 
 class Supervisor:
-    """Runs the connections of one agent; ``on_hello`` and ``on_lost`` bracket each one."""
+    """Runs the connections of one agent; ``on_hello`` and ``on_lost`` bracket each one.
+
+    ``polls`` counts the polls the agent has handled (see :func:`serve`).
+    """
 
     def __init__(
         self,
@@ -35,18 +57,26 @@ class Supervisor:
         on_hello: Callable[[agent_pb2.Hello], None],
         on_lost: Callable[[str], None],
         handle: HandleFrame,
+        polls: Callable[[], int],
     ) -> None:
         self._config = config
         self._on_hello = on_hello
         self._on_lost = on_lost
         self._handle = handle
+        self._polls = polls
+        self._plan = DialPlan(config.urls)
+
+    @property
+    def url(self) -> str:
+        """The URL being dialled or in use (the last one, between connections)."""
+        return self._plan.current
 
     async def run(self) -> FleetAgentError:
         """Stay joined, redialling after every drop; returns the error that ended it."""
         config = self._config
         timeout_ms = config.connect_timeout_ms
         timeout_s = None if timeout_ms is None else timeout_ms / 1000
-        logger.info("connecting url=%s name=%s", config.url, config.name)
+        logger.info("connecting url=%s name=%s", ",".join(config.urls), config.name)
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http,
@@ -68,31 +98,80 @@ class Supervisor:
 
     async def _redial(self, http: aiohttp.ClientSession, deadline: asyncio.Timeout) -> NoReturn:
         attempt = 1
+        first: str | None = None
         while True:
+            joined = await self._dial_pass(http, first)
+            if isinstance(joined, AttemptFailed):
+                await self._back_off(str(joined), attempt)
+                attempt += 1
+                first = None
+                continue
+            attempt = 1  # the backoff restarts at every Hello
+            url = self._plan.current
+            ended = await self._session(*joined, deadline)
+            failure = f"connection lost url={url} instance={joined[1].instance_id}: {ended.cause}"
+            if ended.no_poll or ended.close_code == NOT_LEADER:
+                first = self._plan.after(url)
+                logger.warning("%s; trying url=%s at once", failure, first)
+                continue
+            first = url
+            await self._back_off(failure, attempt)
+            attempt += 1
+
+    async def _dial_pass(
+        self, http: aiohttp.ClientSession, first: str | None
+    ) -> Joined | AttemptFailed:
+        """Dial the URLs of one pass until a Hello; the last failure when none answers."""
+        plan = self._plan
+        plan.begin(first)
+        failure = AttemptFailed("no URL to dial")
+        url = plan.next()
+        while url is not None:
             try:
-                ws, hello = await establish(http, self._config)
+                return await establish(http, self._config, url)
             except AttemptFailed as exc:
                 failure = exc
-            else:
-                attempt = 1  # the backoff restarts at every Hello
-                failure = await self._session(ws, hello, deadline)
-            wait_s = reconnect_delay(attempt, self._config.backoff)
-            logger.warning("%s; retrying in %d ms", failure, round(wait_s * 1000))
-            await asyncio.sleep(wait_s)
-            attempt += 1
+            if failure.leader is not None and plan.follow(failure.leader):
+                url = plan.next()
+                logger.info("%s; trying the leader url=%s", failure, url)
+                continue
+            if failure.leader is not None:
+                logger.info(
+                    "ignored the leader hint of url=%s: a pass follows one hint, "
+                    "to a URL it has not dialled",
+                    url,
+                )
+            url = plan.next()
+            if url is not None:
+                logger.warning("%s; trying url=%s", failure, url)
+        return failure
+
+    async def _back_off(self, failure: str, attempt: int) -> None:
+        wait_s = reconnect_delay(attempt, self._config.backoff)
+        logger.warning("%s; retrying in %d ms", failure, round(wait_s * 1000))
+        await asyncio.sleep(wait_s)
 
     async def _session(
         self,
         ws: aiohttp.ClientWebSocketResponse,
         hello: agent_pb2.Hello,
         deadline: asyncio.Timeout,
-    ) -> AttemptFailed:
-        """Serve one joined connection until it ends; returns the failure to report."""
+    ) -> Ended:
+        """Serve one joined connection until it ends; closes it with 1000 only when
+        cancelled (``disconnect()``), else with 4011 after no polls, else 1001."""
+        code, reason = GOING_AWAY, ""
         try:
             deadline.reschedule(None)
             self._on_hello(hello)
-            cause = await serve(ws, self._handle)
-            self._on_lost(cause)
+            ended = await serve(
+                ws, self._handle, heartbeat_ms=hello.heartbeat_ms, polls=self._polls
+            )
+            if ended.no_poll:
+                code, reason = NO_POLL, "no poll"
+            self._on_lost(ended.cause)
+        except asyncio.CancelledError:
+            code = LEAVE
+            raise
         finally:
-            await ws.close(code=aiohttp.WSCloseCode.OK)
-        return AttemptFailed(f"connection lost instance={hello.instance_id}: {cause}")
+            await close(ws, code, reason)
+        return ended

@@ -72,6 +72,7 @@ async def api() -> None:
     connected: bool = agent.status == "connected"
     instance_id: str | None = agent.instance_id
     process_uid: str = agent.process_uid
+    url: str = agent.url
     await agent.drain()
     await agent.undrain()
     await agent.await_empty(timeout_ms=60_000)
@@ -79,6 +80,10 @@ async def api() -> None:
     await agent.disconnect()
     async with FleetAgent(other, url="ws://h", key="k", endpoint_url="ws://e") as joined:
         assert isinstance(joined, FleetAgent)
+    cluster = FleetAgent(other, url=["ws://a:7350", "ws://b:7350"], key="k", endpoint_url="ws://e")
+    urls: tuple[str, ...] = ("ws://a:7350", "ws://b:7350")
+    in_use: str = FleetAgent(other, url=urls, key="k", endpoint_url="ws://e").url
+    del cluster, in_use
     with contextlib.suppress(RoomExistsError, UnknownRoomTypeError):
         await rooms.create("match", "r2")
-    del found, gone, status, connected, instance_id, process_uid
+    del found, gone, status, connected, instance_id, process_uid, url

@@ -3,7 +3,8 @@
 It checks the handshake like the real one (the ``rivalis-fleet.v1`` sentinel plus exactly
 one known key, else 401 before any upgrade) and hands each accepted connection to the
 test as a :class:`Link`, which sends Hello/Poll/Command frames and reads what the agent
-answers.
+answers. A fake can also play a standby: it refuses the upgrade with 503 ``NOT_LEADER``
+and, when it knows one, the leader's agent URL in the body and in ``Fleet-Leader``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Handshake:
     path_qs: str
     protocols: tuple[str, ...]
     status: int
+    at: float
+    """Event-loop time of the request: orders the handshakes of several fakes."""
 
 
 class Link:
@@ -100,8 +103,8 @@ class Link:
         await asyncio.sleep(duration)
         assert self.inbox.empty(), f"agent sent {self.inbox.get_nowait()!r}"
 
-    async def close(self, code: int = 1000) -> None:
-        await self.ws.close(code=code)
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.ws.close(code=code, message=reason.encode())
 
 
 class FakeOrchestrator:
@@ -113,6 +116,10 @@ class FakeOrchestrator:
         self.links: list[Link] = []
         self.refuse: list[int] = []
         """Statuses answered (one per handshake, in order) before any handshake is accepted."""
+        self.standby = False
+        """Refuse every handshake with 503 ``NOT_LEADER`` (after the ``refuse`` list)."""
+        self.leader: str | None = None
+        """The leader hint of a 503 refusal: in the body, and in ``Fleet-Leader`` if set."""
         self.port = 0
         self._accepted: asyncio.Queue[Link] = asyncio.Queue()
 
@@ -133,9 +140,16 @@ class FakeOrchestrator:
         status = 101
         if self.refuse:
             status = self.refuse.pop(0)
+        elif self.standby:
+            status = 503
         elif not self._accepts(offered):
             status = 401
-        self.handshakes.append(Handshake(str(request.rel_url), offered, status))
+        at = asyncio.get_running_loop().time()
+        self.handshakes.append(Handshake(str(request.rel_url), offered, status, at))
+        if status == 503:
+            body = {"status": "rejected", "cause": "NOT_LEADER", "leader": self.leader}
+            headers = {} if self.leader is None else {"Fleet-Leader": self.leader}
+            return web.json_response(body, status=status, headers=headers)
         if status != 101:
             body = {"status": "rejected", "cause": "UNAUTHORIZED"}
             return web.json_response(body, status=status)

@@ -71,6 +71,38 @@ def test_the_key_may_not_travel_in_the_url() -> None:
     assert KEY not in str(info.value)
 
 
+def test_url_may_be_one_url_or_a_list_of_them_and_url_names_the_first_before_connect() -> None:
+    assert make(url="ws://a:7350").url == "ws://a:7350"
+    urls = ["ws://a:7350", "wss://b.example/fleet"]
+    assert make(url=urls).url == "ws://a:7350"
+    assert make(url=tuple(urls)).url == "ws://a:7350"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ([], "non-empty list"),
+        ((), "non-empty list"),
+        (b"ws://a:7350", "non-empty list"),
+        (None, "non-empty list"),
+        (["ws://a:7350", "ftp://b"], r"url\[1\] must be an absolute"),
+        (["ws://a:7350", ""], r"url\[1\] must be a non-empty string"),
+        (["ws://a:7350", 7], r"url\[1\] must be a non-empty string"),
+        (["ws://a:7350", "WS://A:7350/"], r"url\[1\] repeats"),
+        ("ws://a:7350,ws://b:7350", "pass a list"),
+    ],
+)
+def test_bad_url_lists_are_refused_naming_the_entry(url: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(url=url)
+
+
+def test_the_key_may_not_travel_in_any_listed_url() -> None:
+    with pytest.raises(ValueError, match="url") as info:
+        make(url=["ws://a:7350", f"ws://b:7350/?key={KEY}"])
+    assert KEY not in str(info.value)
+
+
 def test_limits_pass_at_the_boundary() -> None:
     agent = make(
         endpoint_url="https://" + "a" * 504,

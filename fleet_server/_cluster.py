@@ -75,6 +75,7 @@ class Coordinator:
         self._since = _now_ms()
         self._transition: asyncio.Task[None] | None = None
         self._closed = False
+        self._followed: str | None = None  # the leader URL last logged
         fleet.leads = self.leads
 
     # --- what surfaces ask ------------------------------------------------------------
@@ -191,7 +192,19 @@ class Coordinator:
             elif not wants and self._leading:
                 await self._step_down()
             else:
+                self._log_leader(election)
                 return
+
+    def _log_leader(self, election: Election) -> None:
+        leader = election.leader
+        url = leader.url if leader is not None else None
+        if self._leading or url == self._followed:
+            return
+        self._followed = url
+        if url is None:
+            log.warning("standby cluster=%s: no node leads", self._options.cluster)
+        else:
+            log.info("standby cluster=%s leader=%s", self._options.cluster, url)
 
     async def _take_lead(self, election: Election) -> bool:
         started = time.perf_counter()
@@ -204,11 +217,13 @@ class Coordinator:
             await self._forget()
             return True
         self._leading = True
+        self._followed = None
         self._since = _now_ms()
         log.info(
-            "leading cluster=%s node=%s took_ms=%.0f settle_ms=%d",
+            "leading cluster=%s node=%s url=%s took_ms=%.0f settle_ms=%d",
             self._options.cluster,
             election.node.id,
+            election.node.url,
             (time.perf_counter() - started) * 1000,
             self._options.settle_ms,
         )

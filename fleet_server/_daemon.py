@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from ._collector import CollectorTuning
 from ._config import ConfigError, build_parser, load_config
+from ._etcd import EtcdUnavailableError
 from ._options import OrchestratorOptions
 from ._orchestrator import Orchestrator
 
@@ -108,13 +109,18 @@ async def _serve(orch: Orchestrator) -> int:
         _fail(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}")
         await orch.shutdown()
         return EXIT_FAILURE
+    except EtcdUnavailableError as exc:
+        _fail(str(exc))
+        await orch.shutdown()
+        return EXIT_CONFIG
     log.info(
-        "orchestrator listening host=(%s) port=(%d) api=(%s) grpc=(%s) heartbeat=(%dms)",
+        "orchestrator listening host=(%s) port=(%d) api=(%s) grpc=(%s) heartbeat=(%dms)%s",
         orch.options.host,
         orch.port,
         "/v1" if orch.options.api else "off",
         orch.grpc_port if orch.grpc_port is not None else "off",
         orch.options.heartbeat_ms,
+        f" cluster=({orch.options.cluster})" if orch.options.etcd_endpoints else "",
     )
     transport = orch.transport
     collector = CollectorTuning(lambda: transport.closed_links, lambda: len(transport.links))

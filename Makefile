@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install etcd protos lint test run bench bench-quick fuzz chaos clean
+.PHONY: venv install etcd protos lint test run run-ha bench bench-quick fuzz chaos clean
 
 venv: $(PY)
 
@@ -46,6 +46,10 @@ etcd:
 
 run: install
 	$(PY) -m examples.run_fleet $(RUN_ARGS)
+
+# etcd, two orchestrators (7350 and 7360) and the two example game servers.
+run-ha: install etcd
+	$(PY) -m examples.run_ha $(RUN_ARGS)
 
 bench: install
 	$(PY) tools/bench.py $(BENCH_ARGS)

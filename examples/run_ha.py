@@ -167,8 +167,8 @@ async def run(ports: Sequence[tuple[int, int]], game_port: int) -> int:
     nodes: dict[str, int] = {}
     try:
         for port, grpc_port in ports:
-            args: tuple[str, ...] = ("-m", "fleet_server", "--config", str(CONFIG), "--etcd", endpoint)
-            args += ("-p", str(port), "--grpc-port", str(grpc_port))
+            args: tuple[str, ...] = ("-m", "fleet_server", "--config", str(CONFIG))
+            args += ("--etcd", endpoint, "-p", str(port), "--grpc-port", str(grpc_port))
             proc = await _spawn(*args, "--leader-lease", "3000", env=env)
             procs.append(proc)
             nodes[f"http://127.0.0.1:{port}"] = proc.pid

@@ -62,11 +62,16 @@ class Coordinator:
     """Owns the role (single, leader, standby) and the membership store's lifecycle."""
 
     def __init__(
-        self, options: OrchestratorOptions, fleet: Fleet, close_agents: CloseAgents
+        self,
+        options: OrchestratorOptions,
+        fleet: Fleet,
+        close_agents: CloseAgents,
+        end_streams: Callable[[], object] = lambda: None,
     ) -> None:
         self._options = options
         self._fleet = fleet
         self._close_agents = close_agents
+        self._end_streams = end_streams
         self._clustered: Final = bool(options.etcd_endpoints)
         self._election: Election | None = None
         self._node: NodeInfo | None = None
@@ -233,6 +238,7 @@ class Coordinator:
         self._leading = False
         log.warning("stepping down cluster=%s: the lease is not fresh", self._options.cluster)
         await self._close_agents(NOT_LEADER_CLOSE, "not leader")
+        self._end_streams()  # SSE and WatchEvents clients reconnect and are sent on
         await self._forget()
 
     async def _forget(self) -> None:

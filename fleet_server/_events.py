@@ -185,9 +185,12 @@ class EventHub:
         if dropped:
             self.dropped[subscription.kind] += 1
 
-    def end_all(self, kind: str) -> list[Subscription]:
-        """End every subscription of ``kind`` after what it holds; returns them."""
-        ended = [s for group in self._groups.values() for s in group if s.kind == kind]
+    def end_all(self, kind: str | None = None) -> list[Subscription]:
+        """End every subscription of ``kind`` (None: of every kind) after what it holds;
+        returns them."""
+        ended = [
+            s for group in self._groups.values() for s in group if kind is None or s.kind == kind
+        ]
         for subscription in ended:
             subscription.end()
         return ended

@@ -105,7 +105,12 @@ class Orchestrator:
             leads=lambda: self._cluster.leads(),
             leader_hint=lambda: self._cluster.leader_hint("agent"),
         )
-        self._cluster = Coordinator(options, self.fleet, close_agents=self.transport.close_all)
+        self._cluster = Coordinator(
+            options,
+            self.fleet,
+            close_agents=self.transport.close_all,
+            end_streams=self._hub.end_all,
+        )
         self._status = OrchestratorStatus.NEW
         self._runner: web.AppRunner | None = None
         self._grpc: GrpcServer | None = None

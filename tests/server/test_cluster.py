@@ -176,15 +176,23 @@ async def test_a_new_leader_loads_the_holds_from_etcd_and_settles(etcd: EtcdServ
 async def test_a_leader_that_loses_etcd_steps_down_and_closes_its_agents_with_4010(
     etcd: EtcdServer,
 ) -> None:
-    async with nodes(etcd, 1) as group:
+    async with nodes(etcd, 1) as group, aiohttp.ClientSession() as session:
         leader = await leader_of(group)
-        async with RawAgents(leader) as agents:
+        http = Http(session, leader.port)
+        async with (
+            RawAgents(leader) as agents,
+            session.get(http.url("/v1/events"), headers=http.auth()) as stream,
+        ):
+            assert stream.status == 200
             agent = await agents.join()
             etcd.pause()
             try:
                 await wait_for(lambda: not leader._cluster.leads(), LEASE_MS / 1000 + 2)
                 assert await agent.wait_closed(timeout=5) == 4010
                 assert agent.close_reason == "not leader"
+                # The event stream ends too: its client reconnects and is sent on.
+                await asyncio.wait_for(stream.content.read(), 5)
+                assert stream.content.at_eof()
                 with pytest.raises(FleetError) as info:
                     await leader.fleet.create_room("match")
                 assert info.value.code is ErrorCode.NOT_LEADER

@@ -27,13 +27,17 @@ from rivalis.fleet.v3 import agent_pb2
 
 __all__ = [
     "HEADER",
+    "MAX_ACCEPTED_RESERVATIONS",
     "MAX_CONNECTIONS",
     "MAX_ENDPOINT_URL",
     "MAX_FRAME_BYTES",
     "MAX_LABELS",
     "MAX_LABEL_KEY",
     "MAX_LABEL_VALUE",
+    "MAX_METADATA_BYTES",
     "MAX_NAME",
+    "MAX_OPTIONS_BYTES",
+    "MAX_RESERVATION_ID",
     "MAX_ROOMS",
     "MAX_ROOM_ID",
     "MAX_ROOM_TYPE",
@@ -54,6 +58,8 @@ __all__ = [
     "encode_frame",
     "hash64",
     "hash64_text",
+    "object_text",
+    "parse_object_text",
     "snapshot_hash",
     "varint",
 ]
@@ -83,6 +89,12 @@ MAX_CONNECTIONS: Final = 1_000_000
 URL_SCHEMES: Final = frozenset({"ws", "wss", "http", "https"})
 """Schemes an ``endpoint_url`` may use."""
 SNAPSHOT_STATUSES: Final = frozenset({"active", "draining"})
+MAX_METADATA_BYTES: Final = 2048
+"""A room's metadata: the canonical text of a JSON object, UTF-8 bytes."""
+MAX_OPTIONS_BYTES: Final = 4096
+"""A create command's options: the canonical text of a JSON object, UTF-8 bytes."""
+MAX_ACCEPTED_RESERVATIONS: Final = 10_000
+MAX_RESERVATION_ID: Final = 64
 
 
 class WireError(ValueError):
@@ -176,6 +188,38 @@ def canonical_text(value: Any) -> str:
     """:func:`canonical_json` for values already made of str, int, bool, None, dicts with
     string keys, lists and tuples: the same text without the normalizing copy."""
     return _dumps(value)
+
+
+def object_text(value: Any, limit: int, what: str) -> str:
+    """The canonical text of a JSON object (docs/matchmaking.md §1); ``ValueError`` naming
+    ``what`` when ``value`` is not a JSON object or its text is over ``limit`` bytes."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a JSON object")
+    try:
+        text = canonical_json(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{what} must be JSON: strings, numbers, booleans, null, lists and objects"
+        ) from None
+    if len(text.encode()) > limit:
+        raise ValueError(f"{what} must be at most {limit} bytes as canonical JSON")
+    return text
+
+
+def parse_object_text(text: str, limit: int, what: str) -> dict[str, Any]:
+    """The JSON object ``text`` holds (empty text: ``{}``); ``ValueError`` naming ``what``
+    when it is not a JSON object or is over ``limit`` bytes."""
+    if not text:
+        return {}
+    if len(text.encode()) > limit:
+        raise ValueError(f"{what} must be at most {limit} bytes")
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError(f"{what} must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    return value
 
 
 def hash64_text(text: str) -> str:

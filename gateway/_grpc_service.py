@@ -177,6 +177,18 @@ class FleetControlService(pb_grpc.FleetControlServicer):
         async with self._guard(context, "GetCluster", any_role=True):
             return cluster_message(self._cluster.info())
 
+    async def ReserveSeats(
+        self, request: pb.ReserveSeatsRequest, context: Context
+    ) -> pb.ReserveSeatsResponse:
+        async with self._guard(context, "ReserveSeats", audited=True):
+            raise FleetError(ErrorCode.INTERNAL, "seat reservations are not served yet")
+
+    async def ReleaseSeats(
+        self, request: pb.ReleaseSeatsRequest, context: Context
+    ) -> pb.ReleaseSeatsResponse:
+        async with self._guard(context, "ReleaseSeats", audited=True):
+            raise FleetError(ErrorCode.INTERNAL, "seat reservations are not served yet")
+
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.FleetStats:
         async with self._guard(context, "GetStats"):
             return stats_message(self._fleet.stats)

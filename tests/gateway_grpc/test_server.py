@@ -71,6 +71,8 @@ async def test_reflection_lists_and_describes_the_services(channel: grpc.aio.Cha
         "DestroyRoom",
         "WatchEvents",
         "GetCluster",
+        "ReserveSeats",
+        "ReleaseSeats",
     ]
 
 

@@ -97,6 +97,10 @@ class RoomInfo(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     ENDPOINT_URL_FIELD_NUMBER: _builtins.int
     LOCAL_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    MAX_CONNECTIONS_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
+    RESERVED_SEATS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The public room id: the id used to address the room in every call. It equals the
     id the game server uses unless two instances report the same id, in which case
@@ -112,6 +116,14 @@ class RoomInfo(_message.Message):
     """where game clients connect (copied from the instance)"""
     local: _builtins.bool
     """true if the game server created the room itself"""
+    metadata: _builtins.str
+    """what the game server says about the room: a JSON object's text ("{}": none)"""
+    max_connections: _builtins.int
+    """seats in the room; unset: unlimited"""
+    locked: _builtins.bool
+    """a locked room takes no new seats"""
+    reserved_seats: _builtins.int
+    """seats held by live reservations (ReserveSeats)"""
     def __init__(
         self,
         *,
@@ -121,12 +133,18 @@ class RoomInfo(_message.Message):
         instance_id: _builtins.str = ...,
         endpoint_url: _builtins.str = ...,
         local: _builtins.bool = ...,
+        metadata: _builtins.str = ...,
+        max_connections: _builtins.int | None = ...,
+        locked: _builtins.bool = ...,
+        reserved_seats: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_connections", b"_max_connections", "max_connections", b"max_connections"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connections", b"connections", "endpoint_url", b"endpoint_url", "id", b"id", "instance_id", b"instance_id", "local", b"local", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_connections", b"_max_connections", "connections", b"connections", "endpoint_url", b"endpoint_url", "id", b"id", "instance_id", b"instance_id", "local", b"local", "locked", b"locked", "max_connections", b"max_connections", "metadata", b"metadata", "reserved_seats", b"reserved_seats", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_connections: _TypeAlias = _typing.Literal["max_connections"]  # noqa: Y015
+    _WhichOneofArgType__max_connections: _TypeAlias = _typing.Literal["_max_connections", b"_max_connections"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_connections) -> _WhichOneofReturnType__max_connections | None: ...
 
 Global___RoomInfo: _TypeAlias = RoomInfo  # noqa: Y015
 
@@ -310,6 +328,7 @@ class Placement(_message.Message):
     STRATEGY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
+    SELECTORS_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """pin to this instance; if set, non-empty"""
     process_uid: _builtins.str
@@ -322,6 +341,10 @@ class Placement(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """every pair must match the instance's labels"""
 
+    @_builtins.property
+    def selectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Selector]:
+        """Tried in order until one yields a candidate; not together with labels."""
+
     def __init__(
         self,
         *,
@@ -330,10 +353,11 @@ class Placement(_message.Message):
         strategy: _builtins.str | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         force: _builtins.bool = ...,
+        selectors: _abc.Iterable[Global___Selector] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_instance_id", b"_instance_id", "_process_uid", b"_process_uid", "_strategy", b"_strategy", "instance_id", b"instance_id", "process_uid", b"process_uid", "strategy", b"strategy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_instance_id", b"_instance_id", "_process_uid", b"_process_uid", "_strategy", b"_strategy", "force", b"force", "instance_id", b"instance_id", "labels", b"labels", "process_uid", b"process_uid", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_instance_id", b"_instance_id", "_process_uid", b"_process_uid", "_strategy", b"_strategy", "force", b"force", "instance_id", b"instance_id", "labels", b"labels", "process_uid", b"process_uid", "selectors", b"selectors", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__instance_id: _TypeAlias = _typing.Literal["instance_id"]  # noqa: Y015
     _WhichOneofArgType__instance_id: _TypeAlias = _typing.Literal["_instance_id", b"_instance_id"]  # noqa: Y015
@@ -349,6 +373,82 @@ class Placement(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__strategy) -> _WhichOneofReturnType__strategy | None: ...
 
 Global___Placement: _TypeAlias = Placement  # noqa: Y015
+
+@_typing.final
+class Selector(_message.Message):
+    """An instance matches when every label is equal and every expression holds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    EXPRESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def expressions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SelectorExpression]: ...
+    def __init__(
+        self,
+        *,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        expressions: _abc.Iterable[Global___SelectorExpression] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expressions", b"expressions", "labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Selector: _TypeAlias = Selector  # noqa: Y015
+
+@_typing.final
+class SelectorExpression(_message.Message):
+    """Kubernetes semantics: "In", "NotIn" (also matches an unset label), "Exists",
+    "DoesNotExist"; values only (and non-empty) for In and NotIn.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    OP_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    op: _builtins.str
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        op: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "op", b"op", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectorExpression: _TypeAlias = SelectorExpression  # noqa: Y015
 
 @_typing.final
 class FleetEvent(_message.Message):
@@ -367,6 +467,7 @@ class FleetEvent(_message.Message):
       "instance:stale"  instance  it missed two polls in a row
       "room:create"     room      a room id appeared
       "room:destroy"    room      a room id disappeared (its last view)
+      "room:update"     room      a room's metadata, locked flag or max_connections changed
       "sync"            stats     the state hash changed
     """
     @_builtins.property
@@ -542,11 +643,34 @@ class ListRoomsRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TYPE_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    MIN_FREE_SEATS_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """exact room type; unset: any"""
     instance_id: _builtins.str
@@ -555,9 +679,18 @@ class ListRoomsRequest(_message.Message):
     """page size; 0: every row"""
     cursor: _builtins.str
     """from the previous page's next_cursor; empty: the first page"""
+    min_free_seats: _builtins.int
+    """free seats >= this (unlimited rooms pass)"""
+    locked: _builtins.bool
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """every pair must match the owning instance's labels"""
+
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Every pair must match a top-level metadata value: the string itself, or the
+        value's JSON text (so "2" matches 2 and "true" matches true).
+        """
 
     def __init__(
         self,
@@ -567,17 +700,28 @@ class ListRoomsRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         limit: _builtins.int = ...,
         cursor: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        min_free_seats: _builtins.int | None = ...,
+        locked: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_instance_id", b"_instance_id", "_type", b"_type", "instance_id", b"instance_id", "type", b"type"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_instance_id", b"_instance_id", "_locked", b"_locked", "_min_free_seats", b"_min_free_seats", "_type", b"_type", "instance_id", b"instance_id", "locked", b"locked", "min_free_seats", b"min_free_seats", "type", b"type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_instance_id", b"_instance_id", "_type", b"_type", "cursor", b"cursor", "instance_id", b"instance_id", "labels", b"labels", "limit", b"limit", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_instance_id", b"_instance_id", "_locked", b"_locked", "_min_free_seats", b"_min_free_seats", "_type", b"_type", "cursor", b"cursor", "instance_id", b"instance_id", "labels", b"labels", "limit", b"limit", "locked", b"locked", "metadata", b"metadata", "min_free_seats", b"min_free_seats", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__instance_id: _TypeAlias = _typing.Literal["instance_id"]  # noqa: Y015
     _WhichOneofArgType__instance_id: _TypeAlias = _typing.Literal["_instance_id", b"_instance_id"]  # noqa: Y015
+    _WhichOneofReturnType__locked: _TypeAlias = _typing.Literal["locked"]  # noqa: Y015
+    _WhichOneofArgType__locked: _TypeAlias = _typing.Literal["_locked", b"_locked"]  # noqa: Y015
+    _WhichOneofReturnType__min_free_seats: _TypeAlias = _typing.Literal["min_free_seats"]  # noqa: Y015
+    _WhichOneofArgType__min_free_seats: _TypeAlias = _typing.Literal["_min_free_seats", b"_min_free_seats"]  # noqa: Y015
     _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
     _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__instance_id) -> _WhichOneofReturnType__instance_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__locked) -> _WhichOneofReturnType__locked | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_free_seats) -> _WhichOneofReturnType__min_free_seats | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
 
@@ -708,10 +852,13 @@ class CreateRoomRequest(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     ROOM_ID_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """the room type; non-empty"""
     room_id: _builtins.str
     """The room id, matching ^[A-Za-z0-9_-]{1,64}$; unset: a generated "r_…" id."""
+    options: _builtins.str
+    """a JSON object's text, <= 4 KiB, handed to the game server; empty: none"""
     @_builtins.property
     def placement(self) -> Global___Placement:
         """unset: least-loaded over the whole fleet"""
@@ -722,10 +869,11 @@ class CreateRoomRequest(_message.Message):
         type: _builtins.str = ...,
         room_id: _builtins.str | None = ...,
         placement: Global___Placement | None = ...,
+        options: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_room_id", b"_room_id", "placement", b"placement", "room_id", b"room_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_room_id", b"_room_id", "placement", b"placement", "room_id", b"room_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_room_id", b"_room_id", "options", b"options", "placement", b"placement", "room_id", b"room_id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__room_id: _TypeAlias = _typing.Literal["room_id"]  # noqa: Y015
     _WhichOneofArgType__room_id: _TypeAlias = _typing.Literal["_room_id", b"_room_id"]  # noqa: Y015
@@ -898,3 +1046,159 @@ class ClusterInfo(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClusterInfo: _TypeAlias = ClusterInfo  # noqa: Y015
+
+@_typing.final
+class ReserveSeatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    SEATS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    PLACEMENT_FIELD_NUMBER: _builtins.int
+    CREATE_FIELD_NUMBER: _builtins.int
+    TTL_MS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """the room type; non-empty"""
+    seats: _builtins.int
+    """1 to 1000; 0: 1"""
+    metadata: _builtins.str
+    """a JSON object's text: every top-level key must be equal; empty: any"""
+    ttl_ms: _builtins.int
+    """1000 to 300000; 0: 30000"""
+    @_builtins.property
+    def placement(self) -> Global___Placement:
+        """where rooms may be (pins, labels, selectors)"""
+
+    @_builtins.property
+    def create(self) -> Global___SeatCreate:
+        """unset: NO_CANDIDATE when no room fits"""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        seats: _builtins.int = ...,
+        metadata: _builtins.str = ...,
+        placement: Global___Placement | None = ...,
+        create: Global___SeatCreate | None = ...,
+        ttl_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create", b"create", "placement", b"placement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create", b"create", "metadata", b"metadata", "placement", b"placement", "seats", b"seats", "ttl_ms", b"ttl_ms", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveSeatsRequest: _TypeAlias = ReserveSeatsRequest  # noqa: Y015
+
+@_typing.final
+class SeatCreate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    options: _builtins.str
+    """a JSON object's text for the new room; empty: none"""
+    def __init__(
+        self,
+        *,
+        options: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeatCreate: _TypeAlias = SeatCreate  # noqa: Y015
+
+@_typing.final
+class SeatReservation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SEATS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    TICKET_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    seats: _builtins.int
+    expires_at: _builtins.int
+    """ms since the epoch"""
+    ticket: _builtins.str
+    """opaque; the player hands it to the game server"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        seats: _builtins.int = ...,
+        expires_at: _builtins.int = ...,
+        ticket: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "id", b"id", "seats", b"seats", "ticket", b"ticket"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeatReservation: _TypeAlias = SeatReservation  # noqa: Y015
+
+@_typing.final
+class ReserveSeatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """the room was created for this request"""
+    @_builtins.property
+    def room(self) -> Global___RoomInfo: ...
+    @_builtins.property
+    def reservation(self) -> Global___SeatReservation: ...
+    def __init__(
+        self,
+        *,
+        room: Global___RoomInfo | None = ...,
+        reservation: Global___SeatReservation | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reservation", b"reservation", "room", b"room"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "reservation", b"reservation", "room", b"room"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveSeatsResponse: _TypeAlias = ReserveSeatsResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseSeatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseSeatsRequest: _TypeAlias = ReleaseSeatsRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseSeatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseSeatsResponse: _TypeAlias = ReleaseSeatsResponse  # noqa: Y015

@@ -94,6 +94,16 @@ class FleetControlStub:
                 request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetClusterRequest.SerializeToString,
                 response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ClusterInfo.FromString,
                 _registered_method=True)
+        self.ReserveSeats = channel.unary_unary(
+                '/rivalis.fleet.v1.FleetControl/ReserveSeats',
+                request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReserveSeatsRequest.SerializeToString,
+                response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReserveSeatsResponse.FromString,
+                _registered_method=True)
+        self.ReleaseSeats = channel.unary_unary(
+                '/rivalis.fleet.v1.FleetControl/ReleaseSeats',
+                request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsRequest.SerializeToString,
+                response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsResponse.FromString,
+                _registered_method=True)
 
 
 class FleetControlServicer:
@@ -202,6 +212,22 @@ class FleetControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveSeats(self, request, context):
+        """Reserve seats for players: the fullest unlocked room of the type whose metadata
+        matches and whose free seats cover the request (or a new room, with `create`).
+        FAILED_PRECONDITION + NO_CANDIDATE when nothing fits and there is no `create`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseSeats(self, request, context):
+        """End a reservation before its TTL; NOT_FOUND when it is not live.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +290,16 @@ def add_FleetControlServicer_to_server(servicer, server):
                     servicer.GetCluster,
                     request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetClusterRequest.FromString,
                     response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ClusterInfo.SerializeToString,
+            ),
+            'ReserveSeats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveSeats,
+                    request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReserveSeatsRequest.FromString,
+                    response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReserveSeatsResponse.SerializeToString,
+            ),
+            'ReleaseSeats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseSeats,
+                    request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsRequest.FromString,
+                    response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -590,6 +626,60 @@ class FleetControl:
             '/rivalis.fleet.v1.FleetControl/GetCluster',
             rivalis_dot_fleet_dot_v1_dot_control__pb2.GetClusterRequest.SerializeToString,
             rivalis_dot_fleet_dot_v1_dot_control__pb2.ClusterInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveSeats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rivalis.fleet.v1.FleetControl/ReserveSeats',
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.ReserveSeatsRequest.SerializeToString,
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.ReserveSeatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseSeats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rivalis.fleet.v1.FleetControl/ReleaseSeats',
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsRequest.SerializeToString,
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -113,6 +113,13 @@ class FleetControlStub:
     every node, leader or standby (every other call on a standby fails UNAVAILABLE
     with fleet-cause NOT_LEADER and fleet-leader: the leader's gRPC host:port).
     """
+    ReserveSeats: _grpc.UnaryUnaryMultiCallable[_control_pb2.ReserveSeatsRequest, _control_pb2.ReserveSeatsResponse]
+    """Reserve seats for players: the fullest unlocked room of the type whose metadata
+    matches and whose free seats cover the request (or a new room, with `create`).
+    FAILED_PRECONDITION + NO_CANDIDATE when nothing fits and there is no `create`.
+    """
+    ReleaseSeats: _grpc.UnaryUnaryMultiCallable[_control_pb2.ReleaseSeatsRequest, _control_pb2.ReleaseSeatsResponse]
+    """End a reservation before its TTL; NOT_FOUND when it is not live."""
 
 @_typing.type_check_only
 class FleetControlAsyncStub(FleetControlStub):
@@ -168,6 +175,13 @@ class FleetControlAsyncStub(FleetControlStub):
     every node, leader or standby (every other call on a standby fails UNAVAILABLE
     with fleet-cause NOT_LEADER and fleet-leader: the leader's gRPC host:port).
     """
+    ReserveSeats: _aio.UnaryUnaryMultiCallable[_control_pb2.ReserveSeatsRequest, _control_pb2.ReserveSeatsResponse]  # type: ignore[assignment]
+    """Reserve seats for players: the fullest unlocked room of the type whose metadata
+    matches and whose free seats cover the request (or a new room, with `create`).
+    FAILED_PRECONDITION + NO_CANDIDATE when nothing fits and there is no `create`.
+    """
+    ReleaseSeats: _aio.UnaryUnaryMultiCallable[_control_pb2.ReleaseSeatsRequest, _control_pb2.ReleaseSeatsResponse]  # type: ignore[assignment]
+    """End a reservation before its TTL; NOT_FOUND when it is not live."""
 
 class FleetControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -292,5 +306,24 @@ class FleetControlServicer(metaclass=_abc_1.ABCMeta):
         every node, leader or standby (every other call on a standby fails UNAVAILABLE
         with fleet-cause NOT_LEADER and fleet-leader: the leader's gRPC host:port).
         """
+
+    @_abc_1.abstractmethod
+    def ReserveSeats(
+        self,
+        request: _control_pb2.ReserveSeatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ReserveSeatsResponse, _abc.Awaitable[_control_pb2.ReserveSeatsResponse]]:
+        """Reserve seats for players: the fullest unlocked room of the type whose metadata
+        matches and whose free seats cover the request (or a new room, with `create`).
+        FAILED_PRECONDITION + NO_CANDIDATE when nothing fits and there is no `create`.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseSeats(
+        self,
+        request: _control_pb2.ReleaseSeatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ReleaseSeatsResponse, _abc.Awaitable[_control_pb2.ReleaseSeatsResponse]]:
+        """End a reservation before its TTL; NOT_FOUND when it is not live."""
 
 def add_FleetControlServicer_to_server(servicer: FleetControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -176,6 +176,7 @@ class State(_message.Message):
     ROOM_TYPES_FIELD_NUMBER: _builtins.int
     ROOMS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_RESERVATIONS_FIELD_NUMBER: _builtins.int
     req_id: _builtins.str
     full: _builtins.bool
     seq: _builtins.int
@@ -198,6 +199,12 @@ class State(_message.Message):
     def room_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def rooms(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoomState]: ...
+    @_builtins.property
+    def accepted_reservations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of seat reservations the game server accepted (a ticket verified), reported
+        until each one's expiry; the orchestrator ends them when it applies this State.
+        """
+
     def __init__(
         self,
         *,
@@ -216,10 +223,11 @@ class State(_message.Message):
         room_types: _abc.Iterable[_builtins.str] | None = ...,
         rooms: _abc.Iterable[Global___RoomState] | None = ...,
         status: _builtins.str = ...,
+        accepted_reservations: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "auto_create", b"auto_create", "capacity", b"capacity", "endpoint_url", b"endpoint_url", "full", b"full", "hash", b"hash", "labels", b"labels", "name", b"name", "process_uid", b"process_uid", "protocol_version", b"protocol_version", "req_id", b"req_id", "room_types", b"room_types", "rooms", b"rooms", "seq", b"seq", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_reservations", b"accepted_reservations", "agent_version", b"agent_version", "auto_create", b"auto_create", "capacity", b"capacity", "endpoint_url", b"endpoint_url", "full", b"full", "hash", b"hash", "labels", b"labels", "name", b"name", "process_uid", b"process_uid", "protocol_version", b"protocol_version", "req_id", b"req_id", "room_types", b"room_types", "rooms", b"rooms", "seq", b"seq", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -264,11 +272,20 @@ class RoomState(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     CONNECTIONS_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    MAX_CONNECTIONS_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     type: _builtins.str
     connections: _builtins.int
     origin: _builtins.str
     """"fleet" | "local" """
+    metadata: _builtins.str
+    """canonical JSON object text, <= 2 KiB; empty = none"""
+    max_connections: _builtins.int
+    """seats in the room; unset = unlimited"""
+    locked: _builtins.bool
+    """a locked room takes no new seats"""
     def __init__(
         self,
         *,
@@ -276,12 +293,17 @@ class RoomState(_message.Message):
         type: _builtins.str = ...,
         connections: _builtins.int = ...,
         origin: _builtins.str = ...,
+        metadata: _builtins.str = ...,
+        max_connections: _builtins.int | None = ...,
+        locked: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_connections", b"_max_connections", "max_connections", b"max_connections"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connections", b"connections", "id", b"id", "origin", b"origin", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_connections", b"_max_connections", "connections", b"connections", "id", b"id", "locked", b"locked", "max_connections", b"max_connections", "metadata", b"metadata", "origin", b"origin", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_connections: _TypeAlias = _typing.Literal["max_connections"]  # noqa: Y015
+    _WhichOneofArgType__max_connections: _TypeAlias = _typing.Literal["_max_connections", b"_max_connections"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_connections) -> _WhichOneofReturnType__max_connections | None: ...
 
 Global___RoomState: _TypeAlias = RoomState  # noqa: Y015
 
@@ -295,12 +317,15 @@ class Command(_message.Message):
     OP_FIELD_NUMBER: _builtins.int
     ROOM_ID_FIELD_NUMBER: _builtins.int
     ROOM_TYPE_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     cmd_id: _builtins.str
     op: _builtins.str
     room_id: _builtins.str
     """empty = not given"""
     room_type: _builtins.str
     """empty = not given"""
+    options: _builtins.str
+    """create only: canonical JSON object text, <= 4 KiB; empty = none"""
     def __init__(
         self,
         *,
@@ -308,10 +333,11 @@ class Command(_message.Message):
         op: _builtins.str = ...,
         room_id: _builtins.str = ...,
         room_type: _builtins.str = ...,
+        options: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cmd_id", b"cmd_id", "op", b"op", "room_id", b"room_id", "room_type", b"room_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cmd_id", b"cmd_id", "op", b"op", "options", b"options", "room_id", b"room_id", "room_type", b"room_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,6 +40,7 @@ class EventType(StrEnum):
     INSTANCE_STALE = "instance:stale"
     ROOM_CREATE = "room:create"
     ROOM_DESTROY = "room:destroy"
+    ROOM_UPDATE = "room:update"  # metadata, locked or maxConnections changed (CONTRACT §11)
     SYNC = "sync"
 
 

@@ -14,10 +14,13 @@ time, as straight-line code. A new field is a row here, its attribute on the dat
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 from typing import Any, Final
 
 from fleet_agent import Capacity
@@ -31,6 +34,7 @@ __all__ = [
     "check_fields",
     "check_supplied",
     "compile_function",
+    "json_object",
     "read_expression",
     "record_builder",
     "report_attributes",
@@ -48,6 +52,8 @@ class Encoding(Enum):
     MAPPING = "mapping"  # Mapping[str, str]: a JSON object (a copy), a map field
     CAPACITY = "capacity"  # Capacity: an object of CAPACITY_FIELDS, a Capacity message
     ROOMS = "rooms"  # tuple[RoomInfo, ...]: each room by ROOM_FIELDS, in order
+    OBJECT = "object"  # a JSON object: canonical text in the report, a dict in the info,
+    # a JSON object in REST and the stateHash, its canonical text in gRPC
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +64,13 @@ class Field:
     encoding: Encoding
     hashed: bool  # in the stateHash entry
     report: str | None  # the agent-report attribute it derives from; None: supplied
+    sparse: bool = False  # hashed only when set (not None, not false, not 0, not empty)
 
 
 TEXT, INT, BOOL, OPTIONAL_INT = Encoding.TEXT, Encoding.INT, Encoding.BOOL, Encoding.OPTIONAL_INT
 LIST, MAPPING, CAPACITY, ROOMS = Encoding.LIST, Encoding.MAPPING, Encoding.CAPACITY, Encoding.ROOMS
+OBJECT = Encoding.OBJECT
+SPARSE = True  # the matchmaking fields (CONTRACT §11) keep the old hashes when unset
 
 # fmt: off
 ROOM_FIELDS: Final = (
@@ -73,6 +82,14 @@ ROOM_FIELDS: Final = (
     Field("instance_id",      "instanceId",      "instance_id",      TEXT,         True,  None),
     Field("endpoint_url",     "endpointUrl",     "endpoint_url",     TEXT,         True,  None),
     Field("local",            "local",           "local",            BOOL,         True,  "local"),
+    Field("metadata",         "metadata",        "metadata",         OBJECT,       True,
+          "metadata", SPARSE),
+    Field("max_connections",  "maxConnections",  "max_connections",  OPTIONAL_INT, True,
+          "max_connections", SPARSE),
+    Field("locked",           "locked",          "locked",           BOOL,         True,
+          "locked", SPARSE),
+    Field("reserved_seats",   "reservedSeats",   "reserved_seats",   INT,          True,
+          None, SPARSE),
 )
 
 CAPACITY_FIELDS: Final = (
@@ -168,6 +185,19 @@ def compile_function(
     return function
 
 
+_EMPTY_OBJECT: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+@functools.lru_cache(maxsize=4096)
+def json_object(text: str) -> Mapping[str, Any]:
+    """The read-only object a canonical JSON object text holds (``""``: empty); parsed
+    once per distinct text, since many rooms share their metadata."""
+    if not text:
+        return _EMPTY_OBJECT
+    value = json.loads(text)
+    return MappingProxyType(value) if isinstance(value, dict) else _EMPTY_OBJECT
+
+
 def record_builder(
     cls: type, fields: tuple[Field, ...], supplied: tuple[str, ...], *, module: str
 ) -> Callable[..., Any]:
@@ -179,11 +209,13 @@ def record_builder(
         if field.encoding is Encoding.CAPACITY and field.attr not in supplied:
             limits = ", ".join(read_expression(sub, "report", ()) for sub in CAPACITY_FIELDS)
             values.append(f"Capacity({limits})")
+        elif field.encoding is Encoding.OBJECT and field.attr not in supplied:
+            values.append(f"json_object({read_expression(field, 'report', ())})")
         else:
             values.append(read_expression(field, "report", supplied))
     source = (
         f"def build(report, {', '.join(supplied)}):\n"
         f"    return {cls.__name__}({', '.join(values)})\n"
     )
-    env = {cls.__name__: cls, "Capacity": Capacity}
+    env = {cls.__name__: cls, "Capacity": Capacity, "json_object": json_object}
     return compile_function("build", source, env, module=module, qualname=f"{cls.__name__}.build")

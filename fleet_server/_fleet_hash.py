@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from fleet_agent.wire import canonical_text
 
@@ -67,7 +67,7 @@ class EntryEncoder(Protocol):
 # (attributes of its ``_Room``) and the values its rooms copy from the instance
 # (parameters ``room_<attribute>``).
 _INSTANCE_SUPPLIED: Final = ("id", "rooms", "connections", "status")
-_ROOM_OWN: Final = {"id": "public"}
+_ROOM_OWN: Final = {"id": "public", "reserved_seats": "reserved"}
 _ROOM_SHARED: Final = ("instance_id", "endpoint_url")
 
 _Piece = tuple[str, bool]  # f-string source, and whether it differs from room to room
@@ -80,7 +80,27 @@ _SCALAR_TEXT: Final[dict[Encoding, Callable[[str], str]]] = {
     Encoding.OPTIONAL_INT: lambda value: f'{{"null" if {value} is None else {value}}}',
     Encoding.LIST: lambda value: f"{{_canonical({value})}}",
     Encoding.MAPPING: lambda value: f"{{_canonical(dict({value}))}}",
+    Encoding.OBJECT: lambda value: f"{{{value}}}",  # the report holds canonical text
 }
+
+# A sparse field's value as canonical JSON, and whether it is set (written at all).
+_SPARSE_TEXT: Final[dict[Encoding, tuple[Callable[[Any], str], Callable[[Any], bool]]]] = {
+    Encoding.TEXT: (_json_string, bool),
+    Encoding.INT: (str, bool),
+    Encoding.BOOL: (lambda value: "true" if value else "false", bool),
+    Encoding.OPTIONAL_INT: (str, lambda value: value is not None),
+    Encoding.OBJECT: (str, bool),
+}
+
+
+def _sparse_writer(field: Field) -> Callable[[Any], str]:
+    """``,"key":value`` for a set value of ``field``, ``""`` for an unset one."""
+    found = _SPARSE_TEXT.get(field.encoding)
+    if found is None:
+        raise TypeError(f"field {field.attr!r}: no sparse text for {field.encoding}")
+    write, is_set = found
+    prefix = f',"{field.key}":'
+    return lambda value: prefix + write(value) if is_set(value) else ""
 
 
 def _scalar_text(encoding: Encoding, value: str) -> str:
@@ -92,22 +112,36 @@ def _scalar_text(encoding: Encoding, value: str) -> str:
 
 
 def _object(fields: tuple[Field, ...], value: Callable[[Field], _Piece]) -> list[_Piece]:
-    """The object of ``fields``'s hashed values, keys sorted, as f-string pieces."""
+    """The object of ``fields``'s hashed values, keys sorted, as f-string pieces. A sparse
+    field (only the rooms' have them) calls its writer, ``_sparse_<key>``, which writes
+    ``,"key":value`` only when the value is set."""
     pieces: list[_Piece] = []
     for field in sorted((f for f in fields if f.hashed), key=lambda f: f.key):
+        if field.sparse:
+            if not pieces:
+                raise TypeError(f"sparse field {field.attr!r} cannot come first")
+            expression, per_room = _room_expression(field)
+            pieces.append((f"{{_sparse_{field.key}({expression})}}", per_room))
+            continue
         pieces.append((("," if pieces else "{{") + f'"{field.key}":', False))
         pieces.append(value(field))
     pieces.append(("}}" if pieces else "{{}}", False))
     return pieces
 
 
-def _room_value(field: Field) -> _Piece:
+def _room_expression(field: Field) -> tuple[str, bool]:
+    """The expression of a room field's value, and whether it varies from room to room."""
     if field.attr in _ROOM_OWN:
-        return _scalar_text(field.encoding, f"room.{_ROOM_OWN[field.attr]}"), True
+        return f"room.{_ROOM_OWN[field.attr]}", True
     if field.attr in _ROOM_SHARED:
-        return _scalar_text(field.encoding, f"room_{field.attr}"), False
+        return f"room_{field.attr}", False
     # every other value has a slot of the ``_Room``, named like its report attribute
-    return _scalar_text(field.encoding, read_expression(field, "room", ())), True
+    return read_expression(field, "room", ()), True
+
+
+def _room_value(field: Field) -> _Piece:
+    expression, per_room = _room_expression(field)
+    return _scalar_text(field.encoding, expression), per_room
 
 
 def _instance_value(field: Field) -> _Piece:
@@ -161,7 +195,11 @@ def _entry_source() -> str:
 encode_entry: Final[EntryEncoder] = compile_function(
     "encode_entry",
     _entry_source(),
-    {"_json_string": _json_string, "_canonical": canonical_text},
+    {
+        "_json_string": _json_string,
+        "_canonical": canonical_text,
+        **{f"_sparse_{f.key}": _sparse_writer(f) for f in ROOM_FIELDS if f.sparse and f.hashed},
+    },
     module=__name__,
 )
 

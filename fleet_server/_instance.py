@@ -53,10 +53,13 @@ class _Room:
     slot is much cheaper to reach there than the tuple's items.
     """
 
-    __slots__ = ("base", "info", "instance", "public", "raw", "reported", *_REPORTED)
+    __slots__ = ("base", "info", "instance", "public", "raw", "reported", "reserved", *_REPORTED)
 
     connections: int  # the reported values (slots named by ReportedRoom's fields)
     local: bool
+    metadata: str
+    max_connections: int | None
+    locked: bool
 
     def __init__(self, raw: str, base: str, instance: Instance, reported: ReportedRoom) -> None:
         self.raw = raw
@@ -64,6 +67,7 @@ class _Room:
         self.public = ""  # until resolved
         self.instance = instance
         self.reported = reported
+        self.reserved = 0  # seats held by live reservations (the seat ledger sets it)
         self.info: RoomInfo | None = None
         _copy_reported(self, reported)
 
@@ -78,7 +82,9 @@ class _Room:
             instance = self.instance
             snapshot = instance._snapshot
             assert snapshot is not None
-            info = build_room_info(self, self.public, instance.id, snapshot.endpoint_url)
+            info = build_room_info(
+                self, self.public, instance.id, snapshot.endpoint_url, self.reserved
+            )
             self.info = info
         return info
 
@@ -86,12 +92,13 @@ class _Room:
 class RoomChanges:
     """What :meth:`Instance.apply_changes` did to the rooms, for the read model."""
 
-    __slots__ = ("created", "dropped", "flipped", "touched")
+    __slots__ = ("created", "dropped", "flipped", "touched", "updated")
 
     def __init__(self) -> None:
         self.created: list[_Room] = []
         self.dropped: list[_Room] = []
         self.flipped: dict[_Room, RoomInfo] = {}  # ``local`` changed: its info before
+        self.updated: list[_Room] = []  # metadata, locked or max_connections changed
         self.touched = False  # any room changed
 
 
@@ -254,7 +261,7 @@ class Instance:
         if room is not None:
             return room.room_info()
         endpoint = self._snapshot.endpoint_url if self._snapshot is not None else ""
-        return build_room_info(_acked(room_type), raw, self.id, endpoint)
+        return build_room_info(_acked(room_type), raw, self.id, endpoint, 0)
 
     def _applied(self) -> tuple[Snapshot, list[_Room]]:
         """The applied snapshot and the rooms in id order (views need both)."""
@@ -372,6 +379,12 @@ class Instance:
             else:
                 if existing.local != reported.local:
                     out.flipped[existing] = existing.room_info()
+                if (
+                    existing.metadata != reported.metadata
+                    or existing.locked != reported.locked
+                    or existing.max_connections != reported.max_connections
+                ):
+                    out.updated.append(existing)
                 delta += reported.connections - existing.connections
                 existing.reported = reported
                 existing.info = None

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from fleet_agent.wire import canonical_json
+
 from ._auth import Audience, Authenticator, Principal
 from ._envelope import LEADER_HEADER, rejection, rejection_of
 from ._errors import ERROR_TABLE, ErrorCode, FleetError
@@ -59,6 +61,7 @@ __all__ = [
     "Subscription",
     "Surface",
     "ValidationError",
+    "canonical_json",
     "compile_function",
     "is_valid_room_id",
     "rejection",

@@ -49,7 +49,7 @@ def _dict_value(field: Field, value: str) -> str:
     encoding = field.encoding
     if encoding is Encoding.LIST:
         return f"list({value})"
-    if encoding is Encoding.MAPPING:
+    if encoding is Encoding.MAPPING or encoding is Encoding.OBJECT:
         return f"dict({value})"
     if encoding is Encoding.CAPACITY:
         return _dict_source(CAPACITY_FIELDS, value)
@@ -77,8 +77,19 @@ class RoomInfo:
     instance_id: str
     endpoint_url: str
     local: bool
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # what the game server says
+    max_connections: int | None = None  # seats in the room; None: unlimited
+    locked: bool = False  # a locked room takes no new seats
+    reserved_seats: int = 0  # held by live seat reservations
 
     to_dict: ClassVar[Callable[[RoomInfo], dict[str, Any]]] = _to_dict("RoomInfo", ROOM_FIELDS)
+
+    @property
+    def free_seats(self) -> int | None:
+        """``max_connections − connections − reserved_seats`` (not below 0); None: unlimited."""
+        if self.max_connections is None:
+            return None
+        return max(0, self.max_connections - self.connections - self.reserved_seats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +120,13 @@ check_fields(Capacity, CAPACITY_FIELDS)
 
 # Builders, positional: the report (a reported room or a room record carrying the same
 # values; an applied snapshot), then the values the read model supplies, in this order.
-build_room_info: Final[Callable[[_Room | ReportedRoom, str, str, str], RoomInfo]] = record_builder(
-    RoomInfo, ROOM_FIELDS, ("id", "instance_id", "endpoint_url"), module=__name__
+build_room_info: Final[Callable[[_Room | ReportedRoom, str, str, str, int], RoomInfo]] = (
+    record_builder(
+        RoomInfo,
+        ROOM_FIELDS,
+        ("id", "instance_id", "endpoint_url", "reserved_seats"),
+        module=__name__,
+    )
 )
 build_instance_info: Final[
     Callable[[Snapshot, str, tuple[RoomInfo, ...], int, InstanceStatus, int], InstanceInfo]

@@ -296,7 +296,14 @@ class ReadModel(PublicIds):
             self._dirty(changed)
             if not changed.removed:
                 self.index.refresh(changed)
-        return self._events(instance, rooms.created, renamed, step.destroyed, joined)
+        events = self._events(instance, rooms.created, renamed, step.destroyed, joined)
+        if rooms.updated:
+            events.extend(
+                (EventType.ROOM_UPDATE, room.room_info())
+                for room in rooms.updated
+                if not room.instance.removed and room not in renamed and room.public
+            )
+        return events
 
     def _update_claims(self, rooms: RoomChanges, step: _Pass) -> None:
         """Withdraw the dropped rooms' claims (each published as destroyed) and file the

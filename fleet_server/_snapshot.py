@@ -7,12 +7,21 @@ id (unaddressable) and a room id listed twice (ambiguous) are refused too.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
 from rivalis.fleet.v3 import agent_pb2
+
+from fleet_agent.wire import (
+    MAX_ACCEPTED_RESERVATIONS,
+    MAX_METADATA_BYTES,
+    MAX_RESERVATION_ID,
+    canonical_json,
+    parse_object_text,
+)
 
 # The SPEC §4 limits are defined in fleet_agent.wire, shared with the agent's option
 # checks; they are re-exported here next to the validator that applies them.
@@ -29,7 +38,13 @@ from fleet_agent.wire import MAX_ROOMS as MAX_ROOMS
 from fleet_agent.wire import SNAPSHOT_STATUSES as _STATUSES
 from fleet_agent.wire import URL_SCHEMES as _SCHEMES
 
-__all__ = ["ReportedRoom", "Snapshot", "SnapshotRejectedError", "parse_snapshot"]
+__all__ = [
+    "ReportedRoom",
+    "Snapshot",
+    "SnapshotRejectedError",
+    "canonical_metadata",
+    "parse_snapshot",
+]
 
 _ORIGINS: Final = {"": True, "local": True, "fleet": False}  # origin -> local
 
@@ -45,6 +60,35 @@ class ReportedRoom(NamedTuple):
     type: str
     connections: int
     local: bool
+    metadata: str = ""  # canonical JSON object text; "" = none
+    max_connections: int | None = None
+    locked: bool = False
+
+
+@functools.lru_cache(maxsize=4096)
+def canonical_metadata(text: str) -> str | None:
+    """The canonical text of a room's reported metadata (docs/matchmaking.md §1), or None
+    when it is not a JSON object within the limit; computed once per distinct text."""
+    try:
+        value = parse_object_text(text, MAX_METADATA_BYTES, "metadata")
+        canonical = canonical_json(value)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return canonical if len(canonical.encode()) <= MAX_METADATA_BYTES else None
+
+
+def _room_extras(room: agent_pb2.RoomState) -> tuple[str, int | None, bool] | None:
+    """A room's matchmaking fields, or None when one is off."""
+    metadata = room.metadata
+    if metadata:
+        canonical = canonical_metadata(metadata)
+        if canonical is None:
+            return None
+        metadata = canonical
+    maximum = room.max_connections if room.HasField("max_connections") else None
+    if maximum is not None and maximum > MAX_CONNECTIONS:
+        return None
+    return metadata, maximum, room.locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +107,7 @@ class Snapshot:
     status: str
     hash: str
     seq: int
+    accepted_reservations: tuple[str, ...] = ()
 
 
 def _check_url(url: str) -> None:
@@ -97,7 +142,13 @@ def _read_rooms(state: agent_pb2.State) -> dict[str, ReportedRoom] | None:
             or room_id in rooms
         ):
             return None
-        rooms[room_id] = ReportedRoom(room_type, connections, local)
+        if room.metadata or room.locked or room.HasField("max_connections"):
+            extras = _room_extras(room)
+            if extras is None:
+                return None
+            rooms[room_id] = ReportedRoom(room_type, connections, local, *extras)
+        else:
+            rooms[room_id] = ReportedRoom(room_type, connections, local)
     return rooms
 
 
@@ -127,6 +178,9 @@ def parse_snapshot(state: agent_pb2.State, previous: Snapshot | None = None) -> 
         max_rooms is not None and max_rooms < 0
     ):
         raise SnapshotRejectedError("capacity values must be >= 0")
+    accepted = tuple(state.accepted_reservations)
+    if accepted:
+        _check_accepted(accepted)
     return Snapshot(
         name=state.name,
         process_uid=state.process_uid,
@@ -142,7 +196,20 @@ def parse_snapshot(state: agent_pb2.State, previous: Snapshot | None = None) -> 
         status=state.status,
         hash=state.hash,
         seq=state.seq,
+        accepted_reservations=accepted,
     )
+
+
+def _check_accepted(accepted: tuple[str, ...]) -> None:
+    if len(accepted) > MAX_ACCEPTED_RESERVATIONS:
+        raise SnapshotRejectedError(
+            f"accepted_reservations has more than {MAX_ACCEPTED_RESERVATIONS} entries"
+        )
+    for reservation_id in accepted:
+        if not reservation_id or len(reservation_id) > MAX_RESERVATION_ID:
+            raise SnapshotRejectedError(
+                f"accepted_reservations entry empty or longer than {MAX_RESERVATION_ID} chars"
+            )
 
 
 def _check_fields(
@@ -186,6 +253,12 @@ def _checked_rooms(state: agent_pb2.State) -> dict[str, ReportedRoom]:
             raise SnapshotRejectedError(f"room type longer than {MAX_ROOM_TYPE} chars")
         if room.connections > MAX_CONNECTIONS:
             raise SnapshotRejectedError(f"room connections above {MAX_CONNECTIONS}")
+        if room.metadata and canonical_metadata(room.metadata) is None:
+            raise SnapshotRejectedError(
+                f"room metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes"
+            )
+        if room.HasField("max_connections") and room.max_connections > MAX_CONNECTIONS:
+            raise SnapshotRejectedError(f"room max_connections above {MAX_CONNECTIONS}")
     if state.status not in _STATUSES:
         raise SnapshotRejectedError("status must be active or draining")
     rooms: dict[str, ReportedRoom] = {}
@@ -195,5 +268,7 @@ def _checked_rooms(state: agent_pb2.State) -> dict[str, ReportedRoom]:
             raise SnapshotRejectedError("room origin must be fleet or local")
         if room.id in rooms:
             raise SnapshotRejectedError("room id listed twice")
-        rooms[room.id] = ReportedRoom(room.type, room.connections, local)
+        extras = _room_extras(room)
+        assert extras is not None  # checked above
+        rooms[room.id] = ReportedRoom(room.type, room.connections, local, *extras)
     return rooms

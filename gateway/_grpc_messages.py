@@ -23,6 +23,7 @@ from fleet_server._interfaces import (
     PlacementStrategy,
     RoomInfo,
     ValidationError,
+    canonical_json,
     compile_function,
 )
 
@@ -41,6 +42,8 @@ def _value(field: Field, value: str) -> str:
     """Source for the message form of ``value``, an expression of ``field``'s value."""
     if field.encoding is Encoding.MAPPING:
         return f"dict({value})"
+    if field.encoding is Encoding.OBJECT:
+        return f"canonical_json({value})"
     if field.encoding is Encoding.ROOMS:
         return f"[room_message(room) for room in {value}]"
     return value
@@ -67,7 +70,7 @@ def _builder(name: str, message: str, fields: tuple[Field, ...], env: dict[str, 
 
 
 room_message: Final[Callable[[RoomInfo], pb.RoomInfo]] = _builder(
-    "room_message", "RoomInfo", ROOM_FIELDS, {}
+    "room_message", "RoomInfo", ROOM_FIELDS, {"canonical_json": canonical_json}
 )
 instance_message: Final[Callable[[InstanceInfo], pb.InstanceInfo]] = _builder(
     "instance_message", "InstanceInfo", INSTANCE_FIELDS, {"room_message": room_message}

@@ -30,6 +30,10 @@ async def test_post_rooms_creates_with_exactly_the_request_and_answers_201(
         "instanceId": agent.instance_id,
         "endpointUrl": "wss://eu1.example",
         "local": False,
+        "metadata": {},
+        "maxConnections": None,
+        "locked": False,
+        "reservedSeats": 0,
     }
     assert create_calls == [
         (("match",), {"room_id": "m-42", "placement": Placement(strategy="most-loaded")})

@@ -65,6 +65,10 @@ async def test_read_routes_answer_the_envelope_with_camel_case_shapes(gw: Gatewa
         "instanceId": agent.instance_id,
         "endpointUrl": "wss://eu1.example",
         "local": True,
+        "metadata": {},
+        "maxConnections": None,
+        "locked": False,
+        "reservedSeats": 0,
     }
     own = (await gw.get(f"/v1/instances/{agent.instance_id}/rooms")).json
     assert own == {"status": "OK", "data": [room], "count": 1}

@@ -27,6 +27,7 @@ async def test_create_room_answers_the_room_readable_everywhere(
     agent = await agents(endpoint_url="wss://eu1.example")
     room = await stub.CreateRoom(pb.CreateRoomRequest(type="match", room_id="m-42"), metadata=AUTH)
     assert room == pb.RoomInfo(
+        metadata="{}",
         id="m-42",
         type="match",
         connections=0,

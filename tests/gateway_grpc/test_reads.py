@@ -128,6 +128,7 @@ async def test_get_room_by_public_id(stub: FleetControlAsyncStub, agents: RawAge
     agent = await agents(endpoint_url="wss://x.example", rooms={"r1": RawRoom("match", 9)})
     room = await stub.GetRoom(pb.GetRoomRequest(room_id="r1"), metadata=AUTH)
     assert room == pb.RoomInfo(
+        metadata="{}",
         id="r1",
         type="match",
         connections=9,

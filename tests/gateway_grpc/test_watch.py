@@ -55,6 +55,7 @@ async def test_a_room_created_through_the_fleet_api_is_streamed(
     event = await next_event(call)
     assert event.type == "room:create" and event.WhichOneof("data") == "room"
     assert event.room == pb.RoomInfo(
+        metadata="{}",
         id="m-1",
         type="match",
         instance_id=agent.instance_id,

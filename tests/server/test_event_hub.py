@@ -64,5 +64,6 @@ def test_event_types_are_the_contract_strings() -> None:
         "instance:stale",
         "room:create",
         "room:destroy",
+        "room:update",
         "sync",
     ]

@@ -273,7 +273,7 @@ async def test_raising_listener_is_logged_and_other_listeners_still_run(
 async def test_unknown_event_type_is_refused_and_unsubscribe_stops_delivery() -> None:
     async with harness() as h:
         with pytest.raises(ValueError):
-            h.orch.on("room:update", lambda payload: None)
+            h.orch.on("room:rename", lambda payload: None)
         seen: list[str] = []
         unsubscribe = h.orch.on("instance:join", lambda info: seen.append(info.id))
         first = await h.join()

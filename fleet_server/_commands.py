@@ -42,6 +42,7 @@ class PendingCommand:
     room_type: str
     future: asyncio.Future[agent_pb2.Ack]
     timer: asyncio.TimerHandle | None = field(default=None)
+    options: str = ""  # a create's options: canonical JSON object text
     sent: bool = False  # handed to the socket: the agent may have run it
 
 
@@ -64,6 +65,7 @@ class Commands:
         op: CommandOp,
         room_id: str = "",
         room_type: str = "",
+        options: str = "",
     ) -> PendingCommand:
         """Register a command; raises ``INSTANCE_BUSY`` at the in-flight cap (nothing sent)."""
         if len(sink.pending) >= MAX_IN_FLIGHT:
@@ -81,6 +83,7 @@ class Commands:
             room_id=room_id,
             room_type=room_type,
             future=loop.create_future(),
+            options=options,
         )
         sink.pending[pending.cmd_id] = pending
         pending.timer = loop.call_later(self._timeout, self._expire, pending)
@@ -94,6 +97,7 @@ class Commands:
                 op=pending.op,
                 room_id=pending.room_id,
                 room_type=pending.room_type,
+                options=pending.options,
             )
         )
         pending.sent = True

@@ -8,7 +8,6 @@ id is atomic on the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -17,10 +16,11 @@ from typing import Any, Final
 
 from rivalis.fleet.v3 import agent_pb2
 
+from fleet_agent.wire import MAX_OPTIONS_BYTES, object_text
+
 from ._commands import Commands, CommandSink, PendingCommand
 from ._errors import ErrorCode, FleetError
 from ._events import EventHub, EventType
-from ._fleet_hash import SyncJob
 from ._ids import generate_room_id, is_valid_room_id
 from ._instance import Instance
 from ._membership import Membership
@@ -30,20 +30,26 @@ from ._placement import Placement, ValidationError, check_pin, choose
 from ._read_model import ReadModel
 from ._roster import Roster
 from ._snapshot import SnapshotRejectedError, parse_snapshot
+from ._sync import SyncFlusher
 
 __all__ = ["Fleet"]
 
 log = logging.getLogger("fleet.server")
 
 _ID_ATTEMPTS = 1000
-_SYNC_SPACING = 20  # a flush that took t waits 20 t after it: hashing ≤ 5 % of the loop
-_SLICE_S = 0.004  # re-encoding changed instances' hash entries, per slice
-_ENCODE_SLICES = 64  # then whatever is left is encoded with the capture
-_SLICE_BYTES = 4 * 1024 * 1024  # of fleet text hashed per slice (~3 ms)
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _options_text(options: Mapping[str, Any] | None) -> str:
+    if options is None:
+        return ""
+    try:
+        return object_text(options, MAX_OPTIONS_BYTES, "options")
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class Fleet:
@@ -68,12 +74,7 @@ class Fleet:
         self.orphans: Final = OrphanHolds(orphan_hold_ms, clock_ms)
         self.roster: Final = Roster(clock_ms)
         self.leads: Callable[[], bool] = lambda: True  # the cluster role decides
-        self._sync_handle: asyncio.Handle | None = None
-        self._sync_job: SyncJob | None = None  # a sync being hashed slice by slice
-        self._sync_slices = 0
-        self._sync_spent = 0.0
-        self._sync_cost = 0.0  # seconds the last sync took, all slices
-        self._sync_last = 0.0
+        self._flusher = SyncFlusher(self._read, events)
 
     # --- reads ------------------------------------------------------------------
 
@@ -143,8 +144,10 @@ class Fleet:
         type: str,
         room_id: str | None = None,
         placement: Placement | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> RoomInfo:
-        """Place and create a room; resolves on the agent's ack with the room in every read."""
+        """Place and create a room; resolves on the agent's ack with the room in every read.
+        ``options`` (a JSON object, ≤ 4 KiB) reach the game server with the command."""
         if not isinstance(type, str) or not type:
             raise ValidationError("room type must be a non-empty string")
         if room_id is not None and (not isinstance(room_id, str) or not is_valid_room_id(room_id)):
@@ -153,6 +156,7 @@ class Fleet:
             placement = Placement()
         elif not isinstance(placement, Placement):
             raise ValidationError("placement must be a Placement")
+        options_text = _options_text(options)
         self._require_lead()
         if room_id is not None and not self.roster.settled:
             raise FleetError(
@@ -169,7 +173,7 @@ class Fleet:
                 raise FleetError(
                     ErrorCode.INSTANCE_DISCONNECTED, f"instance {instance.id} is disconnected"
                 )
-            pending = self._commands.start(instance, sink, "create", room_id, type)
+            pending = self._commands.start(instance, sink, "create", room_id, type, options_text)
         except BaseException:
             self._reserved.discard(room_id)
             raise
@@ -305,70 +309,12 @@ class Fleet:
     # --- events -------------------------------------------------------------------
 
     def _emit(self, events: list[tuple[str, Any]]) -> None:
-        """Emit reconcile events now and schedule the coalesced ``sync`` (SPEC §5).
-
-        ``sync`` follows in a later loop callback, so all reconciles of one burst share
-        one fleet hash; on a fleet whose hash is costly, flushes are spaced so hashing
-        stays under a twentieth of the loop's time. With no listener and no stream for
-        ``sync``, none is computed (the next one, once someone listens, always goes out).
-        """
-        if events:
-            self._events.emit(events)
-        if (
-            self._read.sync_due
-            and self._sync_handle is None
-            and not self._events.wants(EventType.SYNC)
-        ):
-            self._read.skip_sync()
-        if self._read.sync_due and self._sync_handle is None:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, self._sync_last + _SYNC_SPACING * self._sync_cost - loop.time())
-            if delay > 0:
-                self._sync_handle = loop.call_later(delay, self._flush_sync)
-            else:
-                self._sync_handle = loop.call_soon(self._flush_sync)
-
-    def _flush_sync(self) -> None:
-        """One slice of the owed ``sync``: re-encode changed instances, then hash the
-        captured fleet a few MB at a time; a small fleet finishes in the first slice."""
-        self._sync_handle = None
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        job = self._sync_job
-        if job is None:
-            self._sync_slices += 1
-            if self._sync_slices <= _ENCODE_SLICES and not self._read.encode_entries(_SLICE_S):
-                self._sync_spent += time.perf_counter() - started
-                self._sync_handle = loop.call_soon(self._flush_sync)
-                return
-            job = self._sync_job = self._read.start_sync()
-        done = job.advance(_SLICE_BYTES)
-        self._sync_spent += time.perf_counter() - started
-        if not done:
-            self._sync_handle = loop.call_soon(self._flush_sync)
-            return
-        self._sync_job = None
-        self._sync_slices = 0
-        self._sync_cost, self._sync_spent = self._sync_spent, 0.0
-        self._sync_last = loop.time()
-        event = self._read.finish_sync(job)
-        self._emit([event] if event is not None else [])
+        self._flusher.emit(events)
 
     def close(self) -> None:
         """Emit any owed ``sync`` now and stop scheduling (orchestrator shutdown)."""
         self.orphans.close()
-        if self._sync_handle is None:
-            return
-        self._sync_handle.cancel()
-        self._sync_handle = None
-        job, self._sync_job = self._sync_job, None
-        events = []
-        if job is not None:
-            job.advance()
-            events.append(self._read.finish_sync(job))
-        if self._read.sync_due:
-            events.append(self._read.take_sync())
-        self._events.emit([event for event in events if event is not None])
+        self._flusher.close()
 
     # --- internals --------------------------------------------------------------
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
 from ._errors import ErrorCode, FleetError
 from ._instance import Instance
 from ._read_model import ReadModel
+from ._selectors import MAX_SELECTORS, Selector, selectors_from_json
 
 __all__ = ["Placement", "PlacementStrategy", "ValidationError", "check_pin", "choose"]
 
@@ -26,13 +27,17 @@ class ValidationError(FleetError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a new room may go: a pin (``instance_id`` or ``process_uid``) or a strategy."""
+    """Where a new room may go: a pin (``instance_id`` or ``process_uid``) or a strategy
+    over the instances that match ``labels``, or the first of ``selectors`` (tried in
+    order) that has a candidate. A selector is a :class:`Selector` or its JSON form,
+    ``{"labels": {...}, "expressions": [{"key", "op", "values"}]}``."""
 
     instance_id: str | None = None
     process_uid: str | None = None
     strategy: PlacementStrategy = "least-loaded"
     labels: Mapping[str, str] = field(default_factory=dict)
     force: bool = False
+    selectors: tuple[Selector, ...] = ()
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -49,6 +54,35 @@ class Placement:
             raise ValidationError("placement labels must map strings to strings")
         if not isinstance(self.force, bool):
             raise ValidationError("placement force must be a boolean")
+        object.__setattr__(self, "selectors", _selectors(self.selectors))
+        if self.selectors and self.labels:
+            raise ValidationError("placement takes labels or selectors, not both")
+
+    def predicates(self) -> tuple[Selector, ...]:
+        """The selectors to try in order: ``labels`` alone is the one-selector shorthand."""
+        return self.selectors or (Selector(labels=self.labels),)
+
+
+def _selectors(value: object) -> tuple[Selector, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValidationError("placement selectors must be a list")
+    items = list(value)
+    if len(items) > MAX_SELECTORS:
+        raise ValidationError(f"placement takes at most {MAX_SELECTORS} selectors")
+    if all(isinstance(item, Selector) for item in items):
+        return tuple(items)
+    return selectors_from_json(
+        [item if not isinstance(item, Selector) else _selector_json(item) for item in items]
+    )
+
+
+def _selector_json(selector: Selector) -> dict[str, object]:
+    return {
+        "labels": dict(selector.labels),
+        "expressions": [
+            {"key": e.key, "op": e.op, "values": list(e.values)} for e in selector.expressions
+        ],
+    }
 
 
 def check_pin(instance: Instance, force: bool) -> None:
@@ -73,30 +107,40 @@ def choose(
     Least- and most-loaded use the per-type index; ``random`` and types whose
     members mix declared and unlimited capacities scan the fleet in join order.
     """
-    labels = placement.labels
-    if placement.strategy != "random" and read.index.ordered(room_type):
-        picked = read.index.choose(
-            room_type,
-            placement.strategy == "most-loaded",
-            lambda i: i.fits(room_type, labels),
-            rng,
+    for selector in placement.predicates():
+        picked = _choose_one(read, room_type, placement, selector, rng)
+        if picked is not None:
+            return picked
+    raise FleetError(ErrorCode.NO_CANDIDATE, f"no instance can host a {room_type!r} room")
+
+
+def _choose_one(
+    read: ReadModel, room_type: str, placement: Placement, selector: Selector, rng: random.Random
+) -> Instance | None:
+    labels, expressions = selector.labels, selector.expressions
+
+    def fits(instance: Instance) -> bool:
+        if not instance.fits(room_type, labels):
+            return False
+        snapshot = instance.snapshot
+        return not expressions or (
+            snapshot is not None and all(e.holds(snapshot.labels) for e in expressions)
         )
-        if picked is None:
-            raise FleetError(ErrorCode.NO_CANDIDATE, f"no instance can host a {room_type!r} room")
-        return picked
-    return _scan(read.joined, room_type, placement, rng)
+
+    if placement.strategy != "random" and read.index.ordered(room_type):
+        return read.index.choose(room_type, placement.strategy == "most-loaded", fits, rng)
+    return _scan(read.joined, fits, placement, rng)
 
 
 def _scan(
     instances: Iterable[Instance],
-    room_type: str,
+    fits: Callable[[Instance], bool],
     placement: Placement,
     rng: random.Random,
-) -> Instance:
-    labels = placement.labels
-    candidates = [i for i in instances if i.fits(room_type, labels)]
+) -> Instance | None:
+    candidates = [i for i in instances if fits(i)]
     if not candidates:
-        raise FleetError(ErrorCode.NO_CANDIDATE, f"no instance can host a {room_type!r} room")
+        return None
     if placement.strategy == "random" or len(candidates) == 1:
         return candidates[0] if len(candidates) == 1 else rng.choice(candidates)
     snaps = [c.snapshot for c in candidates]

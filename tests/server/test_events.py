@@ -288,10 +288,10 @@ async def test_a_sync_hashed_in_slices_carries_the_captured_state_and_a_later_on
 ) -> None:
     """A large fleet's sync is hashed a slice per loop callback (forced here with tiny
     slices): reads stay right meanwhile, and changes during the slices get their own sync."""
-    from fleet_server import _fleet
+    from fleet_server import _sync
 
-    monkeypatch.setattr(_fleet, "_SLICE_BYTES", 1)
-    monkeypatch.setattr(_fleet, "_SLICE_S", 0.0)
+    monkeypatch.setattr(_sync, "_SLICE_BYTES", 1)
+    monkeypatch.setattr(_sync, "_SLICE_S", 0.0)
     async with harness(heartbeat_ms=60) as h:
         for n in range(6):
             await h.join(rooms={f"a{n}": RawRoom("match", n)})
@@ -300,10 +300,10 @@ async def test_a_sync_hashed_in_slices_carries_the_captured_state_and_a_later_on
         assert h.events[-1].payload == fleet.stats
         mark = len(h.events)
         await fleet.create_room("match", room_id="one")
-        sliced = fleet._sync_job is not None  # still hashing, a slice at a time
+        sliced = fleet._flusher._job is not None  # still hashing, a slice at a time
         await fleet.create_room("match", room_id="two")
         assert fleet.get_room("one") is not None and fleet.stats.rooms == 8
-        await wait_for(lambda: fleet._sync_handle is None and not fleet._read.sync_due)
+        await wait_for(lambda: fleet._flusher._handle is None and not fleet._read.sync_due)
         syncs = [e.payload for e in h.events[mark:] if e.type == "sync"]
         assert syncs and syncs[-1] == fleet.stats
         assert syncs[-1].rooms == 8
@@ -318,7 +318,7 @@ async def test_no_sync_is_hashed_without_a_listener_and_the_next_goes_to_a_new_o
             fleet = orch.fleet
             await wait_for(lambda: fleet.get_room("r1") is not None)
             await fleet.create_room("match", room_id="quiet")
-            assert fleet._sync_handle is None and fleet._sync_job is None
+            assert fleet._flusher._handle is None and fleet._flusher._job is None
             assert not fleet._read.sync_due
             assert fleet.stats.rooms == 2  # reads still hash on demand
             syncs: list[FleetStats] = []

@@ -44,7 +44,9 @@ def _pick(read: ReadModel, placement: Placement, seed: int, indexed: bool) -> st
     try:
         if indexed:
             return choose(read, "match", placement, rng).id
-        return _scan(read.joined, "match", placement, rng).id
+        labels = placement.labels
+        picked = _scan(read.joined, lambda i: i.fits("match", labels), placement, rng)
+        return picked.id if picked is not None else "NO_CANDIDATE"
     except FleetError as exc:
         assert exc.code is ErrorCode.NO_CANDIDATE
         return "NO_CANDIDATE"

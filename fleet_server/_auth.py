@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from fleet_agent._tickets import ticket_key
+
 from ._errors import ErrorCode, FleetError
 
 __all__ = ["Audience", "AuthThrottle", "Authenticator", "KeyRing", "Principal", "fingerprint"]
@@ -170,8 +172,13 @@ class Authenticator:
         # Each audience's keys, and one principal per key, in the same order.
         self._agent = (KeyRing(agent_keys), _principals(Audience.AGENT, agent_keys))
         self._admin = (KeyRing(admin_keys), _principals(Audience.ADMIN, admin_keys))
+        self._ticket_keys = {fingerprint(key): ticket_key(key) for key in agent_keys}
         self._trust_proxy = trust_proxy
         self.throttle = AuthThrottle(failure_limit, failure_window_ms, clock=clock)
+
+    def ticket_key(self, principal: Principal) -> bytes:
+        """The seat-ticket key of the agent key ``principal`` authenticated with."""
+        return self._ticket_keys.get(principal.key_id, b"")
 
     @staticmethod
     def bearer(header: str | None) -> str | None:

@@ -28,6 +28,7 @@ class CommandSink(Protocol):
     """What the engine needs from an agent link."""
 
     pending: dict[str, PendingCommand]
+    ticket_key: bytes  # seat tickets for this agent's rooms are signed with it
 
     def send(self, frame: agent_pb2.Frame) -> Awaitable[None]: ...
 

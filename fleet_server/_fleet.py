@@ -22,13 +22,15 @@ from ._commands import Commands, CommandSink, PendingCommand
 from ._errors import ErrorCode, FleetError
 from ._events import EventHub, EventType
 from ._ids import generate_room_id, is_valid_room_id
-from ._instance import Instance
+from ._instance import Instance, _Room
 from ._membership import Membership
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._orphans import OrphanHolds
 from ._placement import Placement, ValidationError, check_pin, choose
 from ._read_model import ReadModel
 from ._roster import Roster
+from ._seat_service import SeatService
+from ._seats import SeatLedger
 from ._snapshot import SnapshotRejectedError, parse_snapshot
 from ._sync import SyncFlusher
 
@@ -75,6 +77,16 @@ class Fleet:
         self.roster: Final = Roster(clock_ms)
         self.leads: Callable[[], bool] = lambda: True  # the cluster role decides
         self._flusher = SyncFlusher(self._read, events)
+        self._ledger = SeatLedger(clock_ms, self._seats_changed)
+        self._seats = SeatService(
+            self._read,
+            self._ledger,
+            create_room=self.create_room,
+            ticket_key=lambda instance: self._require_link(instance).ticket_key,
+            require_lead=self._require_lead,
+        )
+        self.reserve_seats: Final = self._seats.reserve_seats
+        self.release_seats: Final = self._seats.release_seats
 
     # --- reads ------------------------------------------------------------------
 
@@ -264,6 +276,8 @@ class Fleet:
             return
         if first:
             self.roster.joined(snapshot.process_uid)
+        if snapshot.accepted_reservations:
+            self._ledger.accepted(snapshot.accepted_reservations)
         # The process has said what it has: ids it lists are its rooms, the rest are free.
         self.orphans.release(snapshot.process_uid)
         self._emit(events)
@@ -311,9 +325,14 @@ class Fleet:
     def _emit(self, events: list[tuple[str, Any]]) -> None:
         self._flusher.emit(events)
 
+    def _seats_changed(self, room: _Room) -> None:
+        self._read.seats_changed(room)
+        self._emit([])
+
     def close(self) -> None:
         """Emit any owed ``sync`` now and stop scheduling (orchestrator shutdown)."""
         self.orphans.close()
+        self._ledger.close()
         self._flusher.close()
 
     # --- internals --------------------------------------------------------------

@@ -55,7 +55,8 @@ class _Room:
 
     __slots__ = ("base", "info", "instance", "public", "raw", "reported", "reserved", *_REPORTED)
 
-    connections: int  # the reported values (slots named by ReportedRoom's fields)
+    type: str  # the reported values (slots named by ReportedRoom's fields)
+    connections: int
     local: bool
     metadata: str
     max_connections: int | None

@@ -51,9 +51,11 @@ class AgentLink:
         fleet: Fleet,
         heartbeat_ms: int,
         poll_ids: PollIds,
+        ticket_key: bytes = b"",
     ) -> None:
         self.ws = ws
         self.pending: dict[str, PendingCommand] = {}
+        self.ticket_key = ticket_key
         self._fleet = fleet
         self._heartbeat_ms = heartbeat_ms
         self._poll_ids = poll_ids

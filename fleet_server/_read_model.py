@@ -204,6 +204,12 @@ class ReadModel(PublicIds):
         instance.overlay_destroy(raw)
         return self._reconcile(instance, [(raw, None)])
 
+    def seats_changed(self, room: _Room) -> None:
+        """A room's reserved seats moved: its views and the fleet hash are out of date."""
+        room.reset()
+        if not room.instance.removed and room.instance.joined:
+            self._dirty(room.instance)
+
     def remove(self, instance: Instance) -> list[Event]:
         """Forget a connection; emits ``instance:leave`` first if it was in the read model."""
         if instance.removed:

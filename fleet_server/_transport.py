@@ -60,7 +60,9 @@ class AgentTransport:
         ip = self._auth.client_ip(request.remote, headers)
         route = f"{request.method} {request.path}"
         try:
-            self._auth.authenticate(Audience.AGENT, ip, route, _offered_key(headers), log=log)
+            principal = self._auth.authenticate(
+                Audience.AGENT, ip, route, _offered_key(headers), log=log
+            )
         except FleetError as exc:
             return rejection(exc.code)
         if not self._accepting():
@@ -74,7 +76,14 @@ class AgentTransport:
         if not ws.can_prepare(request).ok:
             return rejection(ErrorCode.VALIDATION)
         await ws.prepare(request)
-        link = AgentLink(ws, mint_instance_id(), self._fleet, self._heartbeat_ms, self._poll_ids)
+        link = AgentLink(
+            ws,
+            mint_instance_id(),
+            self._fleet,
+            self._heartbeat_ms,
+            self._poll_ids,
+            ticket_key=self._auth.ticket_key(principal),
+        )
         self._links.add(link)
         log.info("agent connected instance=%s ip=%s", link.instance.id, ip)
         try:

@@ -26,6 +26,9 @@ class RawRoom:
     type: str
     connections: int = 0
     origin: str = "local"
+    metadata: str = ""  # sent as given (canonical JSON object text)
+    max_connections: int | None = None
+    locked: bool = False
 
 
 @dataclass
@@ -48,6 +51,7 @@ class RawAgent:
     ack_delay: float = 0.0
 
     def __post_init__(self) -> None:
+        self.accepted: set[str] = set()  # seat reservations reported accepted
         self.session: aiohttp.ClientSession | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.hello: agent_pb2.Hello | None = None
@@ -107,6 +111,16 @@ class RawAgent:
     # --- frames -------------------------------------------------------------------
 
     def snapshot_hash(self) -> str:
+        extras = [
+            (k, r.metadata, r.max_connections, r.locked)
+            for k, r in sorted(self.rooms.items())
+            if r.metadata or r.max_connections is not None or r.locked
+        ]
+        if extras or self.accepted:  # this test agent's own digest of the new fields
+            return wire.hash64([self._base_hash(), extras, sorted(self.accepted)])
+        return self._base_hash()
+
+    def _base_hash(self) -> str:
         return wire.snapshot_hash(
             name=self.name,
             process_uid=self.process_uid,
@@ -147,9 +161,17 @@ class RawAgent:
         if self.max_rooms is not None:
             state.capacity.max_rooms = self.max_rooms
         for room_id, room in sorted(self.rooms.items()):
-            state.rooms.add(
-                id=room_id, type=room.type, connections=room.connections, origin=room.origin
+            entry = state.rooms.add(
+                id=room_id,
+                type=room.type,
+                connections=room.connections,
+                origin=room.origin,
+                metadata=room.metadata,
+                locked=room.locked,
             )
+            if room.max_connections is not None:
+                entry.max_connections = room.max_connections
+        state.accepted_reservations.extend(sorted(self.accepted))
         if self.override_state is not None:
             self.override_state(state)
         return state

@@ -1,0 +1,170 @@
+"""Seat reservations (CONTRACT §11, docs/matchmaking.md §3): the ledger and the choice of
+a room.
+
+A reservation holds ``seats`` of one room until its TTL, until the room's agent reports
+it accepted, until it is released, or until the room leaves the read model. Choosing a
+room and recording the reservation happen in one event-loop callback, so concurrent
+requests never over-commit a room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from fleet_agent._tickets import TicketClaims, mint_ticket
+from fleet_agent.wire import canonical_json
+
+from ._fields import json_object
+from ._ids import ID_ALPHABET
+from ._instance import Instance, _Room
+from ._placement import Placement
+from ._selectors import Selector
+
+__all__ = ["Reservation", "SeatLedger", "SeatRequest", "fullest_room"]
+
+MIN_TTL_MS: Final = 1_000
+MAX_TTL_MS: Final = 300_000
+DEFAULT_TTL_MS: Final = 30_000
+MAX_SEATS: Final = 1_000
+
+
+def _reservation_id() -> str:
+    return "s_" + "".join(ID_ALPHABET[b & 63] for b in os.urandom(21))
+
+
+@dataclass(eq=False, slots=True)
+class Reservation:
+    id: str
+    room: _Room
+    seats: int
+    expires_at: int  # ms since the epoch
+    ticket: str
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def live(self) -> bool:
+        """Its room is still the one listed under its id on a live instance."""
+        room = self.room
+        return not room.instance.removed and room.instance.rooms.get(room.raw) is room
+
+
+@dataclass(frozen=True, slots=True)
+class SeatRequest:
+    """What a seat request asks of a room (validated by the fleet)."""
+
+    type: str
+    seats: int
+    metadata: Mapping[str, str]  # key -> canonical JSON text of the wanted value
+    placement: Placement
+
+
+class SeatLedger:
+    """Live reservations by id; each room's ``reserved`` is the sum of its live ones."""
+
+    def __init__(self, clock_ms: Callable[[], int], on_change: Callable[[_Room], None]) -> None:
+        self._clock_ms = clock_ms
+        self._on_change = on_change
+        self._live: dict[str, Reservation] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def reserve(self, room: _Room, seats: int, ttl_ms: int, key: bytes) -> Reservation:
+        expires_at = self._clock_ms() + ttl_ms
+        reservation_id = _reservation_id()
+        ticket = mint_ticket(key, TicketClaims(reservation_id, room.raw, seats, expires_at))
+        reservation = Reservation(reservation_id, room, seats, expires_at, ticket)
+        loop = asyncio.get_running_loop()
+        reservation.timer = loop.call_later(ttl_ms / 1000.0, self._end, reservation_id)
+        self._live[reservation_id] = reservation
+        room.reserved += seats
+        self._on_change(room)
+        return reservation
+
+    def release(self, reservation_id: str) -> bool:
+        """End a live reservation; False when there is none by that id."""
+        reservation = self._live.get(reservation_id)
+        if reservation is None or not reservation.live:
+            self._end(reservation_id)
+            return False
+        self._end(reservation_id)
+        return True
+
+    def accepted(self, reservation_ids: Iterable[str]) -> None:
+        """The agent admitted these players: their seats are connections from now on."""
+        for reservation_id in reservation_ids:
+            self._end(reservation_id)
+
+    def close(self) -> None:
+        for reservation in self._live.values():
+            if reservation.timer is not None:
+                reservation.timer.cancel()
+        self._live.clear()
+
+    def _end(self, reservation_id: str) -> None:
+        reservation = self._live.pop(reservation_id, None)
+        if reservation is None:
+            return
+        if reservation.timer is not None:
+            reservation.timer.cancel()
+            reservation.timer = None
+        room = reservation.room
+        room.reserved = max(0, room.reserved - reservation.seats)
+        if reservation.live:
+            self._on_change(room)
+
+
+def _metadata_matches(room: _Room, wanted: Mapping[str, str]) -> bool:
+    if not wanted:
+        return True
+    have: Mapping[str, Any] = json_object(room.metadata)
+    for key, text in wanted.items():
+        if key not in have or canonical_json(have[key]) != text:
+            return False
+    return True
+
+
+def _room_fits(room: _Room, request: SeatRequest) -> bool:
+    if room.locked or room.type != request.type or not room.public:
+        return False
+    if room.max_connections is not None:
+        free = room.max_connections - room.connections - room.reserved
+        if free < request.seats:
+            return False
+    return _metadata_matches(room, request.metadata)
+
+
+def _instance_open(instance: Instance, selector: Selector | None) -> bool:
+    snapshot = instance.snapshot
+    if snapshot is None or instance.stale or instance.removed:
+        return False
+    if instance.effective_status != "active":
+        return False
+    return selector is None or selector.matches(snapshot.labels)
+
+
+def fullest_room(instances: Iterable[Instance], request: SeatRequest) -> _Room | None:
+    """The fullest eligible room (most connections + reserved, then the lower public id),
+    over the first selector of the placement that has one; None when no room fits."""
+    pool = list(instances)
+    pinned = request.placement.instance_id or request.placement.process_uid
+    selectors: tuple[Selector | None, ...] = (None,) if pinned else request.placement.predicates()
+    for selector in selectors:
+        best: _Room | None = None
+        best_key: tuple[int, str] | None = None
+        for instance in pool:
+            if not _instance_open(instance, selector):
+                continue
+            for room in instance.rooms.values():
+                if not _room_fits(room, request):
+                    continue
+                key = (-(room.connections + room.reserved), room.public)
+                if best_key is None or key < best_key:
+                    best, best_key = room, key
+        if best is not None:
+            return best
+    return None

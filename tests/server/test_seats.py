@@ -15,7 +15,7 @@ from tests.support.keys import KEY
 from tests.support.raw_agent import RawRoom
 from tests.support.waits import wait_for
 
-from .harness import Harness, harness
+from .harness import harness
 
 
 def _room(connections: int = 0, seats: int | None = 10, **extra: Any) -> RawRoom:

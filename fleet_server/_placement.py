@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, cast, get_args
 
 from ._errors import ErrorCode, FleetError
 from ._instance import Instance
@@ -37,7 +37,7 @@ class Placement:
     strategy: PlacementStrategy = "least-loaded"
     labels: Mapping[str, str] = field(default_factory=dict)
     force: bool = False
-    selectors: tuple[Selector, ...] = ()
+    selectors: Sequence[Selector | Mapping[str, Any]] = ()  # stored as Selectors
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -60,7 +60,7 @@ class Placement:
 
     def predicates(self) -> tuple[Selector, ...]:
         """The selectors to try in order: ``labels`` alone is the one-selector shorthand."""
-        return self.selectors or (Selector(labels=self.labels),)
+        return cast(tuple[Selector, ...], self.selectors) or (Selector(labels=self.labels),)
 
 
 def _selectors(value: object) -> tuple[Selector, ...]:

@@ -32,6 +32,8 @@ from ._ids import is_valid_room_id
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._options import OrchestratorOptions
 from ._placement import Placement, PlacementStrategy, ValidationError
+from ._seat_service import SeatGrant, SeatReservation
+from ._selectors import Expression, Selector, selectors_from_json
 
 __all__ = [
     "CAPACITY_FIELDS",
@@ -47,6 +49,7 @@ __all__ = [
     "ErrorCode",
     "EventHub",
     "EventType",
+    "Expression",
     "Field",
     "FleetError",
     "FleetService",
@@ -57,6 +60,9 @@ __all__ = [
     "PlacementStrategy",
     "Principal",
     "RoomInfo",
+    "SeatGrant",
+    "SeatReservation",
+    "Selector",
     "Services",
     "Subscription",
     "Surface",
@@ -66,6 +72,7 @@ __all__ = [
     "is_valid_room_id",
     "rejection",
     "rejection_of",
+    "selectors_from_json",
 ]
 
 
@@ -120,6 +127,17 @@ class FleetService(Protocol):
         options: Mapping[str, Any] | None = None,
     ) -> RoomInfo: ...
     async def destroy_room(self, room_id: str) -> None: ...
+    async def reserve_seats(
+        self,
+        type: str,
+        seats: int = 1,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        placement: Placement | None = None,
+        create: bool | Mapping[str, Any] | None = None,
+        ttl_ms: int = 30_000,
+    ) -> SeatGrant: ...
+    def release_seats(self, reservation_id: str) -> None: ...
     async def drain_instance(self, instance_id: str) -> None: ...
     async def undrain_instance(self, instance_id: str) -> None: ...
 

@@ -6,6 +6,7 @@ The room and instance messages are generated from the field table
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
@@ -22,9 +23,11 @@ from fleet_server._interfaces import (
     Placement,
     PlacementStrategy,
     RoomInfo,
+    SeatGrant,
     ValidationError,
     canonical_json,
     compile_function,
+    selectors_from_json,
 )
 
 __all__ = [
@@ -134,6 +137,42 @@ def placement_from_message(message: pb.Placement) -> Placement:
         else "least-loaded",
         labels=dict(message.labels),
         force=message.force,
+        selectors=selectors_from_json(
+            [
+                {
+                    "labels": dict(s.labels),
+                    "expressions": [
+                        {"key": e.key, "op": e.op, "values": list(e.values)} for e in s.expressions
+                    ],
+                }
+                for s in message.selectors
+            ]
+        ),
+    )
+
+
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """The JSON object a request field's text holds; ``VALIDATION`` otherwise."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ValidationError(f"{what} must be a JSON object's text") from None
+    if not isinstance(value, dict):
+        raise ValidationError(f"{what} must be a JSON object's text")
+    return value
+
+
+def grant_message(grant: SeatGrant) -> pb.ReserveSeatsResponse:
+    reservation = grant.reservation
+    return pb.ReserveSeatsResponse(
+        room=room_message(grant.room),
+        reservation=pb.SeatReservation(
+            id=reservation.id,
+            seats=reservation.seats,
+            expires_at=reservation.expires_at,
+            ticket=reservation.ticket,
+        ),
+        created=grant.created,
     )
 
 

@@ -34,7 +34,9 @@ from fleet_server._interfaces import (
 from ._envelope import found
 from ._grpc_messages import (
     cluster_message,
+    grant_message,
     instance_message,
+    json_object,
     label_filter,
     placement_from_message,
     room_message,
@@ -42,6 +44,7 @@ from ._grpc_messages import (
 )
 from ._grpc_watch import WatchHub
 from ._paging import page
+from ._parsing import RoomFilter
 
 __all__ = [
     "CAUSE_KEY",
@@ -181,13 +184,28 @@ class FleetControlService(pb_grpc.FleetControlServicer):
         self, request: pb.ReserveSeatsRequest, context: Context
     ) -> pb.ReserveSeatsResponse:
         async with self._guard(context, "ReserveSeats", audited=True):
-            raise FleetError(ErrorCode.INTERNAL, "seat reservations are not served yet")
+            placement = (
+                placement_from_message(request.placement) if request.HasField("placement") else None
+            )
+            create = None
+            if request.HasField("create"):
+                create = {"options": json_object(request.create.options, "create.options")}
+            grant = await self._fleet.reserve_seats(
+                request.type,
+                request.seats or 1,
+                metadata=json_object(request.metadata, "metadata") if request.metadata else None,
+                placement=placement,
+                create=create,
+                ttl_ms=request.ttl_ms or 30_000,
+            )
+            return grant_message(grant)
 
     async def ReleaseSeats(
         self, request: pb.ReleaseSeatsRequest, context: Context
     ) -> pb.ReleaseSeatsResponse:
         async with self._guard(context, "ReleaseSeats", audited=True):
-            raise FleetError(ErrorCode.INTERNAL, "seat reservations are not served yet")
+            self._fleet.release_seats(request.reservation_id)
+            return pb.ReleaseSeatsResponse()
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.FleetStats:
         async with self._guard(context, "GetStats"):
@@ -232,6 +250,15 @@ class FleetControlService(pb_grpc.FleetControlServicer):
                 labels=label_filter(request.labels),
                 instance_id=request.instance_id if request.HasField("instance_id") else None,
             )
+            where = RoomFilter(
+                metadata=label_filter(request.metadata),
+                min_free_seats=(
+                    request.min_free_seats if request.HasField("min_free_seats") else None
+                ),
+                locked=request.locked if request.HasField("locked") else None,
+            )
+            if not where.empty:
+                rooms = [room for room in rooms if where.keeps(room)]
             return self._rooms_page(rooms, request.limit, request.cursor)
 
     async def GetRoom(self, request: pb.GetRoomRequest, context: Context) -> pb.RoomInfo:
@@ -258,6 +285,7 @@ class FleetControlService(pb_grpc.FleetControlServicer):
                 request.type,
                 room_id=request.room_id if request.HasField("room_id") else None,
                 placement=placement,
+                options=json_object(request.options, "options") if request.options else None,
             )
             return room_message(room)
 

@@ -17,16 +17,30 @@ from multidict import MultiMapping
 from fleet_server._interfaces import (
     Placement,
     PlacementStrategy,
+    RoomInfo,
     ValidationError,
+    canonical_json,
     is_valid_room_id,
+    selectors_from_json,
 )
 
 from ._paging import decode_cursor, parse_limit
 
-__all__ = ["CreateRoom", "RoomFilter", "create_room_body", "page_params", "room_filter"]
+__all__ = [
+    "CreateRoom",
+    "RoomFilter",
+    "SeatBody",
+    "create_room_body",
+    "page_params",
+    "room_filter",
+    "seat_body",
+]
 
-_BODY_KEYS: Final = frozenset({"type", "roomId", "placement"})
-_PLACEMENT_KEYS: Final = frozenset({"instanceId", "processUid", "strategy", "labels", "force"})
+_BODY_KEYS: Final = frozenset({"type", "roomId", "placement", "options"})
+_SEAT_KEYS: Final = frozenset({"type", "seats", "metadata", "placement", "create", "ttlMs"})
+_PLACEMENT_KEYS: Final = frozenset(
+    {"instanceId", "processUid", "strategy", "labels", "force", "selectors"}
+)
 _STRATEGIES: Final[tuple[PlacementStrategy, ...]] = get_args(PlacementStrategy)
 
 Query = MultiMapping[str]
@@ -37,10 +51,36 @@ class RoomFilter:
     type: str | None = None
     instance_id: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)  # key -> value as given
+    min_free_seats: int | None = None
+    locked: bool | None = None
 
     @property
     def empty(self) -> bool:
-        return self.type is None and self.instance_id is None and not self.labels
+        return (
+            self.type is None
+            and self.instance_id is None
+            and not self.labels
+            and not self.metadata
+            and self.min_free_seats is None
+            and self.locked is None
+        )
+
+    def keeps(self, room: RoomInfo) -> bool:
+        """The room filters beyond type, instance and labels (CONTRACT §11)."""
+        if self.locked is not None and room.locked != self.locked:
+            return False
+        if self.min_free_seats is not None:
+            free = room.free_seats
+            if free is not None and free < self.min_free_seats:
+                return False
+        for key, wanted in self.metadata.items():
+            if key not in room.metadata:
+                return False
+            value = room.metadata[key]
+            if value != wanted and canonical_json(value) != wanted:
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +88,17 @@ class CreateRoom:
     type: str
     room_id: str | None
     placement: Placement | None
+    options: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SeatBody:
+    type: str
+    seats: int
+    metadata: Mapping[str, Any] | None
+    placement: Placement | None
+    create: Mapping[str, Any] | None
+    ttl_ms: int
 
 
 def _single(query: Query, name: str) -> str | None:
@@ -72,17 +123,43 @@ def page_params(query: Query) -> tuple[int | None, str | None]:
 def room_filter(query: Query) -> RoomFilter:
     """``type`` and ``instanceId`` (exact; empty means not given) and ``label=k:v``
     (repeatable, split at the first ``:``, key non-empty, later duplicates win)."""
-    labels: dict[str, str] = {}
-    for item in query.getall("label", []):
-        key, sep, value = item.partition(":")
-        if not sep or not key:
-            raise ValidationError("label must be key:value")
-        labels[key] = value
     return RoomFilter(
         type=_single(query, "type") or None,
         instance_id=_single(query, "instanceId") or None,
-        labels=labels,
+        labels=_pairs(query, "label"),
+        metadata=_pairs(query, "metadata"),
+        min_free_seats=_count_param(query, "minFreeSeats"),
+        locked=_bool_param(query, "locked"),
     )
+
+
+def _pairs(query: Query, name: str) -> dict[str, str]:
+    """``name=k:v`` (repeatable, split at the first ``:``, key non-empty, later wins)."""
+    pairs: dict[str, str] = {}
+    for item in query.getall(name, []):
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ValidationError(f"{name} must be key:value")
+        pairs[key] = value
+    return pairs
+
+
+def _count_param(query: Query, name: str) -> int | None:
+    text = _single(query, name)
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 7:
+        raise ValidationError(f"{name} must be an integer from 0 to 9999999")
+    return int(text)
+
+
+def _bool_param(query: Query, name: str) -> bool | None:
+    text = _single(query, name)
+    if text is None:
+        return None
+    if text not in ("true", "false"):
+        raise ValidationError(f"{name} must be true or false")
+    return text == "true"
 
 
 def _reject_constant(name: str) -> Any:
@@ -123,17 +200,18 @@ def _placement(value: Any) -> Placement | None:
         force = False
     if not isinstance(force, bool):
         raise ValidationError("placement force must be a boolean")
+    selectors = value.get("selectors")
     return Placement(
         instance_id=_optional_str(value, "instanceId", "placement instanceId"),
         process_uid=_optional_str(value, "processUid", "placement processUid"),
         strategy=next(s for s in _STRATEGIES if s == strategy),
         labels=labels,
         force=force,
+        selectors=selectors_from_json(selectors) if selectors is not None else (),
     )
 
 
-def create_room_body(body: bytes, content_type: str) -> CreateRoom:
-    """The ``POST /v1/rooms`` body: ``{type, roomId?, placement?}``; ``null`` = absent."""
+def _json_object_body(body: bytes, content_type: str, keys: frozenset[str]) -> dict[str, Any]:
     if content_type != "application/json":
         raise ValidationError("content type must be application/json")
     try:
@@ -142,12 +220,50 @@ def create_room_body(body: bytes, content_type: str) -> CreateRoom:
         raise ValidationError("body must be a JSON object") from None
     if not isinstance(value, dict):
         raise ValidationError("body must be a JSON object")
-    if set(value) - _BODY_KEYS:
+    if set(value) - keys:
         raise ValidationError("body has unknown keys")
+    return value
+
+
+def _object(value: Any, what: str) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError(f"{what} must be a JSON object")
+    return value
+
+
+def create_room_body(body: bytes, content_type: str) -> CreateRoom:
+    """The ``POST /v1/rooms`` body: ``{type, roomId?, placement?, options?}``; ``null`` =
+    absent."""
+    value = _json_object_body(body, content_type, _BODY_KEYS)
     room_type = _optional_str(value, "type", "type")
     if room_type is None:
         raise ValidationError("type is required")
     room_id = value.get("roomId")
     if room_id is not None and (not isinstance(room_id, str) or not is_valid_room_id(room_id)):
         raise ValidationError("roomId must match ^[A-Za-z0-9_-]{1,64}$")
-    return CreateRoom(room_type, room_id, _placement(value.get("placement")))
+    return CreateRoom(
+        room_type,
+        room_id,
+        _placement(value.get("placement")),
+        _object(value.get("options"), "options"),
+    )
+
+
+def seat_body(body: bytes, content_type: str) -> SeatBody:
+    """The ``POST /v1/seats`` body (CONTRACT §11); ranges are checked by the fleet."""
+    value = _json_object_body(body, content_type, _SEAT_KEYS)
+    room_type = _optional_str(value, "type", "type")
+    if room_type is None:
+        raise ValidationError("type is required")
+    seats = value.get("seats")
+    ttl_ms = value.get("ttlMs")
+    return SeatBody(
+        type=room_type,
+        seats=1 if seats is None else seats,
+        metadata=_object(value.get("metadata"), "metadata"),
+        placement=_placement(value.get("placement")),
+        create=_object(value.get("create"), "create"),
+        ttl_ms=30_000 if ttl_ms is None else ttl_ms,
+    )

@@ -34,7 +34,7 @@ from ._envelope import encode, envelope, found, json_body, ok, rejected
 from ._middleware import CONTEXT, AuthMode, Guard, raw_path
 from ._openapi import serve_document
 from ._paging import page
-from ._parsing import create_room_body, page_params, room_filter
+from ._parsing import create_room_body, page_params, room_filter, seat_body
 from ._sse import EventStreams
 
 __all__ = ["RestApi", "Route", "mount_health", "mount_rest"]
@@ -109,6 +109,8 @@ class RestApi:
             Route("POST", "/v1/rooms", self.create_room, audited=True, reads_body=True),
             Route("GET", "/v1/rooms/{roomId}", self.room),
             Route("DELETE", "/v1/rooms/{roomId}", self.destroy_room, audited=True),
+            Route("POST", "/v1/seats", self.reserve_seats, audited=True, reads_body=True),
+            Route("DELETE", "/v1/seats/{id}", self.release_seats, audited=True),
             Route("GET", "/v1/events", self._streams.handle, auth=AuthMode.ADMIN_OR_QUERY),
         ]
 
@@ -176,7 +178,7 @@ class RestApi:
         tag = etag(state_hash)
         if not_modified(request, tag):
             return web.Response(status=304, headers={hdrs.ETAG: tag})
-        if where.empty and limit is None:
+        if where.empty and limit is None:  # the common read: one body per state hash
             rooms = fleet.rooms
             body = self._cached_body(
                 "rooms",
@@ -185,6 +187,7 @@ class RestApi:
             )
             return json_body(body, headers={hdrs.ETAG: tag})
         rows = fleet.find_rooms(type=where.type, labels=where.labels, instance_id=where.instance_id)
+        rows = [room for room in rows if where.keeps(room)]
         return self._page(rows, limit, cursor, {hdrs.ETAG: tag})
 
     async def room(self, request: web.Request) -> web.StreamResponse:
@@ -196,9 +199,25 @@ class RestApi:
     async def create_room(self, request: web.Request) -> web.StreamResponse:
         create = create_room_body(request[CONTEXT].body, request.content_type)
         room = await self._fleet.create_room(
-            create.type, room_id=create.room_id, placement=create.placement
+            create.type, room_id=create.room_id, placement=create.placement, options=create.options
         )
         return ok(room.to_dict(), status=201)
+
+    async def reserve_seats(self, request: web.Request) -> web.StreamResponse:
+        body = seat_body(request[CONTEXT].body, request.content_type)
+        grant = await self._fleet.reserve_seats(
+            body.type,
+            body.seats,
+            metadata=body.metadata,
+            placement=body.placement,
+            create=body.create,
+            ttl_ms=body.ttl_ms,
+        )
+        return ok(grant.to_dict(), status=201 if grant.created else 200)
+
+    async def release_seats(self, request: web.Request) -> web.StreamResponse:
+        self._fleet.release_seats(path_params(request)["id"])
+        return ok()
 
     async def destroy_room(self, request: web.Request) -> web.StreamResponse:
         await self._fleet.destroy_room(path_params(request)["roomId"])

@@ -36,7 +36,10 @@ async def test_post_rooms_creates_with_exactly_the_request_and_answers_201(
         "reservedSeats": 0,
     }
     assert create_calls == [
-        (("match",), {"room_id": "m-42", "placement": Placement(strategy="most-loaded")})
+        (
+            ("match",),
+            {"room_id": "m-42", "placement": Placement(strategy="most-loaded"), "options": None},
+        )
     ]
     assert (await gw.get("/v1/rooms/m-42")).data == reply.data
 
@@ -58,7 +61,7 @@ async def test_post_rooms_reads_null_as_absent_and_generates_an_id(
         },
     }
     assert (await gw.post("/v1/rooms", json=pinned)).status == 201
-    assert create_calls[0] == (("match",), {"room_id": None, "placement": None})
+    assert create_calls[0] == (("match",), {"room_id": None, "placement": None, "options": None})
     assert create_calls[1][1]["placement"] == Placement(
         instance_id=agent.instance_id, labels={"region": "eu"}, force=True
     )

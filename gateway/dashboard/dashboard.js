@@ -9,8 +9,9 @@
   const TOKEN_TTL_S = 8 * 3600;
   const REFRESH_MS = 2000;
   const EVENT_REFRESH_MS = 150;
-  const CHART_WINDOW_MS = 10 * 60 * 1000;
-  const CHART_STEP_MS = 2000;
+  const CHART_WINDOW_MS = 10 * 60 * 1000; // the most the chart shows
+  const CHART_MIN_SPAN_MS = 10 * 1000;
+  const CHART_STEP_MS = 1000;
   const FEED_LIMIT = 100;
   const ROOMS_PER_TYPE = 50;
   const EVENT_TYPES = [
@@ -60,7 +61,7 @@
 
   function age(ms) {
     const s = Math.max(0, ms) / 1000;
-    if (s < 10) return s.toFixed(1) + " s";
+    if (s < 10) return (Math.round(s * 10) / 10) + " s";
     if (s < 120) return Math.round(s) + " s";
     if (s < 7200) return Math.round(s / 60) + " min";
     return Math.round(s / 3600) + " h";
@@ -442,8 +443,11 @@
     const pad = 6;
     const maxRooms = Math.max(1, ...state.samples.map((s) => s.rooms));
     const maxConnections = Math.max(1, ...state.samples.map((s) => s.connections));
-    const x = (t) => ((t - (now - CHART_WINDOW_MS)) / CHART_WINDOW_MS) * width;
-    const y = (value, max) => height - pad - (value / max) * (height - 2 * pad);
+    // The samples since the page opened, up to the last 10 minutes, across the width.
+    const first = state.samples.length ? state.samples[0].t : now;
+    const span = Math.min(CHART_WINDOW_MS, Math.max(CHART_MIN_SPAN_MS, now - first));
+    const x = (t) => ((t - (now - span)) / span) * width;
+    const y = (value, max) => height - pad - (value / (max * 1.15)) * (height - 2 * pad);
     const line = (points, key, max) => points
       .map((s) => x(s.t).toFixed(1) + "," + y(s[key], max).toFixed(1))
       .join(" ");
@@ -458,6 +462,8 @@
       nodes.push(svg("polyline", { points: line(points, "rooms", maxRooms), class: "rooms" }));
     }
     chart.replaceChildren(...nodes);
+    $("axis-start").textContent = "−" + age(span);
+    $("axis-middle").textContent = "−" + age(span / 2);
     $("chart-rooms-max").textContent = "(max " + format(maxRooms) + ")";
     $("chart-connections-max").textContent = "(max " + format(maxConnections) + ")";
   }

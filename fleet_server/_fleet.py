@@ -24,7 +24,7 @@ from ._events import EventHub, EventType
 from ._ids import generate_room_id, is_valid_room_id
 from ._instance import Instance, _Room
 from ._membership import Membership
-from ._metrics import NULL_METER, Meter
+from ._metrics import NULL_METER, CensusRow, Meter
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._orphans import OrphanHolds
 from ._placement import Placement, ValidationError, check_pin, choose
@@ -109,9 +109,11 @@ class Fleet:
     def rooms(self) -> list[RoomInfo]:
         return self._read.room_infos()
 
-    def census(self) -> Iterator[tuple[InstanceInfo, bool]]:
-        """Every instance in the read model and whether it is stale (for the metrics)."""
-        return ((instance.info(), instance.stale) for instance in self._read.joined)
+    def census(self) -> Iterator[CensusRow]:
+        """Every instance in the read model as the metrics count it."""
+        for i in self._read.joined:
+            status = "stale" if i.stale else "draining" if i.status == "draining" else "active"
+            yield i.id, status, i.connections, i.room_infos()
 
     def get_instance(self, instance_id: str) -> InstanceInfo | None:
         instance = self._read.instance(instance_id)

@@ -35,12 +35,13 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from ._models import InstanceInfo, RoomInfo
+from ._models import RoomInfo
 
 __all__ = [
     "MAX_ROOM_TYPES",
     "NULL_METER",
     "OTHER_TYPE",
+    "CensusRow",
     "FleetMetrics",
     "LoopLag",
     "Meter",
@@ -57,8 +58,10 @@ POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 COMMAND_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _FOLD_AT: Final = 4096  # tallied round trips folded into buckets at this many (or a scrape)
 
-Census = Callable[[], Iterable[tuple[InstanceInfo, bool]]]
-"""Every instance in the read model and whether it is stale."""
+CensusRow = tuple[str, str, int, tuple[RoomInfo, ...]]
+"""One instance: its id, status (``active``, ``draining`` or ``stale``), connections and
+rooms (the same tuple object while its rooms are unchanged)."""
+Census = Callable[[], Iterable[CensusRow]]
 
 
 def package_version() -> str:
@@ -238,34 +241,41 @@ class FleetMetrics:
         return self._rtt.buckets()
 
 
+_Counted = tuple[tuple[RoomInfo, ...], dict[str, int], int]  # rooms, by type, reserved
+
+
 class _Census:
     """Instances by status, rooms by type, connections and reserved seats; the room
     counts of an instance are kept while its rooms tuple is the same object."""
 
     def __init__(self) -> None:
-        self._rooms: dict[str, tuple[tuple[RoomInfo, ...], Counter[str], int]] = {}
+        self._rooms: dict[str, _Counted] = {}
 
-    def count(
-        self, rows: Iterable[tuple[InstanceInfo, bool]]
-    ) -> tuple[dict[str, int], Counter[str], int, int]:
+    def count(self, rows: Iterable[CensusRow]) -> tuple[dict[str, int], Counter[str], int, int]:
         statuses = dict.fromkeys(STATUSES, 0)
         types: Counter[str] = Counter()
         connections = reserved = 0
-        cache: dict[str, tuple[tuple[RoomInfo, ...], Counter[str], int]] = {}
+        cache: dict[str, _Counted] = {}
         previous = self._rooms
-        for info, stale in rows:
-            statuses["stale" if stale else info.status] += 1
-            connections += info.connections
-            entry = previous.get(info.id)
-            if entry is None or entry[0] is not info.rooms:
-                rooms = info.rooms
-                types_here = Counter(room.type for room in rooms)
-                entry = (rooms, types_here, sum(room.reserved_seats for room in rooms))
-            cache[info.id] = entry
-            types.update(entry[1])
+        for instance_id, status, instance_connections, rooms in rows:
+            statuses[status] += 1
+            connections += instance_connections
+            entry = previous.get(instance_id)
+            if entry is None or entry[0] is not rooms:
+                entry = (rooms, _by_type(rooms), sum(room.reserved_seats for room in rooms))
+            cache[instance_id] = entry
+            for room_type, count in entry[1].items():
+                types[room_type] += count
             reserved += entry[2]
         self._rooms = cache
         return statuses, types, connections, reserved
+
+
+def _by_type(rooms: tuple[RoomInfo, ...]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for room in rooms:
+        counts[room.type] = counts.get(room.type, 0) + 1
+    return counts
 
 
 def capped(types: Counter[str], limit: int = MAX_ROOM_TYPES) -> Iterator[tuple[str, int]]:

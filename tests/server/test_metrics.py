@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections import Counter
 
-from fleet_server import InstanceInfo, RoomInfo
+from fleet_server import RoomInfo
 from fleet_server._metrics import (
     NULL_METER,
     OTHER_TYPE,
@@ -16,30 +16,11 @@ from fleet_server._metrics import (
     _Census,
     capped,
 )
-from fleet_server._models import Capacity
+from tests.support.raw_agent import RawRoom
 
 
 def room(room_id: str, room_type: str, reserved: int = 0) -> RoomInfo:
     return RoomInfo(room_id, room_type, 1, "i_1", "ws://x", False, reserved_seats=reserved)
-
-
-def instance(instance_id: str, rooms: tuple[RoomInfo, ...], status: str = "active") -> InstanceInfo:
-    return InstanceInfo(
-        id=instance_id,
-        name=instance_id,
-        process_uid="p",
-        endpoint_url="ws://x",
-        labels={},
-        room_types=("match",),
-        rooms=rooms,
-        connections=len(rooms),
-        capacity=Capacity(),
-        auto_create=True,
-        status=status,  # type: ignore[arg-type]
-        last_sync_at=0,
-        agent_version="1",
-        protocol_version=3,
-    )
 
 
 def test_a_tally_folds_observations_into_cumulative_buckets() -> None:
@@ -67,18 +48,30 @@ def test_room_types_beyond_the_cap_add_up_under_one_label() -> None:
 def test_the_census_counts_and_recounts_only_changed_instances() -> None:
     census = _Census()
     rooms = (room("a", "match", 2), room("b", "lobby"), room("c", "match"))
-    first = instance("i_1", rooms)
-    stale = instance("i_2", (), "draining")
-    statuses, types, connections, reserved = census.count([(first, False), (stale, True)])
+    first = ("i_1", "active", 3, rooms)
+    statuses, types, connections, reserved = census.count([first, ("i_2", "stale", 0, ())])
     assert statuses == {"active": 1, "draining": 0, "stale": 1}
     assert types == Counter({"match": 2, "lobby": 1})
     assert (connections, reserved) == (3, 2)
     cached = census._rooms["i_1"][1]
-    census.count([(first, False)])
+    census.count([first])
     assert census._rooms["i_1"][1] is cached  # same rooms tuple: not recounted
     assert "i_2" not in census._rooms  # gone instances are forgotten
-    _, types, _, _ = census.count([(instance("i_1", rooms[:1]), False)])
+    _, types, _, _ = census.count([("i_1", "draining", 1, rooms[:1])])
     assert types == Counter({"match": 1})
+
+
+async def test_the_census_rows_keep_their_rooms_tuple_across_hash_only_polls() -> None:
+    from tests.support.agents import RawAgents
+    from tests.support.orchestrators import running_orchestrator
+
+    async with running_orchestrator(heartbeat_ms=50) as orch, RawAgents(orch) as agents:
+        await agents.join(name="eu1", rooms={"r1": RawRoom("match", 2)})
+        ((_, status, connections, rooms),) = orch.fleet.census()
+        assert (status, connections, [r.id for r in rooms]) == ("active", 2, ["r1"])
+        await asyncio.sleep(0.2)  # a few hash-only polls move lastSyncAt only
+        ((_, _, _, again),) = orch.fleet.census()
+        assert again is rooms
 
 
 async def test_the_loop_lag_probe_sees_a_blocked_loop() -> None:

@@ -7,7 +7,8 @@ several orchestrators in one process never share a series. Three kinds of figure
   seats, event streams and their drops, leadership, loop lag — read from the read model
   and the event hub only when ``/metrics`` is scraped (:class:`_ScrapeCollector`);
 - *hot-path tallies*: poll round trips and HTTP requests, a list append or a dict
-  increment per message, turned into a histogram and a counter at scrape time;
+  increment per message, folded into a histogram and a counter by the loop-lag task's
+  tick and at scrape time;
 - *library metrics* for the rare events: commands, kicks, evictions, auth failures.
 
 The core's edges report through the :class:`Meter` protocol; :data:`NULL_METER` is the
@@ -56,7 +57,6 @@ STREAM_KINDS: Final = ("sse", "grpc", "webhook")
 STATUSES: Final = ("active", "draining", "stale")
 POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 COMMAND_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-_FOLD_AT: Final = 4096  # tallied round trips folded into buckets at this many (or a scrape)
 
 CensusRow = tuple[str, str, int, tuple[RoomInfo, ...]]
 """One instance: its id, status (``active``, ``draining`` or ``stale``), connections and
@@ -75,7 +75,11 @@ def package_version() -> str:
 class Meter(Protocol):
     """What the core's edges report; each call is cheap and never raises."""
 
-    def poll_rtt(self, seconds: float) -> None: ...
+    @property
+    def poll_rtt(self) -> Callable[[float], None]:
+        """Record one poll's round trip in seconds (the real one is a list's append)."""
+        ...
+
     def http_request(self, method: str, route: str, code: int) -> None: ...
     def command(self, op: str, outcome: str, seconds: float) -> None: ...
     def kick(self, reason: str) -> None: ...
@@ -83,11 +87,15 @@ class Meter(Protocol):
     def auth_failure(self, audience: str) -> None: ...
 
 
+def _ignore(seconds: float) -> None:
+    pass
+
+
 class NullMeter:
     """A meter that records nothing (metrics off, or a part built on its own)."""
 
-    def poll_rtt(self, seconds: float) -> None:
-        pass
+    def __init__(self) -> None:
+        self.poll_rtt: Final[Callable[[float], None]] = _ignore
 
     def http_request(self, method: str, route: str, code: int) -> None:
         pass
@@ -109,27 +117,26 @@ NULL_METER: Final[Meter] = NullMeter()
 
 
 class Tally:
-    """A histogram kept as plain numbers: observations are appended and folded into the
-    buckets in batches, so an observation costs a list append."""
+    """A histogram kept as plain numbers: :attr:`observe` is a list's own ``append`` (no
+    Python frame on the hot path); :meth:`fold` moves what it holds into the buckets and
+    must be called now and then (the loop-lag tick, every scrape)."""
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self._bounds = bounds
         self._counts = [0] * (len(bounds) + 1)  # the last one: above every bound
         self._sum = 0.0
         self._pending: list[float] = []
-
-    def observe(self, value: float) -> None:
-        pending = self._pending
-        pending.append(value)
-        if len(pending) >= _FOLD_AT:
-            self.fold()
+        self.observe: Final = self._pending.append
 
     def fold(self) -> None:
-        pending, self._pending = self._pending, []
+        pending = self._pending
+        if not pending:
+            return
         counts, bounds = self._counts, self._bounds
         for value in pending:
             counts[bisect.bisect_left(bounds, value)] += 1
         self._sum += sum(pending)
+        pending.clear()
 
     def buckets(self) -> tuple[list[tuple[str, float]], float]:
         """Cumulative ``(le, count)`` pairs ending with ``+Inf``, and the sum."""
@@ -144,10 +151,17 @@ class Tally:
 
 class LoopLag:
     """How late a timer fires on the event loop: a task sleeps ``period_s`` over and
-    over; :attr:`seconds` is the worst lateness of the last ``window_s``."""
+    over; :attr:`seconds` is the worst lateness of the last ``window_s``. ``on_tick``
+    runs after every sleep."""
 
-    def __init__(self, period_s: float = 0.5, window_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        period_s: float = 0.5,
+        window_s: float = 10.0,
+        on_tick: Callable[[], None] = lambda: None,
+    ) -> None:
         self._period = period_s
+        self._on_tick = on_tick
         self._samples: deque[float] = deque(maxlen=max(1, int(window_s / period_s)))
         self._task: asyncio.Task[None] | None = None
 
@@ -172,6 +186,7 @@ class LoopLag:
             started = time.monotonic()
             await asyncio.sleep(period)
             self._samples.append(max(0.0, time.monotonic() - started - period))
+            self._on_tick()
 
 
 class FleetMetrics:
@@ -188,7 +203,9 @@ class FleetMetrics:
     ) -> None:
         self.registry: Final = CollectorRegistry()
         registry = self.registry
-        self.lag: Final = LoopLag()
+        self._rtt = Tally(POLL_BUCKETS)
+        self.poll_rtt: Final = self._rtt.observe
+        self.lag: Final = LoopLag(on_tick=self._rtt.fold)
         self._commands = CounterMetric(
             "fleet_commands", "Commands settled", ("op", "outcome"), registry=registry
         )
@@ -210,21 +227,22 @@ class FleetMetrics:
         )
         build = Gauge("fleet_build_info", "The running version", ("version",), registry=registry)
         build.labels(version).set(1)
-        self._rtt = Tally(POLL_BUCKETS)
+        self._children: dict[tuple[str, str], tuple[CounterMetric, Histogram]] = {}
         self.http: Final[Counter[tuple[str, str, int]]] = Counter()
         registry.register(_ScrapeCollector(self, census, streams, dropped, leads))
 
-    # --- the meter ------------------------------------------------------------------
-
-    def poll_rtt(self, seconds: float) -> None:
-        self._rtt.observe(seconds)
+    # --- the meter (and ``poll_rtt``, an attribute) ----------------------------------
 
     def http_request(self, method: str, route: str, code: int) -> None:
         self.http[method, route, code] += 1
 
     def command(self, op: str, outcome: str, seconds: float) -> None:
-        self._commands.labels(op, outcome).inc()
-        self._durations.labels(op).observe(seconds)
+        children = self._children.get((op, outcome))
+        if children is None:  # once per (op, outcome): labels() takes a lock and a lookup
+            children = (self._commands.labels(op, outcome), self._durations.labels(op))
+            self._children[op, outcome] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def kick(self, reason: str) -> None:
         self._kicks.labels(reason).inc()

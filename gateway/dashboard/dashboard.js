@@ -195,7 +195,8 @@
       state.instanceCount = instances.count === undefined ? instances.data.length : instances.count;
       render();
     } catch (error) {
-      // a failed refresh leaves the last view; 401 has already signed out
+      // a failed refresh leaves the last view (401 has already signed out); say why
+      if (state.session) $("stat-updated").textContent = "not updated: " + error.message;
     } finally {
       state.refreshing = false;
       if (state.again) {

@@ -34,7 +34,7 @@ from ._envelope import encode, envelope, found, json_body, ok, rejected
 from ._middleware import CONTEXT, AuthMode, Guard, raw_path
 from ._openapi import serve_document
 from ._paging import page
-from ._parsing import create_room_body, page_params, room_filter, seat_body
+from ._parsing import capacity_params, create_room_body, page_params, room_filter, seat_body
 from ._sse import EventStreams
 
 __all__ = ["RestApi", "Route", "mount_health", "mount_rest"]
@@ -100,6 +100,7 @@ class RestApi:
             Route("GET", "/v1/openapi.json", serve_document, auth=AuthMode.NONE),
             Route("GET", "/v1/cluster", self.cluster, any_role=True),
             Route("GET", "/v1/stats", self.stats),
+            Route("GET", "/v1/capacity", self.capacity),
             Route("GET", "/v1/instances", self.instances),
             Route("GET", "/v1/instances/{id}", self.instance),
             Route("GET", "/v1/instances/{id}/rooms", self.instance_rooms),
@@ -143,6 +144,11 @@ class RestApi:
 
     async def cluster(self, request: web.Request) -> web.StreamResponse:
         return ok(self._cluster.info())
+
+    async def capacity(self, request: web.Request) -> web.StreamResponse:
+        group_by, room_type = capacity_params(request.query)
+        rows = self._fleet.capacity(group_by, room_type)
+        return ok([row.to_dict() for row in rows], count=len(rows))
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
         stats = self._fleet.stats

@@ -315,6 +315,8 @@ _SETTINGS: Final[Mapping[str, tuple[str | None, Parser]]] = {
     "cluster": ("cluster", _text),
     "advertise_url": ("advertise_url", _optional_text),
     "leader_lease_ms": ("leader_lease_ms", _int),
+    "webhooks": ("webhooks", _text),
+    "capacity_label": ("capacity_label", _text),
     "log_level": (None, _level),
     "environment": ("production", _environment),
 }

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, Unpack
 
+import aiohttp
 from aiohttp import web
 
 from ._auth import Authenticator
@@ -29,6 +30,7 @@ from ._fleet import Fleet
 from ._interfaces import Services
 from ._options import OrchestratorKeywords, OrchestratorOptions
 from ._transport import AgentTransport
+from ._webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from gateway import GrpcServer
@@ -117,6 +119,8 @@ class Orchestrator:
         self._port = options.port
         self._grpc_port = options.grpc_port
         self._end_streams: Callable[[], Awaitable[None]] | None = None
+        self._webhooks: list[WebhookSender] = []
+        self._webhook_session: aiohttp.ClientSession | None = None
 
     # --- what embedders read ------------------------------------------------------
 
@@ -182,7 +186,9 @@ class Orchestrator:
             await self._start_http()
             await self._start_grpc()
             await self._cluster.listening(self._port, self._grpc_port)
+            await self._start_webhooks()
         except BaseException:
+            await self._stop_webhooks()
             await self._cluster.stop()
             if self._grpc is not None:
                 await self._grpc.stop()
@@ -214,6 +220,22 @@ class Orchestrator:
         if addresses:
             self._port = int(addresses[0][1])
 
+    async def _start_webhooks(self) -> None:
+        if not self.options.webhooks:
+            return
+        self._webhook_session = aiohttp.ClientSession()
+        self._webhooks = [
+            WebhookSender(hook, self._hub, self._webhook_session) for hook in self.options.webhooks
+        ]
+
+    async def _stop_webhooks(self) -> None:
+        senders, self._webhooks = self._webhooks, []
+        for sender in senders:
+            await sender.close()
+        session, self._webhook_session = self._webhook_session, None
+        if session is not None:
+            await session.close()
+
     async def _start_grpc(self) -> None:
         if self.options.grpc_port is None:
             return
@@ -237,6 +259,7 @@ class Orchestrator:
         await self.transport.close_all()
         self.fleet.close()  # the teardown's owed ``sync``, before listeners go
         await self._cluster.stop()  # the record with every process still connected
+        await self._stop_webhooks()
         if self._grpc is not None:
             await self._grpc.stop()
             self._grpc = None

@@ -6,7 +6,7 @@ agent's protocol major arrived. :func:`serve` then hands each data message to th
 handler and sends its reply, until the socket closes or the orchestrator stops polling.
 
 Close codes: the agent closes with 1000 only when ``disconnect()`` ends the connection
-(a *clean leave* to the orchestrator). Every other end is not a leave: 4011 when no
+(a *clean leave* to the orchestrator). Every other end is not a leave: 4012 when no
 poll came for three heartbeats, 1002 on a protocol mismatch, 1001 otherwise, and a
 close from the orchestrator is answered with its own code (1001 for its 1000).
 """
@@ -42,7 +42,7 @@ LEAVE: Final = 1000
 """The agent's close code for ``disconnect()`` only: the orchestrator reads it as a leave."""
 GOING_AWAY: Final = 1001
 """The agent's close code when it gives up on a connection for any other reason."""
-NO_POLL: Final = 4011
+NO_POLL: Final = 4012  # 4011 is the orchestrator's "credential revoked"
 """The agent's close code when no poll came for :data:`POLL_MISSES` heartbeats."""
 NOT_LEADER: Final = 4010
 """The orchestrator's close code when it stops leading (reason ``not leader``)."""

@@ -158,7 +158,7 @@ class Supervisor:
         deadline: asyncio.Timeout,
     ) -> Ended:
         """Serve one joined connection until it ends; closes it with 1000 only when
-        cancelled (``disconnect()``), else with 4011 after no polls, else 1001."""
+        cancelled (``disconnect()``), else with 4012 after no polls, else 1001."""
         code, reason = GOING_AWAY, ""
         try:
             deadline.reschedule(None)

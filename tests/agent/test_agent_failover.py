@@ -288,7 +288,7 @@ async def test_the_agent_answers_a_close_with_its_code_but_never_with_1000(
         await agent.disconnect()
 
 
-async def test_a_frozen_orchestrator_is_dropped_with_4011_after_three_heartbeats(
+async def test_a_frozen_orchestrator_is_dropped_with_4012_after_three_heartbeats(
     make_agent: MakeAgent, fakes: MakeFakes, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -300,7 +300,7 @@ async def test_a_frozen_orchestrator_is_dropped_with_4011_after_three_heartbeats
     joined = asyncio.get_running_loop().time()
     await asyncio.wait_for(link.closed.wait(), 10)
     assert asyncio.get_running_loop().time() - joined >= 0.2  # not before three heartbeats
-    assert link.ws.close_code == 4011
+    assert link.ws.close_code == 4012
     await hello_on(live, "i_live")
     await wait_for(lambda: agent.instance_id == "i_live", 10)
     assert agent.url == live.url

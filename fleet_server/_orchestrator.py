@@ -201,7 +201,9 @@ class Orchestrator:
         self._status = OrchestratorStatus.LISTENING
 
     async def _start_http(self) -> None:
-        runner = web.AppRunner(
+        from gateway import FleetRunner  # the HTTP server: envelopes for unparsable requests
+
+        runner = FleetRunner(
             self.build_app(),
             access_log=None,
             handle_signals=False,

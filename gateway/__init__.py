@@ -6,5 +6,6 @@ meant to be used on its own.
 
 from ._grpc import GrpcServer, start_grpc
 from ._rest import mount_health, mount_rest
+from ._server import FleetRunner
 
-__all__ = ["GrpcServer", "mount_health", "mount_rest", "start_grpc"]
+__all__ = ["FleetRunner", "GrpcServer", "mount_health", "mount_rest", "start_grpc"]

@@ -111,7 +111,7 @@ class RestApi:
             Route("GET", "/v1/rooms/{roomId}", self.room),
             Route("DELETE", "/v1/rooms/{roomId}", self.destroy_room, audited=True),
             Route("POST", "/v1/seats", self.reserve_seats, audited=True, reads_body=True),
-            Route("DELETE", "/v1/seats/{id}", self.release_seats, audited=True),
+            Route("DELETE", "/v1/seats/{reservationId}", self.release_seats, audited=True),
             Route("GET", "/v1/events", self._streams.handle, auth=AuthMode.ADMIN_OR_QUERY),
         ]
 
@@ -222,7 +222,7 @@ class RestApi:
         return ok(grant.to_dict(), status=201 if grant.created else 200)
 
     async def release_seats(self, request: web.Request) -> web.StreamResponse:
-        self._fleet.release_seats(path_params(request)["id"])
+        self._fleet.release_seats(path_params(request)["reservationId"])
         return ok()
 
     async def destroy_room(self, request: web.Request) -> web.StreamResponse:

@@ -119,6 +119,10 @@ async def test_a_node_client_reads_creates_and_destroys_over_grpc(
         "instance_id": agent.instance_id,
         "endpoint_url": "wss://game.example",
         "local": False,
+        # the matchmaking fields of RoomInfo (CONTRACT §11), unset for this room
+        "metadata": "",
+        "locked": False,
+        "reserved_seats": 0,
     }
     assert result["destroyed"] == {}
     assert result["statsAfter"]["rooms"] == 0

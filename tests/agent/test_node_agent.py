@@ -245,8 +245,9 @@ async def test_a_node_agent_joins_a_real_orchestrator_that_agrees_on_its_hash(
             room = orch.fleet.get_room("r1")
             assert room is not None and room.connections == 3
             assert room.instance_id == instance_id
+            assert dict(room.metadata) == METADATA  # reported by Node, canonical in reads
             while (await node.next("state"))["full"]:
                 pass  # the orchestrator polls with the hash it got: hash-only replies follow
-            created = await orch.fleet.create_room("match", "from-orch")
+            created = await orch.fleet.create_room("match", "from-orch", options={"map": "dust"})
             assert created.id == "from-orch"
-            assert (await node.next("create"))["options"] == {}
+            assert (await node.next("create"))["options"] == {"map": "dust"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import signal
 import sys
 import time
@@ -26,6 +28,7 @@ from tests.support.waits import wait_for
 
 LEASE_MS = 3000
 LEASE_S = LEASE_MS / 1000
+RETRY = re.compile(r"campaigns again in ([0-9.]+) s")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -218,6 +221,31 @@ async def test_after_etcd_stops_and_restarts_a_leader_returns(
     assert len(leaders(nodes)) == 1
 
 
+async def test_after_a_long_etcd_outage_retries_stay_within_half_the_lease_and_a_leader_returns(
+    elections: Elections, etcd: EtcdServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retries back off, but never past half the lease: once etcd is back a leader is
+    elected within the lease, however long etcd was away (a 3 s cap would let a node
+    sleep past a 1 s lease)."""
+    caplog.set_level(logging.DEBUG, logger="fleet.server")
+    lease_s = 1.0
+    a = await elections("a", lease_ms=int(lease_s * 1000))
+    await wait_for(a.is_leader, 10)
+    etcd.kill()
+
+    def delays() -> list[float]:
+        found = (RETRY.search(r.getMessage()) for r in caplog.records)
+        return [float(m.group(1)) for m in found if m is not None]
+
+    await wait_for(lambda: len(delays()) >= 7, 15)  # past where a 3 s cap is reached
+    assert max(delays()) <= lease_s / 2, delays()
+    await etcd.astart()
+    started = time.monotonic()
+    await wait_for(a.is_leader, lease_s + 10)
+    took = time.monotonic() - started
+    assert took <= lease_s + 0.5, took  # the lease, and scheduling noise
+
+
 async def test_start_raises_naming_the_endpoint_when_no_etcd_answers() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     election = Election(
@@ -291,6 +319,7 @@ def test_backoff_doubles_to_its_cap_with_jitter_in_its_upper_half() -> None:
     assert [backoff_s(n, lambda: 1.0) for n in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.0, 3.0]
     assert backoff_s(0, lambda: 0.0) == 0.05
     assert backoff_s(100, lambda: 0.0) == 1.5
+    assert [backoff_s(n, lambda: 1.0, cap_s=1.0) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1, 1]
 
 
 def _leader_id(node: Election) -> str | None:

@@ -21,7 +21,15 @@ from tests.support.etcd import EtcdServer
 from tests.support.ports import free_ports
 from tests.support.waits import wait_for
 
-from .support import AgentProcess, Daemon, Rows, agents_rooms, copies, owners
+from .support import (
+    START_TIMEOUT_S,
+    AgentProcess,
+    Daemon,
+    Rows,
+    agents_rooms,
+    copies,
+    owners,
+)
 
 __all__ = [
     "Cluster",
@@ -188,7 +196,11 @@ async def start_agents(
         )
         hosts.append(host)
         started.append(host)
-    await asyncio.gather(*(host.wait_slots(n) for host, n in zip(started, sizes, strict=True)))
+    # Many processes starting together on a small machine: allow for it.
+    timeout = START_TIMEOUT_S + count / 5
+    await asyncio.gather(
+        *(host.wait_slots(n, timeout) for host, n in zip(started, sizes, strict=True))
+    )
 
 
 async def all_agents_on(matchmaker: Matchmaker, hosts: list[AgentProcess]) -> bool:

@@ -22,6 +22,7 @@ from tests.support.waits import wait_for
 
 __all__ = [
     "ROOT",
+    "START_TIMEOUT_S",
     "AgentProcess",
     "Daemon",
     "Joined",

@@ -61,6 +61,10 @@ async def upgrade_refusal(session: aiohttp.ClientSession, agent_url: str) -> tup
 async def test_a_leader_frozen_past_its_lease_never_leads_again_after_sigcont(
     etcd: EtcdServer, tmp_path: Path
 ) -> None:
+    """SIGSTOP the leader under create load until a standby has led past its lease, then
+    SIGCONT: the create queued in its socket is refused ``NOT_LEADER``; it says standby,
+    names the new leader, refuses creates and agents and never takes the lead; every
+    agent is on the new leader within 10 s of the stop; nothing lost or duplicated."""
     async with (
         running_cluster(etcd, tmp_path, heartbeat_ms=HEARTBEAT_MS) as cluster,
         aiohttp.ClientSession() as session,

@@ -43,7 +43,7 @@ from .support import (
 )
 
 HEARTBEAT_MS = 250
-ORPHAN_HOLD_MS = 2000
+ORPHAN_HOLD_MS = 3000  # well past the time an agent that comes back takes, under load
 HOLD_S = ORPHAN_HOLD_MS / 1000
 RETRY_S = 0.02  # the matchmaker's retry interval
 AFTER_LISTED = 5  # retries still sent (and refused) once the id is listed on its agent
@@ -286,7 +286,7 @@ async def test_a_502_retried_every_20ms_is_409_until_its_agent_lists_it_or_free_
             cut, frozen, killed, spare = await start_hosts(
                 hosts,
                 tmp_path,
-                (proxy.url, "cut", 10, 1000),
+                (proxy.url, "cut", 10, 500),
                 (url, "frozen", 5, 400),
                 (url, "killed", 5, 1000),
                 (url, "spare", 1, 0),

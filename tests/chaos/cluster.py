@@ -178,10 +178,15 @@ async def start_agents(
     per_host: int = 10,
     backoff_ms: tuple[float, float] = (250.0, 2000.0),
     watch_ms: float = 50,
+    nice: int = 5,
 ) -> None:
     """``count`` agents, ``per_host`` to a process, each given every node's agent URL;
     each process joins ``hosts`` as soon as it runs (so that it is killed at the end
-    whatever happens), and this returns once every agent has joined."""
+    whatever happens), and this returns once every agent has joined.
+
+    The agent processes run at ``nice``: on one small machine the game servers would
+    otherwise take the CPU the daemons and etcd need to keep their leases, which they
+    do not share with them in production."""
     sizes = [per_host] * (count // per_host) + ([count % per_host] if count % per_host else [])
     started: list[AgentProcess] = []
     for i, size in enumerate(sizes):
@@ -192,6 +197,7 @@ async def start_agents(
             agents=size,
             backoff_ms=backoff_ms,
             watch_ms=watch_ms,
+            nice=nice,
             wait=False,
         )
         hosts.append(host)

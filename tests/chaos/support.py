@@ -74,16 +74,20 @@ class AgentProcess:
         lag_ms: float = 500.0,
         backoff_ms: tuple[float, float] | None = None,
         watch_ms: float | None = None,
+        nice: int = 0,
         wait: bool = True,
     ) -> AgentProcess:
-        """Start a host of ``agents`` agents dialling ``url`` (one, or a cluster's list);
+        """Start a host of ``agents`` agents dialling ``url`` (one, or a cluster's list),
+        at ``nice`` (game servers do not share the orchestrators' CPU in production);
         with ``wait``, return once every one has joined."""
         urls = ",".join([url] if isinstance(url, str) else url)
         extra = ["--backoff-ms", f"{backoff_ms[0]:g},{backoff_ms[1]:g}"] if backoff_ms else []
         extra += ["--watch-ms", f"{watch_ms:g}"] if watch_ms is not None else []
         log_path = log_dir / f"{name}.log"
         log = log_path.open("ab")
+        niced = ["nice", "-n", str(nice)] if nice else []
         proc = await asyncio.create_subprocess_exec(
+            *niced,
             sys.executable,
             "-m",
             "tests.chaos.agent_host",

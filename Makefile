@@ -69,10 +69,13 @@ bench: install
 bench-quick: install
 	$(PY) tools/bench.py --quick $(BENCH_ARGS)
 
-# Long runs of what `make test` runs briefly (docs/reliability.md): a 60 s churn, and
-# schemathesis + hypothesis with many examples and a random seed.
-chaos: install
-	CHURN_SECONDS=$${CHURN_SECONDS:-60} $(PY) -m pytest -q -s tests/chaos $(PYTEST_ARGS)
+# Long runs of what `make test` runs briefly (docs/reliability.md): a 60 s churn, the
+# leader SIGKILLed 5 times under 200 agents, etcd stopped and frozen; and schemathesis +
+# hypothesis with many examples and a random seed.
+chaos: install etcd
+	CHURN_SECONDS=$${CHURN_SECONDS:-60} HA_AGENTS=$${HA_AGENTS:-200} HA_KILLS=$${HA_KILLS:-5} \
+		ETCD_OUTAGES=$${ETCD_OUTAGES:-stop,pause} \
+		$(PY) -m pytest -q -s tests/chaos $(PYTEST_ARGS)
 
 fuzz: install
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} HYPOTHESIS_PROFILE=fuzz \

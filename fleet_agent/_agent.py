@@ -28,9 +28,10 @@ from rivalis.fleet.v3 import agent_pb2
 from ._config import AgentConfig, make_config
 from ._errors import AgentTimeoutError, ConnectionClosedError, FleetAgentError
 from ._frames import FrameHandler
-from ._host import DestroyNotifier, RoomHost, RoomView
+from ._host import DestroyNotifier, RoomHost, RoomView, SupportsSeatLedger
 from ._log import logger
 from ._options import Backoff, Capacity
+from ._seats import SeatLedger
 from ._shutdown import GracefulShutdown
 from ._snapshot import Identity, Snapshot, SnapshotStatus
 from ._status import LIVE, AgentStatus
@@ -76,6 +77,12 @@ class FleetAgent:
     pass without a Hello. ``connect()`` resolves on the first Hello and the agent then
     stays joined, redialling after every drop, until ``disconnect()``. Use it as an
     async context manager to pair the two.
+
+    Made over a host with ``attach_seat_ledger`` (a :class:`~fleet_agent.RoomManager`),
+    the agent hands it the verifier of seat tickets signed for its ``key`` at once, so
+    ``room.accept_ticket()`` works offline and before ``connect()``; the accepted
+    reservations are reported from the next poll on. A second agent made over the same
+    host takes that over.
     """
 
     def __init__(
@@ -110,7 +117,10 @@ class FleetAgent:
             backoff=backoff,
         )
         self._process_uid = "p_" + secrets.token_hex(12)
-        self._snapshot = Snapshot(_identity(self._config, self._process_uid))
+        self._seats = SeatLedger(self._config.key)
+        if isinstance(host, SupportsSeatLedger):
+            host.attach_seat_ledger(self._seats)
+        self._snapshot = Snapshot(_identity(self._config, self._process_uid), self._seats)
         self._status = AgentStatus.CLOSED
         self._instance_id: str | None = None
         self._supervisor_task: asyncio.Task[None] | None = None

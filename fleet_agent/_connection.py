@@ -6,7 +6,7 @@ agent's protocol major arrived. :func:`serve` then hands each data message to th
 handler and sends its reply, until the socket closes or the orchestrator stops polling.
 
 Close codes: the agent closes with 1000 only when ``disconnect()`` ends the connection
-(a *clean leave* to the orchestrator). Every other end is not a leave: 4011 when no
+(a *clean leave* to the orchestrator). Every other end is not a leave: 4012 when no
 poll came for three heartbeats, 1002 on a protocol mismatch, 1001 otherwise, and a
 close from the orchestrator is answered with its own code (1001 for its 1000).
 """
@@ -27,6 +27,7 @@ from ._errors import ProtocolMismatchError, describe
 from ._log import logger
 
 __all__ = [
+    "HANDSHAKE_TIMEOUT_S",
     "LEAVE",
     "NOT_LEADER",
     "NO_POLL",
@@ -35,6 +36,7 @@ __all__ = [
     "HandleFrame",
     "close",
     "establish",
+    "handshake_timeout_s",
     "serve",
 ]
 
@@ -42,15 +44,16 @@ LEAVE: Final = 1000
 """The agent's close code for ``disconnect()`` only: the orchestrator reads it as a leave."""
 GOING_AWAY: Final = 1001
 """The agent's close code when it gives up on a connection for any other reason."""
-NO_POLL: Final = 4011
+NO_POLL: Final = 4012  # 4011 is the orchestrator's "credential revoked"
 """The agent's close code when no poll came for :data:`POLL_MISSES` heartbeats."""
 NOT_LEADER: Final = 4010
 """The orchestrator's close code when it stops leading (reason ``not leader``)."""
 POLL_MISSES: Final = 3
 """Heartbeats without a poll after which the agent drops a connection."""
 
-_HANDSHAKE_TIMEOUT_S: Final = 10.0
-"""Bound on the WebSocket handshake, and on the wait for Hello after it."""
+HANDSHAKE_TIMEOUT_S: Final = 10.0
+"""Bound on the WebSocket handshake, and on the wait for Hello after it, until a Hello
+has told the agent the heartbeat (see :func:`handshake_timeout_s`)."""
 _CLOSE_TIMEOUT_S: Final = 5.0
 _MIN_WAIT_S: Final = 0.001
 _LEADER_HEADER: Final = "Fleet-Leader"
@@ -83,22 +86,36 @@ class Ended:
     no_poll: bool = False
 
 
+def handshake_timeout_s(heartbeat_ms: int | None) -> float:
+    """How long one handshake (and then Hello) may take: :data:`HANDSHAKE_TIMEOUT_S`, or
+    less once a Hello gave the heartbeat: an orchestrator that does not answer for
+    :data:`POLL_MISSES` heartbeats is as silent as one that stops polling (a frozen
+    process whose kernel still accepts connections)."""
+    if heartbeat_ms is None or heartbeat_ms <= 0:
+        return HANDSHAKE_TIMEOUT_S
+    return min(HANDSHAKE_TIMEOUT_S, POLL_MISSES * heartbeat_ms / 1000)
+
+
 async def establish(
-    http: aiohttp.ClientSession, config: AgentConfig, url: str
+    http: aiohttp.ClientSession,
+    config: AgentConfig,
+    url: str,
+    timeout_s: float = HANDSHAKE_TIMEOUT_S,
 ) -> tuple[aiohttp.ClientWebSocketResponse, agent_pb2.Hello]:
-    """Dial ``url`` and wait for Hello; the caller closes the returned socket.
+    """Dial ``url`` and wait for Hello, each within ``timeout_s``; the caller closes the
+    returned socket.
 
     Raises :class:`AttemptFailed` for anything worth another attempt, and
     :class:`ProtocolMismatchError` (after closing with 1002) when the orchestrator speaks
     another protocol major.
     """
-    ws = await _dial(http, config, url)
+    ws = await _dial(http, config, url, timeout_s)
     try:
         if ws.protocol != wire.SUBPROTOCOL:
             raise AttemptFailed(
                 f"connect failed url={url}: the orchestrator did not select {wire.SUBPROTOCOL}"
             )
-        hello = await _await_hello(ws, url)
+        hello = await _await_hello(ws, url, timeout_s)
     except BaseException as exc:
         await close(ws, _abandon_code(exc))
         raise
@@ -159,10 +176,10 @@ async def close(ws: aiohttp.ClientWebSocketResponse, code: int, reason: str = ""
 
 
 async def _dial(
-    http: aiohttp.ClientSession, config: AgentConfig, url: str
+    http: aiohttp.ClientSession, config: AgentConfig, url: str, timeout_s: float
 ) -> aiohttp.ClientWebSocketResponse:
     try:
-        async with asyncio.timeout(_HANDSHAKE_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             return await http.ws_connect(
                 url,
                 protocols=(wire.SUBPROTOCOL, config.key),
@@ -179,9 +196,11 @@ async def _dial(
         raise AttemptFailed(f"connect failed url={url}: {describe(exc)}") from exc
 
 
-async def _await_hello(ws: aiohttp.ClientWebSocketResponse, url: str) -> agent_pb2.Hello:
+async def _await_hello(
+    ws: aiohttp.ClientWebSocketResponse, url: str, timeout_s: float
+) -> agent_pb2.Hello:
     try:
-        async with asyncio.timeout(_HANDSHAKE_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             while True:
                 data = await _receive(ws)
                 if data is None:
@@ -203,7 +222,7 @@ async def _await_hello(ws: aiohttp.ClientWebSocketResponse, url: str) -> agent_p
                     raise _mismatch(frame.hello.protocol_version)
                 return frame.hello
     except TimeoutError as exc:
-        raise AttemptFailed(f"no Hello within {_HANDSHAKE_TIMEOUT_S:g} s url={url}") from exc
+        raise AttemptFailed(f"no Hello within {timeout_s:g} s url={url}") from exc
 
 
 def _abandon_code(exc: BaseException) -> int:

@@ -9,11 +9,15 @@ Errors::
     │                            disconnect(), or no connection at all
     ├── ProtocolMismatchError    the orchestrator speaks another protocol major (fatal)
     ├── RoomExistsError          RoomHost.create_room: the room id is taken
+    ├── TicketError              room.accept_ticket: the seat ticket may not be accepted
+    │                            (also a ValueError; defined in _tickets)
     └── UnknownRoomTypeError     RoomHost.create_room: no factory for the room type
 
 Network failures never raise into the host: the agent logs and retries. Only the calls
 that wait for a network outcome (``connect()``, ``drain()``, ``undrain()``) raise, and
-only these types.
+only these types. ``room.accept_ticket()`` raises :class:`TicketError` with the reason
+(``malformed ticket``, ``bad signature``, ``ticket for another room``, ``expired ticket``,
+``ticket already used``, ``too many accepted reservations``, ``no agent key``).
 """
 
 from __future__ import annotations

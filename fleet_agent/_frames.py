@@ -6,6 +6,7 @@ the host call it reports on finished.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Final
@@ -23,6 +24,9 @@ __all__ = ["FrameHandler"]
 
 _SNAPSHOT_WARNING_BYTES: Final = wire.MAX_FRAME_BYTES // 2
 _SNAPSHOT_ERROR_BYTES: Final = math.ceil(wire.MAX_FRAME_BYTES * 0.9)
+_NO_OPTIONS: Final = (
+    "this host's create_room takes no options (room_type, room_id only); the create carried options"
+)
 
 
 def _ack(cmd: agent_pb2.Command, *, ok: bool, error: str | None = None) -> agent_pb2.Ack:
@@ -51,6 +55,7 @@ class FrameHandler:
         self._snapshot = snapshot
         self._apply_status = apply_status
         self._on_echo = on_echo
+        self._takes_options = _takes_options(host)
         self.polls = 0
 
     async def handle(self, data: bytes) -> bytes | None:
@@ -109,13 +114,22 @@ class FrameHandler:
             return _ack(cmd, ok=False, error="create needs a room_type")
         room_id = cmd.room_id or None
         try:
+            options = wire.parse_object_text(cmd.options, wire.MAX_OPTIONS_BYTES, "options")
+        except ValueError as exc:
+            return _ack(cmd, ok=False, error=str(exc))
+        if options and not self._takes_options:
+            return _ack(cmd, ok=False, error=_NO_OPTIONS)
+        try:
             rooms = list(self._host.rooms())
             max_rooms = config.capacity.max_rooms
             if max_rooms is not None and len(rooms) >= max_rooms:
                 return _ack(cmd, ok=False, error=f"capacity reached: max_rooms={max_rooms}")
             if room_id is not None and any(view.id == room_id for view in rooms):
                 raise RoomExistsError(room_id)
-            view = await self._host.create_room(cmd.room_type, room_id)
+            if options:
+                view = await self._host.create_room(cmd.room_type, room_id, options)
+            else:
+                view = await self._host.create_room(cmd.room_type, room_id)
             created = agent_pb2.AckRoom(id=view.id, type=view.type)
         except RoomExistsError as exc:
             return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=False, exists=True, error=str(exc))
@@ -137,6 +151,20 @@ class FrameHandler:
             return _ack(cmd, ok=False, error=describe(exc))
         self._snapshot.forget(room_id)
         return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=True, already_gone=not destroyed)
+
+
+def _takes_options(host: RoomHost) -> bool:
+    """Whether ``host.create_room`` takes a third (options) argument; a host written
+    before create options existed takes only ``(room_type, room_id)``."""
+    try:
+        signature = inspect.signature(host.create_room)
+    except (TypeError, ValueError):
+        return True  # not introspectable: let the call itself decide
+    try:
+        signature.bind("type", "id", {})
+    except TypeError:
+        return False
+    return True
 
 
 def _check_snapshot_size(size: int) -> None:

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import inspect
+import json
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeAlias
 
+from . import wire
 from ._errors import RoomExistsError, UnknownRoomTypeError
 from ._log import logger
+from ._seats import SeatLedger, SeatReservation
+from ._tickets import TicketError
 
-__all__ = ["DestroyListener", "Room", "RoomFactory", "RoomManager"]
+__all__ = ["DestroyListener", "MatchmakingFields", "Room", "RoomFactory", "RoomManager"]
 
 RoomFactory: TypeAlias = "Callable[[str, str], Room]"
 """A :class:`Room` subclass or any callable ``(room_id, room_type) -> Room``."""
 
 DestroyListener: TypeAlias = "Callable[[Room], Awaitable[None] | None]"
 """Called (and awaited when it returns an awaitable) after a room is destroyed."""
+
+MatchmakingFields: TypeAlias = tuple[str, "int | None", bool]
+"""A room's ``(metadata text, max_connections, locked)`` as one tuple: the snapshot reads
+it in one attribute access per room and poll."""
 
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 _GENERATED_ID_CHARS = 21
@@ -33,14 +41,19 @@ class Room:
     """One room of a game server.
 
     ``connections`` is what the fleet sees as the room's load: set it whenever players
-    join or leave. Subclasses may override the async :meth:`on_create` and
-    :meth:`on_destroy` hooks.
+    join or leave. ``metadata`` (a JSON object), ``max_connections`` (seats, ``None``:
+    unlimited) and ``locked`` (no new seats) are what matchmaking sees; all four are
+    reported at the next poll. ``options`` are the create options the room was made with.
+    Subclasses may override the async :meth:`on_create` and :meth:`on_destroy` hooks.
     """
 
     def __init__(self, room_id: str, room_type: str) -> None:
         self._id = room_id
         self._type = room_type
         self._connections = 0
+        self._options: dict[str, Any] = {}
+        self._matchmaking: MatchmakingFields = ("", None, False)
+        self._seats: SeatLedger | None = None
 
     @property
     def id(self) -> str:
@@ -59,6 +72,81 @@ class Room:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"connections must be an int >= 0, got {value!r}")
         self._connections = value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The create options (``{}`` when none, as for local rooms); set before
+        :meth:`on_create` runs."""
+        return self._options
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The room's metadata, a JSON object (``{}`` when none).
+
+        Reading returns a fresh copy; assign a new object to change it. Assigning
+        something that is not a JSON object, or whose canonical text is over
+        :data:`~fleet_agent.wire.MAX_METADATA_BYTES` bytes, raises ``ValueError`` and keeps
+        the old value.
+        """
+        text = self._matchmaking[0]
+        return json.loads(text) if text else {}
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, Any]) -> None:
+        text = wire.object_text(value, wire.MAX_METADATA_BYTES, "metadata")
+        _, max_connections, locked = self._matchmaking
+        self._matchmaking = ("" if text == "{}" else text, max_connections, locked)
+
+    @property
+    def metadata_text(self) -> str:
+        """The canonical JSON text of :attr:`metadata` as reported (``""`` when none)."""
+        return self._matchmaking[0]
+
+    @property
+    def max_connections(self) -> int | None:
+        """Seats in the room for matchmaking; ``None`` (the default) is unlimited."""
+        return self._matchmaking[1]
+
+    @max_connections.setter
+    def max_connections(self, value: int | None) -> None:
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 0 <= value <= wire.MAX_CONNECTIONS
+        ):
+            raise ValueError(
+                f"max_connections must be None or an int from 0 to {wire.MAX_CONNECTIONS}, "
+                f"got {value!r}"
+            )
+        text, _, locked = self._matchmaking
+        self._matchmaking = (text, value, locked)
+
+    @property
+    def locked(self) -> bool:
+        """A locked room takes no new seats (its players stay)."""
+        return self._matchmaking[2]
+
+    @locked.setter
+    def locked(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"locked must be a bool, got {value!r}")
+        text, max_connections, _ = self._matchmaking
+        self._matchmaking = (text, max_connections, value)
+
+    def accept_ticket(self, ticket: str) -> SeatReservation:
+        """Admit the holder of a seat ticket: verify it offline and record its reservation.
+
+        The ticket must be signed with the key of the agent this room's host is attached
+        to, name this room, be unexpired by the local clock and not have been accepted
+        before. The reservation id is reported at the next poll, so the orchestrator
+        stops holding the seat: count the player in :attr:`connections` at the same time.
+        Raises :class:`~fleet_agent.TicketError` with the reason, recording nothing; a room
+        whose host no :class:`~fleet_agent.FleetAgent` was made for raises it with
+        ``no agent key``.
+        """
+        if self._seats is None:
+            raise TicketError("no agent key")
+        return self._seats.accept(self._id, ticket)
 
     async def on_create(self) -> None:
         """Run once before the room becomes visible; raising aborts the create."""
@@ -85,6 +173,7 @@ class RoomManager:
         self._rooms: dict[str, Room] = {}
         self._reserved: set[str] = set()
         self._listeners: dict[object, DestroyListener] = {}
+        self._seats: SeatLedger | None = None
 
     # -- definition and lookup -------------------------------------------------------
 
@@ -116,23 +205,34 @@ class RoomManager:
     def rooms(self) -> Sequence[Room]:
         return tuple(self._rooms.values())
 
-    async def create_room(self, room_type: str, room_id: str | None) -> Room:
-        return await self.create(room_type, room_id)
+    async def create_room(
+        self, room_type: str, room_id: str | None, options: Mapping[str, Any] | None = None
+    ) -> Room:
+        return await self.create(room_type, room_id, options)
 
     async def destroy_room(self, room_id: str) -> bool:
         return await self.destroy(room_id)
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def create(self, room_type: str, room_id: str | None = None) -> Room:
+    async def create(
+        self,
+        room_type: str,
+        room_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Room:
         """Create a room (``room_id=None`` generates one) and run its ``on_create()``.
 
-        Raises :class:`UnknownRoomTypeError` or :class:`RoomExistsError`; the id is
-        reserved while ``on_create()`` runs, so concurrent creates of one id cannot both win.
+        ``options`` (a JSON object) become the room's :attr:`Room.options` before
+        ``on_create()`` runs. Raises :class:`UnknownRoomTypeError` or
+        :class:`RoomExistsError`; the id is reserved while ``on_create()`` runs, so
+        concurrent creates of one id cannot both win.
         """
         factory = self._factories.get(room_type)
         if factory is None:
             raise UnknownRoomTypeError(room_type)
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError("options must be a JSON object")
         if room_id is None:
             room_id = _generate_room_id()
             while self._taken(room_id):
@@ -148,7 +248,10 @@ class RoomManager:
                 raise TypeError(f"the factory of {room_type!r} must return a Room")
             if room.id != room_id or room.type != room_type:
                 raise ValueError(f"the factory of {room_type!r} returned a room with another id")
+            room._options = dict(options or {})
+            room._seats = self._seats
             await room.on_create()
+            room._seats = self._seats  # attach_seat_ledger() may have run meanwhile
             self._rooms[room_id] = room
         finally:
             self._reserved.discard(room_id)
@@ -172,6 +275,15 @@ class RoomManager:
                 await self.destroy(room_id)
             except Exception:
                 logger.exception("room on_destroy failed room=%s", room_id)
+
+    # -- seat tickets ----------------------------------------------------------------
+
+    def attach_seat_ledger(self, ledger: SeatLedger) -> None:
+        """Let every room, present and future, accept seat tickets through ``ledger``
+        (called by :class:`~fleet_agent.FleetAgent` with the one of its agent key)."""
+        self._seats = ledger
+        for room in self._rooms.values():
+            room._seats = ledger
 
     # -- destroy notifications -------------------------------------------------------
 

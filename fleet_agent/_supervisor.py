@@ -7,8 +7,11 @@ once, a standby's leader hint is dialled next, and only a pass that ends without
 Hello waits :func:`~fleet_agent._backoff.reconnect_delay`, which grows with each such
 pass in a row; the count restarts at every Hello. After a drop the next pass starts at
 the URL that was in use, after that wait; when the orchestrator stopped leading (close
-4010) or stopped polling, it starts at the next URL at once. It gives up on a
-``connect_timeout_ms`` expiry, a protocol mismatch or an unexpected error and returns
+4010) or stopped polling, it starts at the next URL at once. Once a Hello has given the
+heartbeat, a handshake that gets no answer for three heartbeats fails like a refused one
+(:func:`~fleet_agent._connection.handshake_timeout_s`): a frozen node whose kernel still
+accepts connections holds a pass up no longer than a silent one holds a connection. It
+gives up on a ``connect_timeout_ms`` expiry, a protocol mismatch or an unexpected error and returns
 why; cancellation (``disconnect()``) propagates.
 """
 
@@ -33,6 +36,7 @@ from ._connection import (
     HandleFrame,
     close,
     establish,
+    handshake_timeout_s,
     serve,
 )
 from ._errors import AgentTimeoutError, FleetAgentError, ProtocolMismatchError, describe
@@ -65,6 +69,7 @@ class Supervisor:
         self._handle = handle
         self._polls = polls
         self._plan = DialPlan(config.urls)
+        self._heartbeat_ms: int | None = None  # from the last Hello
 
     @property
     def url(self) -> str:
@@ -128,7 +133,8 @@ class Supervisor:
         url = plan.next()
         while url is not None:
             try:
-                return await establish(http, self._config, url)
+                timeout_s = handshake_timeout_s(self._heartbeat_ms)
+                return await establish(http, self._config, url, timeout_s)
             except AttemptFailed as exc:
                 failure = exc
             if failure.leader is not None and plan.follow(failure.leader):
@@ -158,10 +164,11 @@ class Supervisor:
         deadline: asyncio.Timeout,
     ) -> Ended:
         """Serve one joined connection until it ends; closes it with 1000 only when
-        cancelled (``disconnect()``), else with 4011 after no polls, else 1001."""
+        cancelled (``disconnect()``), else with 4012 after no polls, else 1001."""
         code, reason = GOING_AWAY, ""
         try:
             deadline.reschedule(None)
+            self._heartbeat_ms = hello.heartbeat_ms
             self._on_hello(hello)
             ended = await serve(
                 ws, self._handle, heartbeat_ms=hello.heartbeat_ms, polls=self._polls

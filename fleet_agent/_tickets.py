@@ -15,17 +15,21 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
+
+from ._errors import FleetAgentError
 
 __all__ = ["TicketClaims", "TicketError", "mint_ticket", "read_ticket", "ticket_key"]
 
 _KEY_LABEL: Final = b"rivalis-fleet seat ticket v1"
 _PREFIX: Final = "v1"
 _MAX_TICKET: Final = 1024
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
-class TicketError(ValueError):
+class TicketError(FleetAgentError, ValueError):
     """A seat ticket that may not be accepted; ``str()`` says why (never the ticket)."""
 
 
@@ -50,7 +54,7 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    if not text or "=" in text:
+    if _B64URL.fullmatch(text) is None:
         raise ValueError("not unpadded base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -84,10 +88,11 @@ def read_ticket(key: bytes, ticket: str) -> TicketClaims:
         signature = _unb64(parts[2])
     except (ValueError, binascii.Error):
         raise TicketError("malformed ticket") from None
+    claims = _claims(payload)  # the doc's order: shape first, then the signature
     expected = _signature(key, f"{parts[0]}.{parts[1]}")
     if not hmac.compare_digest(signature, expected):
         raise TicketError("bad signature")
-    return _claims(payload)
+    return claims
 
 
 def _claims(payload: bytes) -> TicketClaims:

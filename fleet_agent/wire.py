@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Final, TypeAlias
 
 from google.protobuf.message import DecodeError
 from rivalis.fleet.v3 import agent_pb2
@@ -49,6 +50,7 @@ __all__ = [
     "URL_SCHEMES",
     "FrameTooLargeError",
     "ProtocolVersionError",
+    "RoomRow",
     "TruncatedFrameError",
     "UndecodableFrameError",
     "WireError",
@@ -60,6 +62,7 @@ __all__ = [
     "hash64_text",
     "object_text",
     "parse_object_text",
+    "room_entry_text",
     "snapshot_hash",
     "varint",
 ]
@@ -165,6 +168,10 @@ _dumps = json.JSONEncoder(
 ).encode
 
 
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+"""A JSON string literal, escaped as :data:`_dumps` escapes it (``ensure_ascii=False``)."""
+
+
 def _normalize(value: Any) -> Any:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
@@ -232,6 +239,31 @@ def hash64(value: Any) -> str:
     return hash64_text(canonical_json(value))
 
 
+RoomRow: TypeAlias = tuple[str, str, int, str] | tuple[str, str, int, str, str, int | None, bool]
+"""One room of a snapshot: ``(id, type, connections, origin)``, optionally followed by
+``(metadata, max_connections, locked)`` where ``metadata`` is the canonical text of a JSON
+object (``""``: none) and ``max_connections`` is ``None`` when unlimited."""
+
+_ROW_ORDER: Final = itemgetter(0, 1, 2, 3)
+
+
+def room_entry_text(row: RoomRow) -> str:
+    """The canonical text of one room entry of the snapshot hash (docs/matchmaking.md §2):
+    ``metadata``, ``maxConnections`` and ``locked`` appear only when set, and the metadata
+    text (already canonical) is spliced in as it is, not parsed again."""
+    # keys in code-point order: connections, id, locked, maxConnections, metadata, origin, type
+    parts = ['{"connections":', str(row[2]), ',"id":', _quote(row[0])]
+    if len(row) == 7:
+        if row[6]:
+            parts.append(',"locked":true')
+        if row[5] is not None:
+            parts += (',"maxConnections":', str(row[5]))
+        if row[4]:
+            parts += (',"metadata":', row[4])
+    parts += (',"origin":', _quote(row[3]), ',"type":', _quote(row[1]), "}")
+    return "".join(parts)
+
+
 def snapshot_hash(
     *,
     name: str,
@@ -244,11 +276,18 @@ def snapshot_hash(
     max_rooms: int | None,
     auto_create: bool,
     room_types: Sequence[str],
-    rooms: Sequence[tuple[str, str, int, str]],
+    rooms: Sequence[RoomRow],
     status: str,
+    accepted_reservations: Sequence[str] = (),
+    entry_text: Callable[[RoomRow], str] = room_entry_text,
 ) -> str:
-    """The agent's snapshot hash; ``rooms`` are ``(id, type, connections, origin)`` tuples."""
-    value = {
+    """The agent's snapshot hash (SPEC §2, docs/matchmaking.md §2); see :data:`RoomRow`.
+
+    ``entry_text`` turns a row into its canonical text (:func:`room_entry_text`); a caller
+    that keeps the texts of unchanged rooms passes a cached lookup. A snapshot without
+    metadata, room capacity, locks or accepted reservations hashes as before them.
+    """
+    value: dict[str, object] = {
         "name": name,
         "processUid": process_uid,
         "agentVersion": agent_version,
@@ -258,10 +297,10 @@ def snapshot_hash(
         "capacity": {"maxConnections": max_connections, "maxRooms": max_rooms},
         "autoCreate": auto_create,
         "roomTypes": sorted(room_types),
-        "rooms": [
-            {"id": rid, "type": rtype, "connections": conns, "origin": origin}
-            for rid, rtype, conns, origin in sorted(rooms)
-        ],
-        "status": status,
     }
-    return hash64_text(_dumps(value))
+    if accepted_reservations:
+        value["acceptedReservations"] = sorted(accepted_reservations)
+    entries = ",".join(entry_text(row) for row in sorted(rooms, key=_ROW_ORDER))
+    # "rooms" and then "status" are the last keys in code-point order
+    text = f'{_dumps(value)[:-1]},"rooms":[{entries}],"status":{_dumps(status)}}}'
+    return hash64_text(text)

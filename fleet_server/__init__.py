@@ -7,6 +7,7 @@ from ._errors import ErrorCode, FleetError
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._orchestrator import Orchestrator
 from ._placement import Placement
+from ._webhooks import Webhook
 
 __all__ = [
     "Capacity",
@@ -17,5 +18,6 @@ __all__ = [
     "Orchestrator",
     "Placement",
     "RoomInfo",
+    "Webhook",
     "main",
 ]

@@ -322,6 +322,8 @@ _SETTINGS: Final[Mapping[str, tuple[str | None, Parser]]] = {
     "advertise_url": ("advertise_url", _optional_text),
     "leader_lease_ms": ("leader_lease_ms", _int),
     "metrics_auth": ("metrics_auth", _bool),
+    "webhooks": ("webhooks", _text),
+    "capacity_label": ("capacity_label", _text),
     "log_level": (None, _level),
     "environment": ("production", _environment),
 }

@@ -10,8 +10,9 @@ A session ends when the lease has not been renewed for ⅔ of ``lease_ms`` by th
 clock (a timer that does not wait for the keepalive call), when the lease or the
 election key is gone, or on :meth:`Election.close`. The node then stops leading at once
 (``on_change`` is told), deletes its election key and revokes its lease when etcd
-answers, and campaigns again with a new lease, retrying etcd with jittered backoff for
-as long as it runs. Every write of the leader is fenced by its election key.
+answers, and campaigns again with a new lease, retrying etcd with jittered backoff (never
+longer than half the lease) for as long as it runs. Every write of the leader is fenced
+by its election key.
 """
 
 from __future__ import annotations
@@ -58,10 +59,13 @@ RETRY_S = 0.1
 """The pause before a failed keepalive is sent again (the ⅔ timer has the last word)."""
 
 
-def backoff_s(attempt: int, rand: Callable[[], float] = random.random) -> float:
+def backoff_s(
+    attempt: int, rand: Callable[[], float] = random.random, cap_s: float = BACKOFF_MAX_S
+) -> float:
     """The pause before campaign ``attempt`` (0, 1, …): doubling from 0.1 s to at most
-    3 s, its second half random so that nodes that lost etcd together spread out."""
-    ceiling = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2.0 ** min(attempt, 16))
+    ``cap_s`` (3 s), its second half random so that nodes that lost etcd together spread
+    out."""
+    ceiling = min(cap_s, BACKOFF_INITIAL_S * 2.0 ** min(attempt, 16))
     return ceiling / 2 + rand() * ceiling / 2
 
 
@@ -100,6 +104,9 @@ class Election:
         self._ttl_s = math.ceil(lease_ms / 1000)
         self._step_down_s = lease_ms * STEP_DOWN_FRACTION / 1000
         self._timeout_s = lease_ms / 3000  # each etcd call, and the keepalive period
+        # Retries never sleep past half the lease: a leader is back within a lease of
+        # etcd's return, however long it was away.
+        self._backoff_cap_s = min(BACKOFF_MAX_S, lease_ms / 2000)
         self._on_change = on_change
         self._clock = monotonic
         self._member_key = f"{self._prefix}members/{node.id}"
@@ -230,7 +237,7 @@ class Election:
                 log.exception("election: node %s failed to campaign", self._node.id)
                 reason = "internal error"
             attempt = 0 if self._campaigned else attempt + 1
-            delay = backoff_s(attempt)
+            delay = backoff_s(attempt, cap_s=self._backoff_cap_s)
             log.log(
                 logging.INFO if attempt <= 1 else logging.DEBUG,
                 "election: node %s out of session (%s); campaigns again in %.2f s",
@@ -323,7 +330,7 @@ class Election:
                         attempt = 0
             except EtcdUnavailableError as exc:
                 log.debug("election: %s", exc)
-            await asyncio.sleep(backoff_s(attempt))
+            await asyncio.sleep(backoff_s(attempt, cap_s=self._backoff_cap_s))
             attempt += 1
 
     async def _campaign(self, client: EtcdClient, lease: int, key: str) -> None:

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     NOT_READY = "NOT_READY"
     NOT_LEADER = "NOT_LEADER"
     FORBIDDEN = "FORBIDDEN"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
 
 
 class ErrorStatus(NamedTuple):
@@ -66,6 +67,7 @@ ERROR_TABLE: Final[Mapping[ErrorCode, ErrorStatus]] = {
     ErrorCode.NOT_READY: ErrorStatus(503, "UNAVAILABLE"),
     ErrorCode.NOT_LEADER: ErrorStatus(503, "UNAVAILABLE"),
     ErrorCode.FORBIDDEN: ErrorStatus(403, "PERMISSION_DENIED"),
+    ErrorCode.REQUEST_TIMEOUT: ErrorStatus(408, "DEADLINE_EXCEEDED"),  # a body sent too slowly
 }
 
 

@@ -18,6 +18,7 @@ from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent.wire import MAX_OPTIONS_BYTES, object_text
 
+from ._capacity import CapacityRow, capacity_rows
 from ._commands import Commands, CommandSink, PendingCommand
 from ._errors import ErrorCode, FleetError
 from ._events import EventHub, EventType
@@ -114,6 +115,12 @@ class Fleet:
         for i in self._read.joined:
             status = "stale" if i.stale else "draining" if i.status == "draining" else "active"
             yield i.id, status, i.connections, i.room_infos()
+
+    def capacity(self, group_by: str | None = None, type: str | None = None) -> list[CapacityRow]:
+        """The capacity signal (CONTRACT §14): one row per value of label ``group_by``."""
+        if group_by is not None and (not isinstance(group_by, str) or not group_by):
+            raise ValidationError("groupBy must be a non-empty label name")
+        return capacity_rows(self._read.joined, group_by, type or None)
 
     def get_instance(self, instance_id: str) -> InstanceInfo | None:
         instance = self._read.instance(instance_id)

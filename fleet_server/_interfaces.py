@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from fleet_agent.wire import canonical_json
 
 from ._auth import Audience, Authenticator, Principal
+from ._capacity import CapacityRow
 from ._envelope import LEADER_HEADER, rejection, rejection_of
 from ._errors import ERROR_TABLE, ErrorCode, FleetError
 from ._events import Encoder, EventHub, EventType, Subscription
@@ -48,6 +49,7 @@ __all__ = [
     "ROOM_FIELDS",
     "Audience",
     "Authenticator",
+    "CapacityRow",
     "ClusterService",
     "Encoder",
     "Encoding",
@@ -119,6 +121,9 @@ class FleetService(Protocol):
     def rooms(self) -> list[RoomInfo]: ...
 
     def get_instance(self, instance_id: str) -> InstanceInfo | None: ...
+    def capacity(
+        self, group_by: str | None = None, type: str | None = None
+    ) -> list[CapacityRow]: ...
     def get_room(self, room_id: str) -> RoomInfo | None: ...
     def position(self, row: InstanceInfo | RoomInfo) -> tuple[int, str]: ...
     def find_rooms(

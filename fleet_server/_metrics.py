@@ -39,9 +39,11 @@ from prometheus_client.metrics_core import (
 from ._models import RoomInfo
 
 __all__ = [
+    "MAX_GROUPS",
     "MAX_ROOM_TYPES",
     "NULL_METER",
     "OTHER_TYPE",
+    "CapacityFigures",
     "CensusRow",
     "FleetMetrics",
     "LoopLag",
@@ -52,12 +54,17 @@ __all__ = [
 ]
 
 MAX_ROOM_TYPES: Final = 100  # room types reported by name; the rest add up under OTHER_TYPE
+MAX_GROUPS: Final = 100  # capacity groups reported by name; the rest add up under OTHER_TYPE
 OTHER_TYPE: Final = "_other"
 STREAM_KINDS: Final = ("sse", "grpc", "webhook")
 STATUSES: Final = ("active", "draining", "stale")
 POLL_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 COMMAND_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
+CapacityFigures = tuple[str, float, float]
+"""One capacity group: the label's value (``""`` where absent), free room slots and
+free connections (``inf`` where an active instance is unlimited)."""
+Capacity = Callable[[], Iterable[CapacityFigures]]
 CensusRow = tuple[str, str, int, tuple[RoomInfo, ...]]
 """One instance: its id, status (``active``, ``draining`` or ``stale``), connections and
 rooms (the same tuple object while its rooms are unchanged)."""
@@ -200,6 +207,7 @@ class FleetMetrics:
         dropped: Callable[[str], int],
         leads: Callable[[], bool],
         version: str,
+        capacity: Capacity = lambda: (),
     ) -> None:
         self.registry: Final = CollectorRegistry()
         registry = self.registry
@@ -230,6 +238,7 @@ class FleetMetrics:
         self._children: dict[tuple[str, str], tuple[CounterMetric, Histogram]] = {}
         self.http: Final[Counter[tuple[str, str, int]]] = Counter()
         registry.register(_ScrapeCollector(self, census, streams, dropped, leads))
+        registry.register(_CapacityCollector(capacity))
 
     # --- the meter (and ``poll_rtt``, an attribute) ----------------------------------
 
@@ -356,6 +365,43 @@ class _ScrapeCollector:
             self._metrics.lag.seconds,
         )
         yield GaugeMetricFamily("fleet_leader", "1 when this node leads", int(self._leads()))
+
+
+class _CapacityCollector:
+    """``fleet_capacity_free_room_slots{group}`` and ``…_free_connections{group}``
+    (CONTRACT §14), grouped by the ``capacity_label`` option; at most
+    :data:`MAX_GROUPS` groups by name (the most room slots first), the rest summed under
+    :data:`OTHER_TYPE`."""
+
+    def __init__(self, capacity: Capacity) -> None:
+        self._capacity = capacity
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        rows = sorted(self._capacity(), key=lambda row: (-row[1], row[0]))
+        if len(rows) > MAX_GROUPS:
+            rest = rows[MAX_GROUPS:]
+            rows = [
+                *rows[:MAX_GROUPS],
+                (OTHER_TYPE, sum(r[1] for r in rest), sum(r[2] for r in rest)),
+            ]
+        slots = GaugeMetricFamily(
+            "fleet_capacity_free_room_slots",
+            "Free room slots of active instances (+Inf: unlimited)",
+            labels=("group",),
+        )
+        connections = GaugeMetricFamily(
+            "fleet_capacity_free_connections",
+            "Free connections of active instances (+Inf: unlimited)",
+            labels=("group",),
+        )
+        for group, free_slots, free_connections in rows:
+            slots.add_metric([group], free_slots)
+            connections.add_metric([group], free_connections)
+        yield slots
+        yield connections
 
 
 def _labelled_gauge(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypedDict
 
 from ._auth import fingerprint
+from ._webhooks import Webhook
 
 __all__ = [
     "MIN_KEY_LENGTH",
@@ -153,6 +154,18 @@ def _lease(value: Any) -> int:
     return value
 
 
+def _webhooks(value: Any) -> tuple[Webhook, ...]:
+    if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
+        raise ValueError("must be a list of webhooks (url, events, secret)")
+    return tuple(Webhook.parse(item, f"[{index}]") for index, item in enumerate(value))
+
+
+def _label_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise ValueError("must be a label name of 1 to 64 characters")
+    return value
+
+
 def _agent_keys(value: Any) -> tuple[str, ...]:
     keys = _strings(value)
     if any(c == "," or c.isspace() for key in keys for c in key):
@@ -185,6 +198,8 @@ _CHECKS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "advertise_url": _optional_url,
     "leader_lease_ms": _lease,
     "metrics_auth": _flag,
+    "webhooks": _webhooks,
+    "capacity_label": _label_name,
 }
 
 # The embedded keyword for an option where it differs from the field (one key or many).
@@ -196,7 +211,8 @@ def check_option(name: str, value: Any) -> Any:
     try:
         return _CHECKS[name](value)
     except ValueError as exc:
-        raise ValueError(f"{name} {exc}") from None
+        text = str(exc)
+        raise ValueError(f"{name}{'' if text.startswith('[') else ' '}{text}") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,6 +243,8 @@ class OrchestratorOptions:
     advertise_url: str | None = None  # this node's API URL for others; None: derived
     leader_lease_ms: int = 5000
     metrics_auth: bool = False  # GET /metrics asks for the admin key or a token
+    webhooks: tuple[Webhook, ...] = ()  # signed POSTs of fleet events (CONTRACT §14)
+    capacity_label: str = "region"  # the label the capacity gauges are grouped by
 
     def __post_init__(self) -> None:
         for name in _CHECKS:
@@ -300,3 +318,5 @@ class OrchestratorKeywords(TypedDict, total=False):
     advertise_url: str | None
     leader_lease_ms: int
     metrics_auth: bool
+    webhooks: Sequence[Webhook | Mapping[str, Any]]
+    capacity_label: str

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, Unpack
 
+import aiohttp
 from aiohttp import web
 
 from ._auth import Authenticator
@@ -27,9 +28,10 @@ from ._cluster import Coordinator
 from ._events import EventHub, Listener
 from ._fleet import Fleet
 from ._interfaces import Services
-from ._metrics import NULL_METER, FleetMetrics, Meter, package_version
+from ._metrics import NULL_METER, CapacityFigures, FleetMetrics, Meter, package_version
 from ._options import OrchestratorKeywords, OrchestratorOptions
 from ._transport import AgentTransport
+from ._webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from gateway import GrpcServer
@@ -126,6 +128,8 @@ class Orchestrator:
         self._port = options.port
         self._grpc_port = options.grpc_port
         self._end_streams: Callable[[], Awaitable[None]] | None = None
+        self._webhooks: list[WebhookSender] = []
+        self._webhook_session: aiohttp.ClientSession | None = None
 
     def _new_metrics(self) -> FleetMetrics:
         return FleetMetrics(
@@ -134,7 +138,20 @@ class Orchestrator:
             dropped=lambda kind: self._hub.dropped[kind],
             leads=lambda: self._cluster.leads(),
             version=package_version(),
+            capacity=self._capacity_figures,
         )
+
+    def _capacity_figures(self) -> list[CapacityFigures]:
+        label = self.options.capacity_label
+        unlimited = float("inf")
+        return [
+            (
+                row.labels.get(label) or "",
+                unlimited if row.free_room_slots is None else row.free_room_slots,
+                unlimited if row.free_connections is None else row.free_connections,
+            )
+            for row in self.fleet.capacity(label)
+        ]
 
     # --- what embedders read ------------------------------------------------------
 
@@ -209,7 +226,9 @@ class Orchestrator:
             await self._start_http()
             await self._start_grpc()
             await self._cluster.listening(self._port, self._grpc_port)
+            await self._start_webhooks()
         except BaseException:
+            await self._stop_webhooks()
             await self.metrics.lag.stop()
             await self._cluster.stop()
             if self._grpc is not None:
@@ -223,7 +242,9 @@ class Orchestrator:
         self._status = OrchestratorStatus.LISTENING
 
     async def _start_http(self) -> None:
-        runner = web.AppRunner(
+        from gateway import FleetRunner  # the HTTP server: envelopes for unparsable requests
+
+        runner = FleetRunner(
             self.build_app(),
             access_log=None,
             handle_signals=False,
@@ -241,6 +262,22 @@ class Orchestrator:
         addresses = runner.addresses
         if addresses:
             self._port = int(addresses[0][1])
+
+    async def _start_webhooks(self) -> None:
+        if not self.options.webhooks:
+            return
+        self._webhook_session = aiohttp.ClientSession()
+        self._webhooks = [
+            WebhookSender(hook, self._hub, self._webhook_session) for hook in self.options.webhooks
+        ]
+
+    async def _stop_webhooks(self) -> None:
+        senders, self._webhooks = self._webhooks, []
+        for sender in senders:
+            await sender.close()
+        session, self._webhook_session = self._webhook_session, None
+        if session is not None:
+            await session.close()
 
     async def _start_grpc(self) -> None:
         if self.options.grpc_port is None:
@@ -265,6 +302,7 @@ class Orchestrator:
         await self.transport.close_all()
         self.fleet.close()  # the teardown's owed ``sync``, before listeners go
         await self._cluster.stop()  # the record with every process still connected
+        await self._stop_webhooks()
         if self._grpc is not None:
             await self._grpc.stop()
             self._grpc = None

@@ -114,6 +114,6 @@ def _expression_from_json(item: Any) -> Expression:
     if not isinstance(values, Sequence) or isinstance(values, str):
         raise _invalid("selector expression values must be a list of strings")
     key, op = item.get("key"), item.get("op")
-    if not isinstance(key, str) or op not in _OPS:
+    if not isinstance(key, str) or not isinstance(op, str) or op not in _OPS:
         raise _invalid("a selector expression needs a key and op In, NotIn, Exists or DoesNotExist")
     return Expression(key=key, op=cast(SelectorOp, op), values=tuple(values))

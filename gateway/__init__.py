@@ -9,8 +9,10 @@ from ._dashboard import mount_dashboard
 from ._grpc import GrpcServer, start_grpc
 from ._metrics import mount_metrics
 from ._rest import mount_health, mount_rest
+from ._server import FleetRunner
 
 __all__ = [
+    "FleetRunner",
     "GrpcServer",
     "mount_dashboard",
     "mount_health",

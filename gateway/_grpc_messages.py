@@ -16,6 +16,7 @@ from fleet_server._interfaces import (
     CAPACITY_FIELDS,
     INSTANCE_FIELDS,
     ROOM_FIELDS,
+    CapacityRow,
     Encoding,
     Field,
     FleetStats,
@@ -148,6 +149,25 @@ def placement_from_message(message: pb.Placement) -> Placement:
                 for s in message.selectors
             ]
         ),
+    )
+
+
+def capacity_message(row: CapacityRow) -> pb.CapacityGroup:
+    """A capacity row; a group without the label has ``label_missing`` and no labels."""
+    labels = {k: v for k, v in row.labels.items() if v is not None}
+    return pb.CapacityGroup(
+        labels=labels,
+        label_missing=len(labels) < len(row.labels),
+        instances=row.instances,
+        active=row.active,
+        draining=row.draining,
+        stale=row.stale,
+        rooms=row.rooms,
+        max_rooms=row.max_rooms,
+        free_room_slots=row.free_room_slots,
+        connections=row.connections,
+        free_connections=row.free_connections,
+        reserved_seats=row.reserved_seats,
     )
 
 

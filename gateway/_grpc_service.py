@@ -35,6 +35,7 @@ from fleet_server._interfaces import (
 
 from ._envelope import found
 from ._grpc_messages import (
+    capacity_message,
     cluster_message,
     grant_message,
     instance_message,
@@ -213,6 +214,13 @@ class FleetControlService(pb_grpc.FleetControlServicer):
         async with self._guard(context, "ReleaseSeats", audited=True):
             self._fleet.release_seats(request.reservation_id)
             return pb.ReleaseSeatsResponse()
+
+    async def GetCapacity(
+        self, request: pb.GetCapacityRequest, context: Context
+    ) -> pb.GetCapacityResponse:
+        async with self._guard(context, "GetCapacity"):
+            rows = self._fleet.capacity(request.group_by or None, request.type or None)
+            return pb.GetCapacityResponse(groups=[capacity_message(row) for row in rows])
 
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.FleetStats:
         async with self._guard(context, "GetStats"):

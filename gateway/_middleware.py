@@ -108,6 +108,29 @@ class _PayloadTooLargeError(Exception):
     pass
 
 
+class _ClosingResponse(web.Response):
+    """A response after which the connection closes at once, without waiting for the
+    rest of a request body that is being trickled in."""
+
+    @classmethod
+    def of(cls, response: web.Response) -> _ClosingResponse:
+        closing = cls(
+            body=response.body,
+            status=response.status,
+            content_type=response.content_type,
+            charset=response.charset,
+        )
+        closing.force_close()
+        return closing
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        request = self._req  # aiohttp lets go of it in write_eof
+        transport = request.transport if request is not None else None
+        await super().write_eof(data)
+        if transport is not None:
+            transport.close()
+
+
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
     if exc.status == 404:
         return rejected(ErrorCode.NOT_FOUND)
@@ -131,7 +154,11 @@ async def _read_body(request: web.Request) -> bytes:
                 body += chunk
                 if len(body) > BODY_LIMIT:
                     raise _PayloadTooLargeError
-    except (HttpProcessingError, ConnectionError, TimeoutError) as exc:
+    except TimeoutError as exc:
+        raise FleetError(
+            ErrorCode.REQUEST_TIMEOUT, f"request body not received within {BODY_TIMEOUT_S:.0f} s"
+        ) from exc
+    except (HttpProcessingError, ConnectionError) as exc:
         raise FleetError(ErrorCode.VALIDATION, "request body could not be read") from exc
     return bytes(body)
 
@@ -211,6 +238,8 @@ class Guard:
                 response = _from_http_exception(exc)
             except FleetError as exc:
                 response = rejection_of(exc, leader=self._hint(exc.code))
+                if exc.code is ErrorCode.REQUEST_TIMEOUT:
+                    response = _ClosingResponse.of(response)
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
             except Exception:

@@ -33,6 +33,7 @@ __all__ = [
     "CreateRoom",
     "RoomFilter",
     "SeatBody",
+    "capacity_params",
     "create_room_body",
     "page_params",
     "room_filter",
@@ -137,6 +138,11 @@ def room_filter(query: Query) -> RoomFilter:
         min_free_seats=_count_param(query, "minFreeSeats"),
         locked=_bool_param(query, "locked"),
     )
+
+
+def capacity_params(query: Query) -> tuple[str | None, str | None]:
+    """``groupBy`` (a label name) and ``type`` of ``GET /v1/capacity``; empty = absent."""
+    return _single(query, "groupBy") or None, _single(query, "type") or None
 
 
 def _pairs(query: Query, name: str) -> dict[str, str]:

@@ -35,7 +35,14 @@ from ._envelope import encode, envelope, found, json_body, ok, rejected
 from ._middleware import CONTEXT, AuthMode, Guard, raw_path
 from ._openapi import serve_document
 from ._paging import page
-from ._parsing import create_room_body, page_params, room_filter, seat_body, token_body
+from ._parsing import (
+    capacity_params,
+    create_room_body,
+    page_params,
+    room_filter,
+    seat_body,
+    token_body,
+)
 from ._sse import EventStreams
 
 __all__ = ["RestApi", "Route", "install_guard", "mount_health", "mount_rest"]
@@ -109,6 +116,7 @@ class RestApi:
             Route("GET", "/v1/openapi.json", serve_document, auth=AuthMode.NONE),
             Route("GET", "/v1/cluster", self.cluster, any_role=True),
             Route("GET", "/v1/stats", self.stats),
+            Route("GET", "/v1/capacity", self.capacity),
             Route("GET", "/v1/instances", self.instances),
             Route("GET", "/v1/instances/{id}", self.instance),
             Route("GET", "/v1/instances/{id}/rooms", self.instance_rooms),
@@ -119,7 +127,7 @@ class RestApi:
             Route("GET", "/v1/rooms/{roomId}", self.room),
             Route("DELETE", "/v1/rooms/{roomId}", self.destroy_room, audited=True),
             Route("POST", "/v1/seats", self.reserve_seats, audited=True, reads_body=True),
-            Route("DELETE", "/v1/seats/{id}", self.release_seats, audited=True),
+            Route("DELETE", "/v1/seats/{reservationId}", self.release_seats, audited=True),
             Route("GET", "/v1/events", self._streams.handle, auth=AuthMode.ADMIN_OR_QUERY),
             Route(
                 "POST",
@@ -160,6 +168,11 @@ class RestApi:
 
     async def cluster(self, request: web.Request) -> web.StreamResponse:
         return ok(self._cluster.info())
+
+    async def capacity(self, request: web.Request) -> web.StreamResponse:
+        group_by, room_type = capacity_params(request.query)
+        rows = self._fleet.capacity(group_by, room_type)
+        return ok([row.to_dict() for row in rows], count=len(rows))
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
         stats = self._fleet.stats
@@ -233,7 +246,7 @@ class RestApi:
         return ok(grant.to_dict(), status=201 if grant.created else 200)
 
     async def release_seats(self, request: web.Request) -> web.StreamResponse:
-        self._fleet.release_seats(path_params(request)["id"])
+        self._fleet.release_seats(path_params(request)["reservationId"])
         return ok()
 
     async def destroy_room(self, request: web.Request) -> web.StreamResponse:

@@ -26,6 +26,7 @@ from fleet_server._interfaces import ErrorCode, EventHub, Subscription
 
 from ._envelope import rejected
 from ._middleware import CONTEXT
+from ._server import on_connection_lost
 
 __all__ = ["BUFFER_BYTES", "BUFFER_LIMIT", "KIND", "EventStreams", "encode_event"]
 
@@ -116,6 +117,8 @@ class EventStreams:
             log.warning("sse stream limit reached ip=%s limit=%d", ip, self._limit)
             return rejected(ErrorCode.SSE_LIMIT)
         stream.subscription = subscription
+        # The slot is freed the moment the client goes, not at the next watch tick.
+        on_connection_lost(request, subscription.end)
         self._open(stream)
         response = EventSourceResponse(sep="\n", ping_interval=self._ping_s)
         response.headers["Content-Type"] = "text/event-stream; charset=utf-8"

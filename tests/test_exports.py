@@ -15,6 +15,7 @@ def test_fleet_server_exports() -> None:
         "Orchestrator",
         "Placement",
         "RoomInfo",
+        "Webhook",  # CONTRACT §14: Orchestrator(webhooks=[Webhook(url, events, secret)])
         "main",
     ]
     for name in fleet_server.__all__:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from fleet_agent import (
     AgentStatus,
@@ -16,6 +17,8 @@ from fleet_agent import (
     RoomHost,
     RoomManager,
     RoomView,
+    SeatReservation,
+    TicketError,
     UnknownRoomTypeError,
 )
 
@@ -23,6 +26,10 @@ from fleet_agent import (
 class Match(Room):
     async def on_create(self) -> None:
         self.connections = 0
+        mode: object = self.options.get("mode", "casual")
+        self.metadata = {"mode": mode, "teams": 2}
+        self.max_connections = 10
+        self.locked = False
 
 
 class MinimalHost:
@@ -34,7 +41,9 @@ class MinimalHost:
     def rooms(self) -> Iterable[RoomView]:
         return ()
 
-    async def create_room(self, room_type: str, room_id: str | None) -> RoomView:
+    async def create_room(
+        self, room_type: str, room_id: str | None, options: Mapping[str, Any] | None = None
+    ) -> RoomView:
         raise UnknownRoomTypeError(room_type)
 
     async def destroy_room(self, room_id: str) -> bool:
@@ -47,6 +56,25 @@ async def api() -> None:
     rooms.define("lobby", lambda room_id, room_type: Room(room_id, room_type))
     room: Room = await rooms.create("match", room_id="r1")
     room.connections = 3
+    options: dict[str, Any] = room.options
+    metadata: dict[str, Any] = room.metadata
+    room.metadata = {**metadata, "map": "dust"}
+    text: str = room.metadata_text
+    seats: int | None = room.max_connections
+    room.max_connections = None
+    locked: bool = room.locked
+    with contextlib.suppress(TicketError):
+        reservation: SeatReservation = room.accept_ticket("v1.x.y")
+        ids: tuple[str, str, int, int] = (
+            reservation.id,
+            reservation.room_id,
+            reservation.seats,
+            reservation.expires_at,
+        )
+        del ids
+    del options, text, seats, locked
+    await rooms.create("match", "r3", {"mode": "ranked"})
+    await rooms.create_room("match", None, options={"mode": "ranked"})
     found: Room | None = rooms.get("r1")
     unsubscribe = rooms.add_destroy_listener(lambda r: None)
     unsubscribe()

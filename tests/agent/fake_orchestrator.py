@@ -84,15 +84,22 @@ class Link:
         assert frame.state.req_id == req_id
         return frame.state
 
-    async def send_command(self, op: str, *, room_id: str = "", room_type: str = "") -> str:
+    async def send_command(
+        self, op: str, *, room_id: str = "", room_type: str = "", options: str = ""
+    ) -> str:
         cmd_id = f"cmd_{next(self._cmd_ids)}"
-        cmd = agent_pb2.Command(cmd_id=cmd_id, op=op, room_id=room_id, room_type=room_type)
+        cmd = agent_pb2.Command(
+            cmd_id=cmd_id, op=op, room_id=room_id, room_type=room_type, options=options
+        )
         await self.send(agent_pb2.Frame(cmd=cmd))
         return cmd_id
 
-    async def command(self, op: str, *, room_id: str = "", room_type: str = "") -> agent_pb2.Ack:
-        """Send a Command and return the Ack answering it."""
-        cmd_id = await self.send_command(op, room_id=room_id, room_type=room_type)
+    async def command(
+        self, op: str, *, room_id: str = "", room_type: str = "", options: str = ""
+    ) -> agent_pb2.Ack:
+        """Send a Command (``options``: the canonical text of a JSON object) and return
+        the Ack answering it."""
+        cmd_id = await self.send_command(op, room_id=room_id, room_type=room_type, options=options)
         frame = await self.recv()
         assert frame.WhichOneof("body") == "ack"
         assert frame.ack.cmd_id == cmd_id

@@ -288,7 +288,7 @@ async def test_the_agent_answers_a_close_with_its_code_but_never_with_1000(
         await agent.disconnect()
 
 
-async def test_a_frozen_orchestrator_is_dropped_with_4011_after_three_heartbeats(
+async def test_a_frozen_orchestrator_is_dropped_with_4012_after_three_heartbeats(
     make_agent: MakeAgent, fakes: MakeFakes, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -300,12 +300,52 @@ async def test_a_frozen_orchestrator_is_dropped_with_4011_after_three_heartbeats
     joined = asyncio.get_running_loop().time()
     await asyncio.wait_for(link.closed.wait(), 10)
     assert asyncio.get_running_loop().time() - joined >= 0.2  # not before three heartbeats
-    assert link.ws.close_code == 4011
+    assert link.ws.close_code == 4012
     await hello_on(live, "i_live")
     await wait_for(lambda: agent.instance_id == "i_live", 10)
     assert agent.url == live.url
     assert messages(caplog, "no poll for 3 heartbeats")
     assert not messages(caplog, "retrying in")
+
+
+@contextlib.asynccontextmanager
+async def mute_node() -> AsyncIterator[str]:
+    """A frozen process's port: the kernel accepts connections, nothing ever answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    finally:
+        server.close()
+        for writer in held:
+            writer.transport.abort()
+
+
+async def test_after_a_hello_a_handshake_nobody_answers_is_given_up_after_three_heartbeats(
+    make_agent: MakeAgent, fakes: MakeFakes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frozen leader is dropped for its silence; the next pass must not wait the whole
+    10 s handshake bound on another frozen node (or on the same one, hinted at by a
+    standby whose view is a lease behind) before it reaches the new leader."""
+    caplog.set_level(logging.INFO)
+    frozen, live = await fakes(2)
+    async with mute_node() as mute:
+        agent = make_agent(url=[frozen.url, mute, live.url], backoff=SLOW)
+        connecting = asyncio.create_task(agent.connect())
+        link = await hello_on(frozen, "i_frozen", heartbeat_ms=100)  # then never a poll
+        await asyncio.wait_for(connecting, 10)
+        await asyncio.wait_for(link.closed.wait(), 10)
+        dropped = asyncio.get_running_loop().time()
+        await hello_on(live, "i_live")
+        await wait_for(lambda: agent.instance_id == "i_live", 10)
+        waited = live.handshakes[0].at - dropped
+        assert 0.25 <= waited < 2, waited  # three heartbeats on the mute node, not 10 s
+        assert messages(caplog, f"connect failed url={mute}")
+        assert not messages(caplog, "retrying in")
 
 
 class SlowRoom(Room):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from rivalis.fleet.v3 import agent_pb2
@@ -192,7 +193,9 @@ class BulkHost:
     def rooms(self) -> Iterable[RoomView]:
         return self.views
 
-    async def create_room(self, room_type: str, room_id: str | None) -> RoomView:
+    async def create_room(
+        self, room_type: str, room_id: str | None, options: Mapping[str, Any] | None = None
+    ) -> RoomView:
         raise RoomExistsError(room_id or "")
 
     async def destroy_room(self, room_id: str) -> bool:

@@ -6,7 +6,13 @@ import subprocess
 import sys
 
 import fleet_agent
-from fleet_agent import AgentStatus, FleetAgentError, RoomExistsError, UnknownRoomTypeError
+from fleet_agent import (
+    AgentStatus,
+    FleetAgentError,
+    RoomExistsError,
+    TicketError,
+    UnknownRoomTypeError,
+)
 from fleet_agent._errors import AgentTimeoutError, ConnectionClosedError, ProtocolMismatchError
 
 
@@ -22,6 +28,8 @@ def test_all_is_the_curated_sorted_list() -> None:
         "RoomHost",
         "RoomManager",
         "RoomView",
+        "SeatReservation",
+        "TicketError",
         "UnknownRoomTypeError",
     ]
     for name in fleet_agent.__all__:
@@ -41,9 +49,11 @@ def test_errors_share_one_root_and_timeouts_are_timeout_errors() -> None:
         ConnectionClosedError,
         ProtocolMismatchError,
         RoomExistsError,
+        TicketError,
         UnknownRoomTypeError,
     ):
         assert issubclass(cls, FleetAgentError)
+    assert issubclass(TicketError, ValueError)
     assert issubclass(AgentTimeoutError, TimeoutError)
     assert "99" in str(ProtocolMismatchError(99, 3)) and "3" in str(ProtocolMismatchError(99, 3))
 

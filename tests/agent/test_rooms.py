@@ -7,7 +7,20 @@ import re
 
 import pytest
 
-from fleet_agent import Room, RoomExistsError, RoomHost, RoomManager, RoomView, UnknownRoomTypeError
+from fleet_agent import (
+    FleetAgent,
+    Room,
+    RoomExistsError,
+    RoomHost,
+    RoomManager,
+    RoomView,
+    SeatReservation,
+    TicketError,
+    UnknownRoomTypeError,
+    wire,
+)
+from fleet_agent._tickets import TicketClaims, mint_ticket, ticket_key
+from tests.support.keys import KEY
 
 
 class Recording(Room):
@@ -162,3 +175,101 @@ async def test_shutdown_destroys_every_room_and_is_idempotent() -> None:
     await rooms.shutdown()
     assert len(rooms) == 0
     assert all(isinstance(r, Recording) and r.events == ["create", "destroy"] for r in made)
+
+
+# -- matchmaking fields, options, tickets (docs/matchmaking.md) -------------------------
+
+
+def test_matchmaking_fields_default_to_none_set_and_validate() -> None:
+    room = Room("r1", "match")
+    assert (room.options, room.metadata, room.metadata_text) == ({}, {}, "")
+    assert (room.max_connections, room.locked) == (None, False)
+    room.max_connections = 10
+    room.locked = True
+    assert (room.max_connections, room.locked) == (10, True)
+    for bad in (-1, 1.5, True, "2", wire.MAX_CONNECTIONS + 1):
+        with pytest.raises(ValueError, match="max_connections"):
+            room.max_connections = bad  # type: ignore[assignment]
+    for not_bool in (1, "yes", None):
+        with pytest.raises(ValueError, match="locked"):
+            room.locked = not_bool  # type: ignore[assignment]
+    assert (room.max_connections, room.locked) == (10, True)
+    room.max_connections = wire.MAX_CONNECTIONS
+    room.max_connections = None
+    assert room.max_connections is None
+
+
+def test_metadata_is_kept_as_canonical_text_from_assignment_and_read_as_a_copy() -> None:
+    room = Room("r1", "match")
+    value = {"teams": 2, "mode": "ranked", "map": "dust"}
+    room.metadata = value
+    assert room.metadata_text == '{"map":"dust","mode":"ranked","teams":2}'
+    value["mode"] = "casual"  # the caller's object is not the room's
+    read = room.metadata
+    read["teams"] = 3
+    assert room.metadata == {"map": "dust", "mode": "ranked", "teams": 2}
+    room.metadata = {}
+    assert (room.metadata, room.metadata_text) == ({}, "")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[1], "text", 3, None, {"a": object()}, {"a": {1, 2}}, {"pad": "x" * 2048}],
+)
+def test_bad_metadata_raises_and_keeps_the_old_value(bad: object) -> None:
+    room = Room("r1", "match")
+    room.metadata = {"mode": "ranked"}
+    with pytest.raises(ValueError, match="metadata"):
+        room.metadata = bad  # type: ignore[assignment]
+    assert room.metadata_text == '{"mode":"ranked"}'
+
+
+async def test_options_are_the_rooms_before_on_create_runs() -> None:
+    seen: list[dict[str, object]] = []
+
+    class Match(Room):
+        async def on_create(self) -> None:
+            seen.append(dict(self.options))
+            self.metadata = {"map": self.options.get("map", "any")}
+
+    rooms = RoomManager()
+    rooms.define("match", Match)
+    options = {"map": "dust", "mode": "ranked"}
+    room = await rooms.create("match", "r1", options)
+    options["map"] = "changed"
+    assert seen == [{"map": "dust", "mode": "ranked"}]
+    assert room.options == {"map": "dust", "mode": "ranked"}
+    assert room.metadata == {"map": "dust"}
+    other = await rooms.create_room("match", "r2", options={"map": "nuke"})
+    assert isinstance(other, Room) and other.options == {"map": "nuke"}
+    local = await rooms.create("match", "r3")
+    assert local.options == {} and seen[-1] == {}
+    with pytest.raises(ValueError, match="options must be a JSON object"):
+        await rooms.create("match", "r4", ["map"])  # type: ignore[arg-type]
+    assert rooms.get("r4") is None
+
+
+async def test_a_room_without_an_agent_refuses_tickets_with_no_agent_key() -> None:
+    rooms = RoomManager()
+    rooms.define("match", Room)
+    room = await rooms.create("match", "r1")
+    ticket = mint_ticket(ticket_key(KEY), TicketClaims("s_1", "r1", 1, 2**42))
+    with pytest.raises(TicketError, match="no agent key"):
+        room.accept_ticket(ticket)
+    with pytest.raises(TicketError, match="no agent key"):
+        Room("r2", "match").accept_ticket(ticket)
+
+
+async def test_an_agent_lets_present_and_future_rooms_accept_its_tickets_offline() -> None:
+    rooms = RoomManager()
+    rooms.define("match", Room)
+    before = await rooms.create("match", "r1")
+    FleetAgent(rooms, url="ws://127.0.0.1:9", key=KEY, endpoint_url="ws://e")  # never connected
+    after = await rooms.create("match", "r2")
+    key = ticket_key(KEY)
+    one = before.accept_ticket(mint_ticket(key, TicketClaims("s_1", "r1", 2, 2**42)))
+    two = after.accept_ticket(mint_ticket(key, TicketClaims("s_2", "r2", 1, 2**42)))
+    assert one == SeatReservation("s_1", "r1", 2, 2**42)
+    assert (two.id, two.room_id, two.seats, two.expires_at) == ("s_2", "r2", 1, 2**42)
+    with pytest.raises(TicketError, match="bad signature"):
+        after.accept_ticket(mint_ticket(ticket_key("k2"), TicketClaims("s_3", "r2", 1, 2**42)))

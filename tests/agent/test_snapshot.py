@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import pytest
 from rivalis.fleet.v3 import agent_pb2
 
-from fleet_agent import Capacity, Room, RoomManager, wire
+from fleet_agent import Capacity, Room, RoomManager, RoomView, wire
+from fleet_agent._seats import SeatLedger
 from fleet_agent._snapshot import Identity, Snapshot
+from fleet_agent._tickets import TicketClaims, mint_ticket, ticket_key
 from tests.support.agents import define_rooms
+from tests.support.keys import KEY
 
 
 def identity(**overrides: object) -> Identity:
@@ -156,3 +161,98 @@ def test_the_installed_version_is_reported() -> None:
     from fleet_agent._agent import _agent_version
 
     assert _agent_version() == importlib.metadata.version("rivalis-fleet")
+
+
+# -- matchmaking fields (docs/matchmaking.md §1, §2) -----------------------------------
+
+RANKED = {"teams": 2, "mode": "ranked"}
+
+
+async def test_the_matchmaking_vectors() -> None:
+    only_match = define_rooms(RoomManager(), "match")
+    room = await only_match.create("match", "r1")
+    room.connections = 3
+    seats = SeatLedger(KEY)
+    snapshot = Snapshot(identity(capacity=Capacity(max_rooms=10)), seats)
+    snapshot.mark_fleet("r1")
+    room.metadata = RANKED
+    assert snapshot.current_hash(only_match) == "0a29ed195853b204"
+    room.max_connections = 10
+    room.locked = True
+    seats.accept("r1", mint_ticket(ticket_key(KEY), TicketClaims("s_1", "r1", 1, 2**42)))
+    assert snapshot.current_hash(only_match) == "0f8cfa76c7f2be67"
+    state = snapshot.reply(only_match, "p", None)
+    assert list(state.accepted_reservations) == ["s_1"]
+    [reported] = state.rooms
+    assert reported.metadata == '{"mode":"ranked","teams":2}'
+    assert reported.HasField("max_connections") and reported.max_connections == 10
+    assert reported.locked
+
+
+async def test_unset_matchmaking_fields_stay_off_the_wire(rooms: RoomManager) -> None:
+    await rooms.create("match", "r1")
+    state = Snapshot(identity(), SeatLedger(KEY)).reply(rooms, "p", None)
+    [reported] = state.rooms
+    assert not reported.HasField("max_connections") and reported.metadata == ""
+    assert not reported.locked and list(state.accepted_reservations) == []
+    field_names = {field.name for field, _ in reported.ListFields()}
+    assert field_names == {"id", "type", "origin"}
+
+
+async def test_the_hash_moves_with_metadata_seats_lock_and_accepted_ids(
+    rooms: RoomManager,
+) -> None:
+    seats = SeatLedger(KEY)
+    snapshot = Snapshot(identity(), seats)
+    room = await rooms.create("match", "r1")
+    hashes = [snapshot.current_hash(rooms)]
+    room.metadata = RANKED
+    hashes.append(snapshot.current_hash(rooms))
+    room.metadata = {"mode": "ranked", "teams": 2}  # the same object: the same hash
+    assert snapshot.current_hash(rooms) == hashes[-1]
+    room.max_connections = 0
+    hashes.append(snapshot.current_hash(rooms))
+    room.locked = True
+    hashes.append(snapshot.current_hash(rooms))
+    seats.accept("r1", mint_ticket(ticket_key(KEY), TicketClaims("s_1", "r1", 1, 2**42)))
+    hashes.append(snapshot.current_hash(rooms))
+    assert len(set(hashes)) == len(hashes)
+    room.metadata, room.max_connections, room.locked = {}, None, False
+    assert snapshot.current_hash(rooms) not in hashes
+    assert snapshot.current_hash(rooms) == Snapshot(identity(), seats).current_hash(rooms)
+
+
+async def test_a_plain_view_reports_the_matchmaking_members_it_has() -> None:
+    @dataclass
+    class View:
+        id: str
+        type: str
+        connections: int
+        metadata_text: str = ""
+        max_connections: int | None = None
+        locked: bool = False
+
+    class Host:
+        def __init__(self) -> None:
+            self.views = [View("a", "match", 1, '{"k":1}', 4, True), View("b", "match", 2)]
+
+        def room_types(self) -> Sequence[str]:
+            return ["match"]
+
+        def rooms(self) -> Iterable[RoomView]:
+            return self.views
+
+        async def create_room(
+            self, room_type: str, room_id: str | None, options: object = None
+        ) -> RoomView:
+            raise NotImplementedError
+
+        async def destroy_room(self, room_id: str) -> bool:
+            return False
+
+    state = Snapshot(identity()).reply(Host(), "p", None)
+    assert [(r.id, r.metadata, r.max_connections, r.locked) for r in state.rooms] == [
+        ("a", '{"k":1}', 4, True),
+        ("b", "", 0, False),
+    ]
+    assert not state.rooms[1].HasField("max_connections")

@@ -1,6 +1,12 @@
 """A game-server process for the chaos tests: FleetAgents driven by lines on stdin.
 
-    python -m tests.chaos.agent_host URL KEY NAME [--agents N] [--lag-ms MS]
+    python -m tests.chaos.agent_host URL[,URL…] KEY NAME [--agents N] [--lag-ms MS]
+        [--backoff-ms INITIAL,MAX] [--watch-ms MS]
+
+URL is one orchestrator or a comma list of them (the nodes of a cluster): every agent
+dials the list (``FleetAgent(url=[…])``). ``--backoff-ms`` sets the agents' reconnect
+backoff (the tests' fast one by default); ``--watch-ms`` how often each agent is looked
+at for a rejoin (5 ms by default; hosts of many agents look less often).
 
 Each agent runs over its own :class:`~fleet_agent.RoomManager` (so its own process_uid
 and rooms) with room types ``match`` (created at once), ``lag`` (created after
@@ -8,8 +14,9 @@ and rooms) with room types ``match`` (created at once), ``lag`` (created after
 
 Every line on stdout is one event, flushed at once::
 
-    joined <slot> <instance_id> <process_uid> <monotonic s>   (also after each reconnect)
+    joined <slot> <instance_id> <process_uid> <monotonic s> <url>   (also after each reconnect)
     left <slot>
+    creating <room_id>   (a ``lag`` room's creation began)
     local <slot> <room_id>
     rooms <json: {process_uid: [room ids]}>
 
@@ -27,15 +34,14 @@ import json
 import sys
 import time
 
-from fleet_agent import FleetAgent, Room, RoomManager
-from tests.support.agents import SlowRoom, define_rooms, fleet_agent
-
-WATCH_S = 0.005  # how often a rejoin (a new instance id) is looked for
+from fleet_agent import Backoff, FleetAgent, Room, RoomManager
+from tests.support.agents import FAST, SlowRoom, define_rooms, fleet_agent
 
 
 def lag_room(lag_s: float) -> type[Room]:
     class LagRoom(Room):
         async def on_create(self) -> None:
+            say("creating", self.id)
             await asyncio.sleep(lag_s)
 
     return LagRoom
@@ -47,11 +53,21 @@ def say(*words: object) -> None:
 
 
 class Host:
-    def __init__(self, url: str, key: str, name: str, lag_s: float) -> None:
-        self.url = url
+    def __init__(
+        self,
+        urls: list[str],
+        key: str,
+        name: str,
+        lag_s: float,
+        backoff: Backoff,
+        watch_s: float,
+    ) -> None:
+        self.urls = urls
+        self.watch_s = watch_s
         self.key = key
         self.name = name
         self.lag_s = lag_s
+        self.backoff = backoff
         self.agents: dict[int, tuple[FleetAgent, RoomManager]] = {}
         self.watchers: dict[int, asyncio.Task[None]] = {}
         self._next = 0
@@ -60,7 +76,13 @@ class Host:
         slot = self._next
         self._next += 1
         rooms = define_rooms(RoomManager(), "match", lag=lag_room(self.lag_s), slow=SlowRoom)
-        agent = fleet_agent(rooms, url=self.url, key=self.key, name=f"{self.name}-{slot}")
+        agent = fleet_agent(
+            rooms,
+            url=self.urls[0] if len(self.urls) == 1 else self.urls,
+            key=self.key,
+            name=f"{self.name}-{slot}",
+            backoff=self.backoff,
+        )
         self.agents[slot] = (agent, rooms)
         await agent.connect()
         self.watchers[slot] = asyncio.create_task(self._watch(slot, agent))
@@ -72,8 +94,9 @@ class Host:
             current = agent.instance_id
             if current is not None and current != seen:
                 seen = current
-                say("joined", slot, current, agent.process_uid, f"{time.monotonic():.6f}")
-            await asyncio.sleep(WATCH_S)
+                at = f"{time.monotonic():.6f}"
+                say("joined", slot, current, agent.process_uid, at, agent.url)
+            await asyncio.sleep(self.watch_s)
 
     async def leave(self, slot: int) -> None:
         entry = self.agents.pop(slot, None)
@@ -125,8 +148,13 @@ async def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--agents", type=int, default=1)
     parser.add_argument("--lag-ms", type=float, default=500.0)
+    parser.add_argument("--backoff-ms", default=f"{FAST.initial_ms:g},{FAST.max_ms:g}")
+    parser.add_argument("--watch-ms", type=float, default=5.0)
     args = parser.parse_args()
-    host = Host(args.url, args.key, args.name, args.lag_ms / 1000.0)
+    initial_ms, max_ms = (float(part) for part in args.backoff_ms.split(","))
+    urls = [url for url in args.url.split(",") if url]
+    backoff = Backoff(initial_ms=initial_ms, max_ms=max_ms)
+    host = Host(urls, args.key, args.name, args.lag_ms / 1000.0, backoff, args.watch_ms / 1000)
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)

@@ -37,6 +37,8 @@ CONTRACT_METRICS = {
     "fleet_event_loop_lag_seconds": "gauge",
     "fleet_leader": "gauge",
     "fleet_build_info": "gauge",
+    "fleet_capacity_free_room_slots": "gauge",
+    "fleet_capacity_free_connections": "gauge",
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -102,6 +104,19 @@ async def test_gauges_follow_the_read_model(gw: Gateway) -> None:
     await wait_for(lambda: gw.orch.fleet.get_instance(drained.instance_id) is None, 10)
     _, samples = await scrape(gw)
     assert value(samples, "fleet_evictions_total") == 1
+
+
+async def test_capacity_gauges_group_by_the_capacity_label() -> None:
+    async with running_gateway(capacity_label="zone") as gw:
+        await gw.agent(name="a", labels={"zone": "a"}, max_rooms=5, max_connections=100)
+        await gw.agent(name="b", labels={"zone": "a"}, rooms={"r1": RawRoom("match", 7)})
+        await gw.agent(name="c", max_rooms=3, rooms={"r2": RawRoom("match", 2)})
+        _, samples = await scrape(gw)
+    slots, connections = "fleet_capacity_free_room_slots", "fleet_capacity_free_connections"
+    assert value(samples, slots, group="a") == float("inf")  # b has no maxRooms
+    assert value(samples, connections, group="a") == float("inf")
+    assert value(samples, slots, group="") == 2
+    assert value(samples, connections, group="") == float("inf")
 
 
 async def test_counters_move_with_commands_kicks_and_auth_failures() -> None:

@@ -91,7 +91,7 @@ def test_every_reference_resolves_and_every_path_parameter_is_declared() -> None
 
 async def test_every_documented_operation_is_served(gw: Gateway) -> None:
     agent = await gw.agent()
-    values = {"id": agent.instance_id, "roomId": "missing-room"}
+    values = {"id": agent.instance_id, "roomId": "missing-room", "reservationId": "s_missing"}
     for method, template in sorted(operations(document())):
         if template == "/v1/events":
             continue  # a stream; covered by the SSE tests
@@ -101,7 +101,7 @@ async def test_every_documented_operation_is_served(gw: Gateway) -> None:
             "NOT_FOUND",
             "METHOD_NOT_ALLOWED",
         )
-        # DELETE /v1/seats/{id} answers NOT_FOUND for an unknown reservation, as documented
+        # DELETE /v1/seats/{reservationId} answers NOT_FOUND for an unknown one, as documented
         assert not route_miss or "NOT_FOUND" in doc_causes(method, template, "404")
         documented = doc_statuses(method, template)
         assert str(reply.status) in documented, (method, template, reply.status, documented)

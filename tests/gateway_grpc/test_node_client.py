@@ -123,6 +123,11 @@ async def test_a_node_client_reads_creates_and_destroys_over_grpc(
         "locked": False,
         "reserved_seats": 0,
     }
+    seats = result["seats"]  # the room just created is the one that fits: 2 seats in it
+    assert seats["room"]["id"] == "from-node" and seats["created"] is False
+    assert seats["room"]["reserved_seats"] == 2 and seats["reservation"]["seats"] == 2
+    assert seats["reservation"]["ticket"].startswith("v1.")
+    assert result["released"] == {}
     assert result["destroyed"] == {}
     assert result["statsAfter"]["rooms"] == 0
     assert result["statsAfter"]["state_hash"] == orch.fleet.stats.state_hash

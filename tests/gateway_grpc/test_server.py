@@ -73,6 +73,7 @@ async def test_reflection_lists_and_describes_the_services(channel: grpc.aio.Cha
         "GetCluster",
         "ReserveSeats",
         "ReleaseSeats",
+        "GetCapacity",
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Self, TypeVar
 
 from fleet_agent import Backoff, FleetAgent, Room, RoomHost, RoomManager
@@ -93,9 +94,11 @@ def define_rooms(manager: M, *room_types: str, **factories: type[Room]) -> M:
     return manager
 
 
-def fleet_agent(host: RoomHost, *, url: str, name: str = "eu1", **options: Any) -> FleetAgent:
-    """A FleetAgent over ``host`` dialing ``url``: by default with the agent key, the
-    ``FAST`` backoff and an endpoint named after the agent."""
+def fleet_agent(
+    host: RoomHost, *, url: str | Sequence[str], name: str = "eu1", **options: Any
+) -> FleetAgent:
+    """A FleetAgent over ``host`` dialing ``url`` (one URL or a list): by default with
+    the agent key, the ``FAST`` backoff and an endpoint named after the agent."""
     options.setdefault("key", KEY)
     options.setdefault("endpoint_url", f"ws://{name}.example:9000")
     options.setdefault("backoff", FAST)

@@ -1,7 +1,8 @@
 // A Node.js client of rivalis.fleet.v1.FleetControl, loading the repo's .proto at run time.
 //
 // Usage: FLEET_ADMIN_KEY=... node client.js <host:port> <room type> <room id>
-// Prints one JSON object: the results of GetStats, CreateRoom, DestroyRoom, GetStats
+// Prints one JSON object: the results of GetStats, CreateRoom, ReserveSeats,
+// ReleaseSeats, DestroyRoom, GetStats
 // again, and the status + fleet-cause of a call without a key.
 "use strict";
 
@@ -55,6 +56,18 @@ async function main() {
       client,
       "CreateRoom",
       { type: roomType, room_id: roomId, placement: { strategy: "least-loaded" } },
+      auth,
+    );
+    result.seats = await call(
+      client,
+      "ReserveSeats",
+      { type: roomType, seats: 2, ttl_ms: 60000 },
+      auth,
+    );
+    result.released = await call(
+      client,
+      "ReleaseSeats",
+      { reservation_id: result.seats.reservation.id },
       auth,
     );
     result.destroyed = await call(client, "DestroyRoom", { room_id: roomId }, auth);

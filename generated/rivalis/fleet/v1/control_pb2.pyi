@@ -1202,3 +1202,140 @@ class ReleaseSeatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseSeatsResponse: _TypeAlias = ReleaseSeatsResponse  # noqa: Y015
+
+@_typing.final
+class GetCapacityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    group_by: _builtins.str
+    """a label name; empty: one group for the whole fleet"""
+    type: _builtins.str
+    """keep instances whose room types include it; empty: all"""
+    def __init__(
+        self,
+        *,
+        group_by: _builtins.str = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_by", b"group_by", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapacityRequest: _TypeAlias = GetCapacityRequest  # noqa: Y015
+
+@_typing.final
+class CapacityGroup(_message.Message):
+    """One group of instances. Free figures count active instances only; an unset one means
+    an active instance of the group is unlimited.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    LABEL_MISSING_FIELD_NUMBER: _builtins.int
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    ROOMS_FIELD_NUMBER: _builtins.int
+    MAX_ROOMS_FIELD_NUMBER: _builtins.int
+    FREE_ROOM_SLOTS_FIELD_NUMBER: _builtins.int
+    CONNECTIONS_FIELD_NUMBER: _builtins.int
+    FREE_CONNECTIONS_FIELD_NUMBER: _builtins.int
+    RESERVED_SEATS_FIELD_NUMBER: _builtins.int
+    label_missing: _builtins.bool
+    """the instances of this group lack the label"""
+    instances: _builtins.int
+    active: _builtins.int
+    draining: _builtins.int
+    stale: _builtins.int
+    rooms: _builtins.int
+    max_rooms: _builtins.int
+    """unset: an instance is unlimited"""
+    free_room_slots: _builtins.int
+    """rooms being created are subtracted"""
+    connections: _builtins.int
+    free_connections: _builtins.int
+    reserved_seats: _builtins.int
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """{group_by: value}; empty for the whole fleet"""
+
+    def __init__(
+        self,
+        *,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        label_missing: _builtins.bool = ...,
+        instances: _builtins.int = ...,
+        active: _builtins.int = ...,
+        draining: _builtins.int = ...,
+        stale: _builtins.int = ...,
+        rooms: _builtins.int = ...,
+        max_rooms: _builtins.int | None = ...,
+        free_room_slots: _builtins.int | None = ...,
+        connections: _builtins.int = ...,
+        free_connections: _builtins.int | None = ...,
+        reserved_seats: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_free_connections", b"_free_connections", "_free_room_slots", b"_free_room_slots", "_max_rooms", b"_max_rooms", "free_connections", b"free_connections", "free_room_slots", b"free_room_slots", "max_rooms", b"max_rooms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_free_connections", b"_free_connections", "_free_room_slots", b"_free_room_slots", "_max_rooms", b"_max_rooms", "active", b"active", "connections", b"connections", "draining", b"draining", "free_connections", b"free_connections", "free_room_slots", b"free_room_slots", "instances", b"instances", "label_missing", b"label_missing", "labels", b"labels", "max_rooms", b"max_rooms", "reserved_seats", b"reserved_seats", "rooms", b"rooms", "stale", b"stale"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__free_connections: _TypeAlias = _typing.Literal["free_connections"]  # noqa: Y015
+    _WhichOneofArgType__free_connections: _TypeAlias = _typing.Literal["_free_connections", b"_free_connections"]  # noqa: Y015
+    _WhichOneofReturnType__free_room_slots: _TypeAlias = _typing.Literal["free_room_slots"]  # noqa: Y015
+    _WhichOneofArgType__free_room_slots: _TypeAlias = _typing.Literal["_free_room_slots", b"_free_room_slots"]  # noqa: Y015
+    _WhichOneofReturnType__max_rooms: _TypeAlias = _typing.Literal["max_rooms"]  # noqa: Y015
+    _WhichOneofArgType__max_rooms: _TypeAlias = _typing.Literal["_max_rooms", b"_max_rooms"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__free_connections) -> _WhichOneofReturnType__free_connections | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__free_room_slots) -> _WhichOneofReturnType__free_room_slots | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_rooms) -> _WhichOneofReturnType__max_rooms | None: ...
+
+Global___CapacityGroup: _TypeAlias = CapacityGroup  # noqa: Y015
+
+@_typing.final
+class GetCapacityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapacityGroup]: ...
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___CapacityGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapacityResponse: _TypeAlias = GetCapacityResponse  # noqa: Y015

@@ -104,6 +104,11 @@ class FleetControlStub:
                 request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsRequest.SerializeToString,
                 response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsResponse.FromString,
                 _registered_method=True)
+        self.GetCapacity = channel.unary_unary(
+                '/rivalis.fleet.v1.FleetControl/GetCapacity',
+                request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityRequest.SerializeToString,
+                response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityResponse.FromString,
+                _registered_method=True)
 
 
 class FleetControlServicer:
@@ -228,6 +233,13 @@ class FleetControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapacity(self, request, context):
+        """What an autoscaler reads: one group per value of a label (GET /v1/capacity).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -300,6 +312,11 @@ def add_FleetControlServicer_to_server(servicer, server):
                     servicer.ReleaseSeats,
                     request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsRequest.FromString,
                     response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsResponse.SerializeToString,
+            ),
+            'GetCapacity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapacity,
+                    request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityRequest.FromString,
+                    response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -680,6 +697,33 @@ class FleetControl:
             '/rivalis.fleet.v1.FleetControl/ReleaseSeats',
             rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsRequest.SerializeToString,
             rivalis_dot_fleet_dot_v1_dot_control__pb2.ReleaseSeatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapacity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rivalis.fleet.v1.FleetControl/GetCapacity',
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityRequest.SerializeToString,
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityResponse.FromString,
             options,
             channel_credentials,
             insecure,

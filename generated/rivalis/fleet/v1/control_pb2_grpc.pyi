@@ -120,6 +120,8 @@ class FleetControlStub:
     """
     ReleaseSeats: _grpc.UnaryUnaryMultiCallable[_control_pb2.ReleaseSeatsRequest, _control_pb2.ReleaseSeatsResponse]
     """End a reservation before its TTL; NOT_FOUND when it is not live."""
+    GetCapacity: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetCapacityRequest, _control_pb2.GetCapacityResponse]
+    """What an autoscaler reads: one group per value of a label (GET /v1/capacity)."""
 
 @_typing.type_check_only
 class FleetControlAsyncStub(FleetControlStub):
@@ -182,6 +184,8 @@ class FleetControlAsyncStub(FleetControlStub):
     """
     ReleaseSeats: _aio.UnaryUnaryMultiCallable[_control_pb2.ReleaseSeatsRequest, _control_pb2.ReleaseSeatsResponse]  # type: ignore[assignment]
     """End a reservation before its TTL; NOT_FOUND when it is not live."""
+    GetCapacity: _aio.UnaryUnaryMultiCallable[_control_pb2.GetCapacityRequest, _control_pb2.GetCapacityResponse]  # type: ignore[assignment]
+    """What an autoscaler reads: one group per value of a label (GET /v1/capacity)."""
 
 class FleetControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -325,5 +329,13 @@ class FleetControlServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.ReleaseSeatsResponse, _abc.Awaitable[_control_pb2.ReleaseSeatsResponse]]:
         """End a reservation before its TTL; NOT_FOUND when it is not live."""
+
+    @_abc_1.abstractmethod
+    def GetCapacity(
+        self,
+        request: _control_pb2.GetCapacityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.GetCapacityResponse, _abc.Awaitable[_control_pb2.GetCapacityResponse]]:
+        """What an autoscaler reads: one group per value of a label (GET /v1/capacity)."""
 
 def add_FleetControlServicer_to_server(servicer: FleetControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

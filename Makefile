@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install etcd protos lint test run run-ha bench bench-quick fuzz chaos clean
+.PHONY: venv install etcd chromium protos lint test run run-ha bench bench-quick fuzz chaos clean
 
 venv: $(PY)
 
@@ -26,7 +26,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install lint etcd
+test: install lint etcd chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The election tests start their own etcd (CONTRACT §10). Debian's package starts a
@@ -42,6 +42,18 @@ etcd:
 		systemctl disable --now etcd >/dev/null 2>&1 || service etcd stop >/dev/null 2>&1 || true; \
 		pkill -x -u etcd etcd || true; \
 		command -v etcd >/dev/null || { echo "etcd-server installed no etcd binary" >&2; exit 1; }; \
+	fi
+
+# The dashboard tests drive the system browser (CONTRACT §12): Debian's chromium and
+# chromium-driver, installed when missing; nothing is downloaded at run time.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null 2>&1; then \
+		echo "chromium not found: installing the Debian packages chromium and chromium-driver (apt-get, as root)"; \
+		[ "$$(id -u)" = 0 ] || { echo "installing chromium needs root" >&2; exit 1; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+			|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq chromium chromium-driver >/dev/null; } || exit 1; \
+		command -v chromedriver >/dev/null || { echo "chromium-driver installed no chromedriver" >&2; exit 1; }; \
 	fi
 
 run: install

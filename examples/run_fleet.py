@@ -2,7 +2,8 @@
 
 Starts ``rivalis-fleet`` and two ``examples.game_server`` processes (labels
 ``region=eu`` and ``region=us``), waits until both appear in ``GET /v1/instances``,
-prints the admin key with ready-to-paste commands, and stops all three on Ctrl-C.
+prints the dashboard URL and the admin key with ready-to-paste commands, and stops all
+three on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def _banner(base: str, grpc_port: int, admin_key: str) -> str:
         [
             "",
             "rivalis-fleet is running with two game servers (eu1: region=eu, us1: region=us).",
+            f"dashboard: {base}/  (open it in a browser, sign in with the admin key)",
             f"admin key: {admin_key}",
             "",
             "list instances:",
@@ -66,6 +68,8 @@ def _banner(base: str, grpc_port: int, admin_key: str) -> str:
             f"{base}/v1/rooms",
             "watch events live:",
             f"  curl -sN {auth} {base}/v1/events",
+            "Prometheus metrics:",
+            f"  curl -s {base}/metrics",
             "gRPC (grpcurl, reflection is on):",
             f'  grpcurl -plaintext -H "authorization: Bearer {admin_key}" '
             f"127.0.0.1:{grpc_port} rivalis.fleet.v1.FleetControl/GetStats",

@@ -5,8 +5,8 @@ per-IP failed-auth throttle is checked first (``AUTH_THROTTLED``), then the pres
 credentials (``UNAUTHORIZED``), and a miss costs one token of the IP's bucket (SPEC
 §12). Each surface passes its own logger, so ``auth failed`` / ``auth throttled`` lines
 appear under ``fleet.server``, ``fleet.http`` or ``fleet.grpc``; the audit line is
-always ``fleet.audit``. Derived API tokens and per-agent tokens join as new credential
-kinds here.
+always ``fleet.audit``. Derived API tokens (:mod:`._tokens`) are the admin audience's
+second credential kind: a principal says which kind it holds and its scope.
 
 Keys are compared by SHA-256 digest in constant time against every configured key,
 with no early exit; only fingerprints (``key#`` + 8 hex) ever reach a log.
@@ -27,8 +27,18 @@ from typing import Final
 from fleet_agent._tickets import ticket_key
 
 from ._errors import ErrorCode, FleetError
+from ._metrics import NULL_METER, Meter
+from ._tokens import ApiTokens, MintedToken, Scope, looks_like_token, token_fingerprint
 
-__all__ = ["Audience", "AuthThrottle", "Authenticator", "KeyRing", "Principal", "fingerprint"]
+__all__ = [
+    "Audience",
+    "AuthThrottle",
+    "Authenticator",
+    "KeyRing",
+    "Principal",
+    "Scope",
+    "fingerprint",
+]
 
 audit_log = logging.getLogger("fleet.audit")
 
@@ -150,10 +160,17 @@ class Audience(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: its audience and the fingerprint of its credential."""
+    """An authenticated caller: its audience, the fingerprint of its credential
+    (``key#…`` or ``tok#…``), what it may do, and whether it holds a token."""
 
     audience: Audience
     key_id: str
+    scope: Scope = Scope.ADMIN
+    token: bool = False
+
+    def may(self, write: bool) -> bool:
+        """Whether this caller may make a call that writes (``write``) or only reads."""
+        return not write or self.scope is Scope.ADMIN
 
 
 class Authenticator:
@@ -168,10 +185,14 @@ class Authenticator:
         failure_limit: int = 10,
         failure_window_ms: int = 60_000,
         clock: Callable[[], float] = time.monotonic,
+        tokens: ApiTokens | None = None,
+        meter: Meter = NULL_METER,
     ) -> None:
         # Each audience's keys, and one principal per key, in the same order.
         self._agent = (KeyRing(agent_keys), _principals(Audience.AGENT, agent_keys))
         self._admin = (KeyRing(admin_keys), _principals(Audience.ADMIN, admin_keys))
+        self._tokens = tokens if tokens is not None else ApiTokens(admin_keys)
+        self._meter = meter
         self._ticket_keys = {fingerprint(key): ticket_key(key) for key in agent_keys}
         self._trust_proxy = trust_proxy
         self.throttle = AuthThrottle(failure_limit, failure_window_ms, clock=clock)
@@ -200,15 +221,21 @@ class Authenticator:
                 return first
         return remote or "unknown"
 
+    def mint_token(self, scope: Scope, ttl_s: int) -> MintedToken:
+        """A new API token (``ValueError`` for a ``ttl_s`` out of range)."""
+        return self._tokens.mint(scope, ttl_s)
+
     def authenticate(
         self,
         audience: Audience,
         ip: str,
         route: str | Callable[[], str],
         *presented: str | None,
+        token: str | None = None,
         log: logging.Logger,
     ) -> Principal:
-        """The principal one of ``presented`` names; raises ``AUTH_THROTTLED`` while
+        """The principal one of ``presented`` (a key, or an API token for the admin
+        audience) or ``token`` (an API token only) names; raises ``AUTH_THROTTLED`` while
         ``ip`` is throttled (nothing examined) or ``UNAUTHORIZED`` (one failure).
 
         ``route`` names the call in the log line; a callable is only called to log."""
@@ -216,14 +243,30 @@ class Authenticator:
         if throttle.blocked(ip):
             log.warning("auth throttled ip=%s route=%s", ip, _text(route))
             raise FleetError(ErrorCode.AUTH_THROTTLED, "too many failed authentications")
-        ring, principals = self._admin if audience is Audience.ADMIN else self._agent
+        admin = audience is Audience.ADMIN
+        ring, principals = self._admin if admin else self._agent
         for credential in presented:
             index = ring.index(credential)
             if index >= 0:
                 return principals[index]
+            if admin and credential and looks_like_token(credential):
+                found = self._token_principal(credential)
+                if found is not None:
+                    return found
+        if admin and token:
+            found = self._token_principal(token)
+            if found is not None:
+                return found
         throttle.failure(ip)
+        self._meter.auth_failure(audience.value)
         log.warning("auth failed ip=%s route=%s", ip, _text(route))
         raise FleetError(ErrorCode.UNAUTHORIZED, f"an {audience.value} key is required")
+
+    def _token_principal(self, token: str) -> Principal | None:
+        scope = self._tokens.check(token)
+        if scope is None:
+            return None
+        return Principal(Audience.ADMIN, token_fingerprint(token), scope, token=True)
 
     @staticmethod
     def audit(route: str, principal: Principal | None, ip: str, outcome: str) -> None:

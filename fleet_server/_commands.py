@@ -8,6 +8,7 @@ decides what each outcome does to reservations and the read model.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
@@ -45,6 +46,7 @@ class PendingCommand:
     timer: asyncio.TimerHandle | None = field(default=None)
     options: str = ""  # a create's options: canonical JSON object text
     sent: bool = False  # handed to the socket: the agent may have run it
+    started: float = 0.0  # time.monotonic() when registered
 
 
 Outcome = Callable[[PendingCommand, agent_pb2.Ack | FleetError], None]
@@ -85,6 +87,7 @@ class Commands:
             room_type=room_type,
             future=loop.create_future(),
             options=options,
+            started=time.monotonic(),
         )
         sink.pending[pending.cmd_id] = pending
         pending.timer = loop.call_later(self._timeout, self._expire, pending)

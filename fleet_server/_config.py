@@ -139,6 +139,12 @@ def _add_http_flags(add: Add) -> None:
         help="accept ?key= on /v1/events (env FLEET_SSE_QUERY_AUTH; default false)",
     )
     add(
+        "--metrics-auth",
+        action="store_true",
+        dest="metrics_auth",
+        help="GET /metrics needs the admin key or a token (env FLEET_METRICS_AUTH; default false)",
+    )
+    add(
         "--trust-proxy",
         action="store_true",
         dest="trust_proxy",
@@ -315,6 +321,7 @@ _SETTINGS: Final[Mapping[str, tuple[str | None, Parser]]] = {
     "cluster": ("cluster", _text),
     "advertise_url": ("advertise_url", _optional_text),
     "leader_lease_ms": ("leader_lease_ms", _int),
+    "metrics_auth": ("metrics_auth", _bool),
     "webhooks": ("webhooks", _text),
     "capacity_label": ("capacity_label", _text),
     "log_level": (None, _level),
@@ -343,6 +350,7 @@ _ENV: Final[Mapping[str, str]] = {
     "FLEET_CLUSTER": "cluster",
     "FLEET_ADVERTISE_URL": "advertise_url",
     "FLEET_LEADER_LEASE_MS": "leader_lease_ms",
+    "FLEET_METRICS_AUTH": "metrics_auth",
     "FLEET_LOG_LEVEL": "log_level",
     "FLEET_ENV": "environment",
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 from rivalis.fleet.v3 import agent_pb2
@@ -25,6 +25,7 @@ from ._events import EventHub, EventType
 from ._ids import generate_room_id, is_valid_room_id
 from ._instance import Instance, _Room
 from ._membership import Membership
+from ._metrics import NULL_METER, CensusRow, Meter
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._orphans import OrphanHolds
 from ._placement import Placement, ValidationError, check_pin, choose
@@ -66,8 +67,10 @@ class Fleet:
         orphan_hold_ms: int = 60_000,
         rng: random.Random | None = None,
         clock_ms: Callable[[], int] = _now_ms,
+        meter: Meter = NULL_METER,
     ) -> None:
         self._read = ReadModel()
+        self._meter = meter
         self._events = events
         self._rng = rng or random.Random()
         self._clock_ms = clock_ms
@@ -106,6 +109,12 @@ class Fleet:
     @property
     def rooms(self) -> list[RoomInfo]:
         return self._read.room_infos()
+
+    def census(self) -> Iterator[CensusRow]:
+        """Every instance in the read model as the metrics count it."""
+        for i in self._read.joined:
+            status = "stale" if i.stale else "draining" if i.status == "draining" else "active"
+            yield i.id, status, i.connections, i.room_infos()
 
     def capacity(self, group_by: str | None = None, type: str | None = None) -> list[CapacityRow]:
         """The capacity signal (CONTRACT §14): one row per value of label ``group_by``."""
@@ -402,6 +411,8 @@ class Fleet:
     def _settled(self, pending: PendingCommand, outcome: agent_pb2.Ack | FleetError) -> None:
         """Apply a settled command's effects (SPEC §8 table) before its caller resumes."""
         instance = pending.instance
+        result = "ok" if isinstance(outcome, agent_pb2.Ack) else outcome.code.value.lower()
+        self._meter.command(pending.op, result, time.monotonic() - pending.started)
         events: list[tuple[str, Any]] = []
         if pending.op == "create":
             # The slot moves from in flight to listed (or held): one re-filing after both.

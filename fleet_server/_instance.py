@@ -255,6 +255,12 @@ class Instance:
 
     # --- views --------------------------------------------------------------------
 
+    def room_infos(self) -> tuple[RoomInfo, ...]:
+        """The rooms' views: the same tuple until the rooms change (a poll that only
+        moves ``lastSyncAt`` keeps it), so a reader can cache what it derives from it."""
+        info = self._info
+        return info.rooms if info is not None else self.info().rooms
+
     def acked_room_info(self, raw: str, room_type: str) -> RoomInfo:
         """An acked create as a room of this instance, whether listed or not (it is not
         once the instance has left)."""

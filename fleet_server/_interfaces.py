@@ -2,7 +2,8 @@
 
 The ``Orchestrator`` facade composes the core and hands the gateway one
 :class:`Services` bundle — the fleet service (reads and control), the authenticator,
-the event hub, the options and a readiness probe — plus the field table the gRPC messages
+the event hub, the options, a readiness probe and the metrics (the registry ``/metrics``
+exposes, the meter requests are counted with) — plus the field table the gRPC messages
 are generated from. The gateway imports from this module
 only, never the facade nor any other private core module, so there is no import circle
 and a surface cannot reach past what it is given.
@@ -30,17 +31,21 @@ from ._fields import (
     compile_function,
 )
 from ._ids import is_valid_room_id
+from ._metrics import FleetMetrics, Meter
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._options import OrchestratorOptions
 from ._placement import Placement, PlacementStrategy, ValidationError
 from ._seat_service import SeatGrant, SeatReservation
 from ._selectors import Expression, Selector, selectors_from_json
+from ._tokens import MAX_TTL_S, MIN_TTL_S, MintedToken, Scope
 
 __all__ = [
     "CAPACITY_FIELDS",
     "ERROR_TABLE",
     "INSTANCE_FIELDS",
     "LEADER_HEADER",
+    "MAX_TTL_S",
+    "MIN_TTL_S",
     "ROOM_FIELDS",
     "Audience",
     "Authenticator",
@@ -54,14 +59,18 @@ __all__ = [
     "Expression",
     "Field",
     "FleetError",
+    "FleetMetrics",
     "FleetService",
     "FleetStats",
     "InstanceInfo",
+    "Meter",
+    "MintedToken",
     "OrchestratorOptions",
     "Placement",
     "PlacementStrategy",
     "Principal",
     "RoomInfo",
+    "Scope",
     "SeatGrant",
     "SeatReservation",
     "Selector",
@@ -157,3 +166,5 @@ class Services:
     auth: Authenticator
     hub: EventHub
     is_ready: Callable[[], bool]
+    metrics: FleetMetrics
+    meter: Meter  # ``metrics``, or the null meter when they are off

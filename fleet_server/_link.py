@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from enum import IntEnum
 from typing import Final
 
@@ -20,6 +21,7 @@ from fleet_agent import wire
 from ._commands import PendingCommand
 from ._fleet import Fleet
 from ._instance import Instance
+from ._metrics import NULL_METER, Meter
 
 __all__ = ["AgentLink", "CloseCode", "poll_message"]
 
@@ -52,8 +54,11 @@ class AgentLink:
         heartbeat_ms: int,
         poll_ids: PollIds,
         ticket_key: bytes = b"",
+        meter: Meter = NULL_METER,
     ) -> None:
         self.ws = ws
+        self._meter = meter
+        self._polled_at = 0.0  # time.monotonic() when the outstanding poll was sent
         self.pending: dict[str, PendingCommand] = {}
         self.ticket_key = ticket_key
         self._fleet = fleet
@@ -119,6 +124,7 @@ class AgentLink:
 
     async def kick(self, code: CloseCode, cause: str) -> None:
         log.warning("kick instance=%s cause=%s", self.instance.id, cause)
+        self._meter.kick(code.name.lower())
         await self.close(code, "protocol violation")
 
     # --- polling ------------------------------------------------------------------
@@ -130,6 +136,7 @@ class AgentLink:
         snapshot = self.instance.snapshot
         forced = self._polls % FORCED_FULL_EVERY == 1
         known_hash = snapshot.hash if snapshot is not None and not forced else None
+        self._polled_at = time.monotonic()
         await self.send_encoded(poll_message(req_id, known_hash, self.instance.status))
 
     async def _tick_loop(self) -> None:
@@ -152,6 +159,7 @@ class AgentLink:
                 log.warning(
                     "instance evicted instance=%s missed=%d", self.instance.id, self._missed
                 )
+                self._meter.eviction()
                 await self.close(CloseCode.EVICTED, "liveness eviction")
                 return
 
@@ -197,6 +205,7 @@ class AgentLink:
                 return
             self._outstanding = None
             self._missed = 0
+            self._meter.poll_rtt(time.monotonic() - self._polled_at)
             self.instance.mark_fresh()
             try:
                 self._fleet.on_state(self.instance, state)

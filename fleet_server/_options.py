@@ -197,6 +197,7 @@ _CHECKS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "cluster": _cluster,
     "advertise_url": _optional_url,
     "leader_lease_ms": _lease,
+    "metrics_auth": _flag,
     "webhooks": _webhooks,
     "capacity_label": _label_name,
 }
@@ -241,6 +242,7 @@ class OrchestratorOptions:
     cluster: str = "default"
     advertise_url: str | None = None  # this node's API URL for others; None: derived
     leader_lease_ms: int = 5000
+    metrics_auth: bool = False  # GET /metrics asks for the admin key or a token
     webhooks: tuple[Webhook, ...] = ()  # signed POSTs of fleet events (CONTRACT §14)
     capacity_label: str = "region"  # the label the capacity gauges are grouped by
 
@@ -277,6 +279,8 @@ class OrchestratorOptions:
             raise ValueError("agent_key: at least one agent key is required")
         if self.api and not self.admin_keys:
             raise ValueError("admin_key is required when api=True")
+        if self.metrics_auth and not self.admin_keys:
+            raise ValueError("admin_key is required when metrics_auth=True")
         if set(self.agent_keys) & set(self.admin_keys):
             log.warning("agent and admin key lists intersect; use separate keys")
         if self.production:
@@ -313,5 +317,6 @@ class OrchestratorKeywords(TypedDict, total=False):
     cluster: str
     advertise_url: str | None
     leader_lease_ms: int
+    metrics_auth: bool
     webhooks: Sequence[Webhook | Mapping[str, Any]]
     capacity_label: str

@@ -28,6 +28,7 @@ from ._cluster import Coordinator
 from ._events import EventHub, Listener
 from ._fleet import Fleet
 from ._interfaces import Services
+from ._metrics import NULL_METER, CapacityFigures, FleetMetrics, Meter, package_version
 from ._options import OrchestratorKeywords, OrchestratorOptions
 from ._transport import AgentTransport
 from ._webhooks import WebhookSender
@@ -67,6 +68,8 @@ class Orchestrator:
     ``Orchestrator(host, port, agent_key=…, admin_key=…, …)`` takes every option of
     :class:`OrchestratorOptions` as a keyword (``agent_key`` / ``admin_key``: one key or
     a list), or a ready ``options=`` object; ``rng`` seeds placement ties (tests).
+    ``metrics=False`` stops the hot-path tallies and the loop-lag task (``/metrics``
+    still answers, with gauges only): the benchmark's "metrics off" side.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Orchestrator:
         *,
         options: OrchestratorOptions | None = None,
         rng: random.Random | None = None,
+        metrics: bool = True,
         **keywords: Unpack[OrchestratorKeywords],
     ) -> None:
         given = {k: v for k, v in (("host", host), ("port", port)) if v is not _DEFAULT}
@@ -85,19 +89,23 @@ class Orchestrator:
             raise TypeError("pass options= or option keywords, not both")
         options.check_credentials()
         self.options: Final = options
+        self._hub = EventHub()
+        self.metrics: Final = self._new_metrics()  # this orchestrator's own registry
+        self._meter: Meter = self.metrics if metrics else NULL_METER
         self._auth = Authenticator(
             agent_keys=options.agent_keys,
             admin_keys=options.admin_keys,
             trust_proxy=options.trust_proxy,
             failure_limit=options.auth_failure_limit,
             failure_window_ms=options.auth_failure_window_ms,
+            meter=self._meter,
         )
-        self._hub = EventHub()
         self.fleet: Final = Fleet(
             command_timeout_ms=options.command_timeout_ms,
             events=self._hub,
             orphan_hold_ms=options.orphan_hold_ms,
             rng=rng,
+            meter=self._meter,
         )
         self.transport: Final = AgentTransport(  # live links and closed count (diagnostics)
             fleet=self.fleet,
@@ -106,6 +114,7 @@ class Orchestrator:
             is_accepting=lambda: self._status is OrchestratorStatus.LISTENING,
             leads=lambda: self._cluster.leads(),
             leader_hint=lambda: self._cluster.leader_hint("agent"),
+            meter=self._meter,
         )
         self._cluster = Coordinator(
             options,
@@ -121,6 +130,28 @@ class Orchestrator:
         self._end_streams: Callable[[], Awaitable[None]] | None = None
         self._webhooks: list[WebhookSender] = []
         self._webhook_session: aiohttp.ClientSession | None = None
+
+    def _new_metrics(self) -> FleetMetrics:
+        return FleetMetrics(
+            census=lambda: self.fleet.census(),
+            streams=self._hub.count,
+            dropped=lambda kind: self._hub.dropped[kind],
+            leads=lambda: self._cluster.leads(),
+            version=package_version(),
+            capacity=self._capacity_figures,
+        )
+
+    def _capacity_figures(self) -> list[CapacityFigures]:
+        label = self.options.capacity_label
+        unlimited = float("inf")
+        return [
+            (
+                row.labels.get(label) or "",
+                unlimited if row.free_room_slots is None else row.free_room_slots,
+                unlimited if row.free_connections is None else row.free_connections,
+            )
+            for row in self.fleet.capacity(label)
+        ]
 
     # --- what embedders read ------------------------------------------------------
 
@@ -159,19 +190,26 @@ class Orchestrator:
             auth=self._auth,
             hub=self._hub,
             is_ready=lambda: self.ready,
+            metrics=self.metrics,
+            meter=self._meter,
         )
 
     def build_app(self) -> web.Application:
-        """The aiohttp application: ``/healthz``, ``/readyz`` and the agent endpoint at
-        ``/`` always; the REST ``/v1`` routes and SSE when ``api`` is on."""
-        from gateway import mount_health, mount_rest  # the HTTP surfaces over this core
+        """The aiohttp application: ``/healthz``, ``/readyz``, ``/metrics`` and the agent
+        endpoint at ``/`` always; the REST ``/v1`` routes, SSE and the dashboard (``GET
+        /`` from a browser, ``/dashboard``) when ``api`` is on."""
+        # the HTTP surfaces over this core
+        from gateway import mount_dashboard, mount_health, mount_metrics, mount_rest
 
         services = self._services()
         app = web.Application(handler_args={"access_log": None})
         mount_health(app, services)
-        app.router.add_get("/", self.transport.handle)
+        mount_metrics(app, services)
         if self.options.api:
             self._end_streams = mount_rest(app, services)  # ends SSE streams first on shutdown
+            mount_dashboard(app, agents=self.transport.handle)
+        else:
+            app.router.add_get("/", self.transport.handle)
         return app
 
     # --- lifecycle ----------------------------------------------------------------
@@ -183,12 +221,15 @@ class Orchestrator:
         self._status = OrchestratorStatus.STARTING
         try:
             await self._cluster.start()
+            if self._meter is not NULL_METER:
+                self.metrics.lag.start()
             await self._start_http()
             await self._start_grpc()
             await self._cluster.listening(self._port, self._grpc_port)
             await self._start_webhooks()
         except BaseException:
             await self._stop_webhooks()
+            await self.metrics.lag.stop()
             await self._cluster.stop()
             if self._grpc is not None:
                 await self._grpc.stop()
@@ -269,6 +310,7 @@ class Orchestrator:
             await self._runner.cleanup()
             self._runner = None
         await self._hub.close()
+        await self.metrics.lag.stop()
         self._status = OrchestratorStatus.CLOSED
 
     async def __aenter__(self) -> Self:

@@ -17,6 +17,7 @@ from ._errors import ErrorCode, FleetError
 from ._fleet import Fleet
 from ._ids import mint_instance_id
 from ._link import AgentLink, CloseCode, PollIds
+from ._metrics import NULL_METER, Meter
 
 __all__ = ["AgentTransport"]
 
@@ -38,8 +39,10 @@ class AgentTransport:
         is_accepting: Callable[[], bool],
         leads: Callable[[], bool] = lambda: True,
         leader_hint: Callable[[], str | None] = lambda: None,
+        meter: Meter = NULL_METER,
     ) -> None:
         self._fleet = fleet
+        self._meter = meter
         self._auth = auth
         self._heartbeat_ms = heartbeat_ms
         self._accepting = is_accepting
@@ -83,6 +86,7 @@ class AgentTransport:
             self._heartbeat_ms,
             self._poll_ids,
             ticket_key=self._auth.ticket_key(principal),
+            meter=self._meter,
         )
         self._links.add(link)
         log.info("agent connected instance=%s ip=%s", link.instance.id, ip)

@@ -1,7 +1,9 @@
 """The ``rivalis.fleet.v1.FleetControl`` servicer over the fleet service (SPEC §11).
 
 Every call runs inside a :class:`_CallGuard`: the failed-auth throttle
-(keyed on the peer IP), the admin-key check, the conversion of a
+(keyed on the peer IP), the admin key or API token check, the token's scope (a ``read``
+token on a call that changes the fleet: ``PERMISSION_DENIED`` + ``FORBIDDEN``), the
+conversion of a
 :class:`~fleet_server.FleetError` into its gRPC status from ``ERROR_TABLE`` with the
 code in trailing metadata ``fleet-cause``, ``INTERNAL`` for anything unexpected
 (logged on ``fleet.grpc``), and the audit line for the mutating calls. Handlers only
@@ -102,8 +104,10 @@ class _CallGuard:
         context: Context,
         method: str,
         audited: bool,
+        writes: bool,
     ) -> None:
         self._auth = auth
+        self._writes = writes
         self._cluster = cluster  # None: any role may answer
         self._context = context
         self._method = method
@@ -119,6 +123,8 @@ class _CallGuard:
             )
         except FleetError as exc:
             await self._fail(exc)
+        if not self._principal.may(self._writes):
+            await self._fail(FleetError(ErrorCode.FORBIDDEN, "a read token may not change this"))
         if self._cluster is not None and not self._cluster.leads():
             await self._fail(
                 FleetError(ErrorCode.NOT_LEADER, "this orchestrator is not the leader")
@@ -173,7 +179,8 @@ class FleetControlService(pb_grpc.FleetControlServicer):
         self, context: Context, method: str, *, audited: bool = False, any_role: bool = False
     ) -> _CallGuard:
         cluster = None if any_role else self._cluster
-        return _CallGuard(self._auth, cluster, context, method, audited)
+        # Every audited call changes the fleet: a read token may not make it.
+        return _CallGuard(self._auth, cluster, context, method, audited, writes=audited)
 
     # --- reads ------------------------------------------------------------------
 

@@ -3,18 +3,20 @@
 Each request passes, in this order (SPEC §10 "Order"): CORS preflight
 (:mod:`._cors`) → route match (no route: ``404 NOT_FOUND``; known path, wrong method:
 ``405 METHOD_NOT_ALLOWED`` with ``Allow``) → for the routes it protects, the failed-auth
-throttle (``429 AUTH_THROTTLED``) → the admin key (``401 UNAUTHORIZED``) → on a node
-that does not lead, ``503 NOT_LEADER`` with the leader's URL (every route but
-``/v1/cluster``) → the 64 KiB body cap (``413 PAYLOAD_TOO_LARGE``) → the handler, which
-validates its input (``400``).
+throttle (``429 AUTH_THROTTLED``) → the admin key or an API token (``401
+UNAUTHORIZED``) → the token's scope (``403 FORBIDDEN``: a ``read`` token on anything but
+``GET``/``HEAD``, any token where a key is required) → on a node that does not lead,
+``503 NOT_LEADER`` with the leader's URL (every route but ``/v1/cluster``) → the 64 KiB
+body cap (``413 PAYLOAD_TOO_LARGE``) → the handler, which validates its input (``400``).
 
 All of it runs in one middleware, :meth:`Guard.middleware`, which also turns whatever
 escapes into the envelope — a :class:`~fleet_server.FleetError` into its code's status,
 aiohttp's own HTTP errors into ``NOT_FOUND``/``METHOD_NOT_ALLOWED``/``PAYLOAD_TOO_LARGE``/
 ``VALIDATION``, and anything else into ``500 INTERNAL`` (logged with method and path) —
-so a client never sees HTML or a traceback. It then writes the access line
-(``fleet.http``, DEBUG, never a query string; built only when DEBUG is on) and, for the
-audited routes, the audit line (``fleet.audit``, INFO, also for refused requests).
+so a client never sees HTML or a traceback. It then counts the request
+(``fleet_http_requests_total`` by method, route template and status), writes the access
+line (``fleet.http``, DEBUG, never a query string; built only when DEBUG is on) and, for
+the audited routes, the audit line (``fleet.audit``, INFO, also for refused requests).
 """
 
 from __future__ import annotations
@@ -46,23 +48,29 @@ from ._envelope import rejected
 __all__ = [
     "BODY_LIMIT",
     "CONTEXT",
+    "UNMATCHED",
     "AuthMode",
     "Guard",
     "RequestContext",
     "RoutePolicy",
     "raw_path",
+    "route_label",
 ]
 
 log = logging.getLogger("fleet.http")
 
 BODY_LIMIT: Final = 65_536
 BODY_TIMEOUT_S: Final = 30.0
+UNMATCHED: Final = "unmatched"  # the route label of every request that matched no route
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_READS: Final = frozenset({"GET", "HEAD"})
 
 
 class AuthMode(enum.Enum):
     NONE = "none"
-    ADMIN = "admin"  # Authorization: Bearer <admin key>
-    ADMIN_OR_QUERY = "admin-or-query"  # … or ?key=<admin key> when sse_query_auth is on
+    ADMIN = "admin"  # Authorization: Bearer <admin key or API token>
+    # … or ?token=<API token>, or ?key=<admin key> when sse_query_auth is on
+    ADMIN_OR_QUERY = "admin-or-query"
 
 
 @dataclass(slots=True)
@@ -76,6 +84,16 @@ class RequestContext:
 
 
 CONTEXT: Final = web.RequestKey("fleet_request_context", RequestContext)
+
+
+def route_label(request: web.Request) -> str:
+    """The template of the route ``request`` matched, or :data:`UNMATCHED`."""
+    info = request.match_info
+    resource = info.route.resource
+    if resource is None or info.http_exception is not None:
+        return UNMATCHED
+    template: str = resource.canonical
+    return template
 
 
 def raw_path(request: web.BaseRequest) -> str:
@@ -153,6 +171,7 @@ class RoutePolicy:
     audited: bool = False
     reads_body: bool = False
     any_role: bool = False  # a standby serves it too
+    keys_only: bool = False  # an API token is refused (403): minting tokens
 
 
 class Guard:
@@ -166,6 +185,7 @@ class Guard:
 
     def __init__(self, services: Services) -> None:
         self._auth = services.auth
+        self._meter = services.meter
         self._cluster = services.cluster
         self._query_auth = services.options.sse_query_auth
         self._policies: dict[web.AbstractRoute, RoutePolicy] = {}
@@ -179,13 +199,14 @@ class Guard:
         audited: bool = False,
         reads_body: bool = False,
         any_role: bool = False,
+        keys_only: bool = False,
     ) -> None:
         """Guard ``route`` (a route of this guard's app) with ``auth``; NONE leaves it open.
         Unless ``any_role``, a node that does not lead answers ``NOT_LEADER``."""
         if auth is AuthMode.NONE:
             self._policies.pop(route, None)
             return
-        self._policies[route] = RoutePolicy(auth, audited, reads_body, any_role)
+        self._policies[route] = RoutePolicy(auth, audited, reads_body, any_role, keys_only)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -227,6 +248,9 @@ class Guard:
             status = response.status
             return response
         finally:
+            if status is not None:
+                method = request.method if request.method in _METHODS else "other"
+                self._meter.http_request(method, route_label(request), status)
             if debug or (context is not None and context.audited):
                 outcome = "cancelled" if status is None else str(status)
                 ip = context.ip if context is not None else (request.remote or "unknown")
@@ -246,20 +270,35 @@ class Guard:
     def _admit(
         self, request: web.Request, context: RequestContext, policy: RoutePolicy
     ) -> web.Response | None:
-        """The refusal of the throttle, the admin key or the declared body size, if any.
+        """The refusal of the throttle, the credential, its scope, the role or the declared
+        body size, if any.
 
-        The admin key comes from ``Authorization: Bearer``, or, on routes that allow it
-        and with ``sse_query_auth`` on, from ``?key=``; either way a miss is one failure.
+        The admin key or an API token comes from ``Authorization: Bearer``; on routes
+        that allow it, a token also from ``?token=`` and, with ``sse_query_auth`` on, the
+        admin key from ``?key=``; either way a miss is one failure.
         """
         presented = [self._auth.bearer(request.headers.get(hdrs.AUTHORIZATION))]
-        if policy.auth is AuthMode.ADMIN_OR_QUERY and self._query_auth:
-            presented.append(request.query.get("key"))
+        token = None
+        if policy.auth is AuthMode.ADMIN_OR_QUERY:
+            token = request.query.get("token")
+            if self._query_auth:
+                presented.append(request.query.get("key"))
         try:
-            context.principal = self._auth.authenticate(
-                Audience.ADMIN, context.ip, lambda: _route(request), *presented, log=log
+            principal = self._auth.authenticate(
+                Audience.ADMIN,
+                context.ip,
+                lambda: _route(request),
+                *presented,
+                token=token,
+                log=log,
             )
         except FleetError as exc:
             return rejected(exc.code)
+        context.principal = principal
+        if (policy.keys_only and principal.token) or not principal.may(
+            request.method not in _READS
+        ):
+            return rejected(ErrorCode.FORBIDDEN)
         if not policy.any_role and not self._cluster.leads():
             return rejection(ErrorCode.NOT_LEADER, leader=self._cluster.leader_hint("api"))
         length = request.content_length

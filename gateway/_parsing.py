@@ -1,4 +1,4 @@
-"""Strict parsing of REST input: list filters, paging parameters, the create body.
+"""Strict parsing of REST input: list filters, paging parameters, the request bodies.
 
 Every malformed input raises the core's ``VALIDATION`` error (SPEC §10 "Filters and
 body"), so nothing malformed reaches the fleet service. Unknown query parameters are
@@ -15,9 +15,12 @@ from typing import Any, Final, get_args
 from multidict import MultiMapping
 
 from fleet_server._interfaces import (
+    MAX_TTL_S,
+    MIN_TTL_S,
     Placement,
     PlacementStrategy,
     RoomInfo,
+    Scope,
     ValidationError,
     canonical_json,
     is_valid_room_id,
@@ -35,10 +38,13 @@ __all__ = [
     "page_params",
     "room_filter",
     "seat_body",
+    "token_body",
 ]
 
 _BODY_KEYS: Final = frozenset({"type", "roomId", "placement", "options"})
 _SEAT_KEYS: Final = frozenset({"type", "seats", "metadata", "placement", "create", "ttlMs"})
+_TOKEN_KEYS: Final = frozenset({"scope", "ttlS"})
+DEFAULT_TOKEN_TTL_S: Final = 3600
 _PLACEMENT_KEYS: Final = frozenset(
     {"instanceId", "processUid", "strategy", "labels", "force", "selectors"}
 )
@@ -273,3 +279,17 @@ def seat_body(body: bytes, content_type: str) -> SeatBody:
         create=_object(value.get("create"), "create"),
         ttl_ms=30_000 if ttl_ms is None else ttl_ms,
     )
+
+
+def token_body(body: bytes, content_type: str) -> tuple[Scope, int]:
+    """The ``POST /v1/tokens`` body (CONTRACT §12): ``{scope, ttlS?}`` → (scope, ttl s)."""
+    value = _json_object_body(body, content_type, _TOKEN_KEYS)
+    scope = value.get("scope")
+    if scope not in ("read", "admin"):
+        raise ValidationError("scope must be read or admin")
+    ttl = value.get("ttlS")
+    if ttl is None:
+        ttl = DEFAULT_TOKEN_TTL_S
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not MIN_TTL_S <= ttl <= MAX_TTL_S:
+        raise ValidationError(f"ttlS must be an integer from {MIN_TTL_S} to {MAX_TTL_S}")
+    return Scope(scope), ttl

@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from fleet_server._interfaces import (
+    Authenticator,
     ClusterService,
     ErrorCode,
     FleetService,
@@ -34,10 +35,17 @@ from ._envelope import encode, envelope, found, json_body, ok, rejected
 from ._middleware import CONTEXT, AuthMode, Guard, raw_path
 from ._openapi import serve_document
 from ._paging import page
-from ._parsing import capacity_params, create_room_body, page_params, room_filter, seat_body
+from ._parsing import (
+    capacity_params,
+    create_room_body,
+    page_params,
+    room_filter,
+    seat_body,
+    token_body,
+)
 from ._sse import EventStreams
 
-__all__ = ["RestApi", "Route", "mount_health", "mount_rest"]
+__all__ = ["RestApi", "Route", "install_guard", "mount_health", "mount_rest"]
 
 _GUARD: Final = web.AppKey("fleet_gateway_guard", Guard)
 
@@ -51,6 +59,7 @@ class Route:
     audited: bool = False
     reads_body: bool = False
     any_role: bool = False  # served by a standby too (every other /v1 route: NOT_LEADER)
+    keys_only: bool = False  # an API token is refused with FORBIDDEN
 
 
 def etag(state_hash: str) -> str:
@@ -89,10 +98,17 @@ def path_params(request: web.Request) -> dict[str, str]:
 class RestApi:
     """The handlers of one app, over one fleet service."""
 
-    def __init__(self, fleet: FleetService, streams: EventStreams, cluster: ClusterService) -> None:
+    def __init__(
+        self,
+        fleet: FleetService,
+        streams: EventStreams,
+        cluster: ClusterService,
+        auth: Authenticator,
+    ) -> None:
         self._fleet = fleet
         self._streams = streams
         self._cluster = cluster
+        self._auth = auth
         self._bodies: dict[str, tuple[str, bytes]] = {}
 
     def routes(self) -> list[Route]:
@@ -113,6 +129,14 @@ class RestApi:
             Route("POST", "/v1/seats", self.reserve_seats, audited=True, reads_body=True),
             Route("DELETE", "/v1/seats/{reservationId}", self.release_seats, audited=True),
             Route("GET", "/v1/events", self._streams.handle, auth=AuthMode.ADMIN_OR_QUERY),
+            Route(
+                "POST",
+                "/v1/tokens",
+                self.create_token,
+                audited=True,
+                reads_body=True,
+                keys_only=True,
+            ),
         ]
 
     def _cached_body(self, name: str, state_hash: str, build: Callable[[], Any]) -> bytes:
@@ -237,8 +261,13 @@ class RestApi:
         await self._fleet.undrain_instance(path_params(request)["id"])
         return ok()
 
+    async def create_token(self, request: web.Request) -> web.StreamResponse:
+        scope, ttl_s = token_body(request[CONTEXT].body, request.content_type)
+        minted = self._auth.mint_token(scope, ttl_s)
+        return ok(minted.to_dict(), status=201, headers={hdrs.CACHE_CONTROL: "no-store"})
 
-def _install_guard(app: web.Application, services: Services) -> Guard:
+
+def install_guard(app: web.Application, services: Services) -> Guard:
     """The app's guard, installed as its only middleware on first use."""
     guard = app.get(_GUARD)
     if guard is None:
@@ -250,7 +279,7 @@ def _install_guard(app: web.Application, services: Services) -> Guard:
 def mount_health(app: web.Application, services: Services) -> None:
     """``GET /healthz`` and ``GET /readyz`` (no auth, never throttled), and the envelope
     for every failure on ``app`` — unknown routes and wrong methods included."""
-    _install_guard(app, services)
+    install_guard(app, services)
     is_ready = services.is_ready
     cluster = services.cluster
 
@@ -275,17 +304,19 @@ def mount_rest(app: web.Application, services: Services) -> Callable[[], Awaitab
     it first at shutdown.
     """
     options = services.options
-    guard = _install_guard(app, services)
+    guard = install_guard(app, services)
     guard.cors = install_cors(app, options.cors_origins)
     streams = EventStreams(
         services.hub, limit=options.sse_stream_limit, ping_ms=options.sse_ping_ms
     )
-    for route in RestApi(services.fleet, streams, services.cluster).routes():
+    api = RestApi(services.fleet, streams, services.cluster, services.auth)
+    for route in api.routes():
         guard.protect(
             app.router.add_route(route.method, route.path, route.handler),
             auth=route.auth,
             audited=route.audited,
             reads_body=route.reads_body,
             any_role=route.any_role,
+            keys_only=route.keys_only,
         )
     return streams.close

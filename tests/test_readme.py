@@ -153,6 +153,15 @@ def test_make_run_quickstart_prints_working_commands_and_stops_on_ctrl_c() -> No
         created = _curl(create.group(1).replace("\\\n", " "), dict(os.environ))
         assert created["status"] == "OK"
         assert "grpcurl -plaintext" in text
+        dashboard = re.search(r"dashboard: (http://\S+/) ", text)
+        assert dashboard is not None and dashboard.group(1) == f"http://127.0.0.1:{port}/", text
+        page = subprocess.run(
+            ["curl", "-s", "-H", "Accept: text/html", dashboard.group(1)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert "<title>rivalis-fleet</title>" in page.stdout
         os.killpg(proc.pid, signal.SIGINT)
         rest = proc.stdout.read()
         # make itself dies of the SIGINT, as in a terminal; the fleet stops cleanly.

@@ -2,7 +2,7 @@
 
 ``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
 (``--quick``) runs scaled-down sizes in under a minute. ``--only NAME`` runs some
-scenarios (steady, scaling, reads, placement, single, memory, streams), ``--profile
+scenarios (steady, scaling, reads, placement, single, memory, streams, metrics), ``--profile
 DIR`` samples the orchestrator with py-spy during each measured phase and writes the
 collapsed stacks and a hot-spot summary per phase there, ``--json PATH`` saves the rows.
 
@@ -87,6 +87,10 @@ class Sizes:
     grpc_streams: int = 10
     event_rate: float = 1_000.0  # room events per second (half creates, half destroys)
     stream_s: float = 20.0
+    metrics_agents: int = 2_000  # metrics on vs off: a fleet of this many agents
+    metrics_rounds: int = 3  # on/off pairs, alternated; medians compared
+    metrics_quiet_s: float = 10.0
+    metrics_create_s: float = 5.0
 
 
 QUICK: Final = replace(
@@ -110,6 +114,10 @@ QUICK: Final = replace(
     grpc_streams=2,
     event_rate=300.0,
     stream_s=1.5,
+    metrics_agents=300,
+    metrics_rounds=1,
+    metrics_quiet_s=1.5,
+    metrics_create_s=1.5,
 )
 
 
@@ -460,6 +468,44 @@ def _solve(a: Window, b: Window) -> tuple[float, float]:
     hash_cost = (a.cpu * fb - b.cpu * fa) / det
     full_cost = (ha * b.cpu - hb * a.cpu) / det
     return hash_cost, full_cost
+
+
+def instrument_costs(calls: int = 200_000) -> dict[str, float]:
+    """Seconds per call of what the metrics add on each path, timed in this process: a
+    poll's two clock reads and tally, a request's tally, a command's counter and
+    histogram."""
+    from fleet_server._metrics import FleetMetrics
+
+    metrics = FleetMetrics(
+        census=lambda: (), streams=lambda _: 0, dropped=lambda _: 0, leads=lambda: True, version="0"
+    )
+
+    def timed(call: Callable[[], None], n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            call()
+        return (time.perf_counter() - started) / n
+
+    def per_call(call: Callable[[], None], n: int = calls) -> float:
+        """The best of 5 runs, less the loop's and the call's own cost."""
+        empty = min(timed(lambda: None, n) for _ in range(5))
+        return max(0.0, min(timed(call, n) for _ in range(5)) - empty)
+
+    def poll() -> None:
+        sent = time.monotonic()
+        metrics.poll_rtt(time.monotonic() - sent)
+
+    costs = {
+        "added per poll (2 clock reads + RTT tally)": per_call(poll),
+        "added per HTTP request (method/route/code tally)": per_call(
+            lambda: metrics.http_request("POST", "/v1/rooms", 201)
+        ),
+        "added per command (counter + duration histogram)": per_call(
+            lambda: metrics.command("create", "ok", 0.001), calls // 4
+        ),
+    }
+    metrics.rtt_buckets()  # folds what the poll timing appended
+    return costs
 
 
 # --- scenarios --------------------------------------------------------------------------
@@ -896,6 +942,91 @@ class Bench:
             "runner": runner,
         }
 
+    # 8. what the metrics cost: the same fleet and creates with metrics on and off
+
+    def _metrics_round(self, on: bool, index: int) -> tuple[float, float, float]:
+        """CPU per poll (quiet fleet), CPU per create, and CPU per scrape (on only)."""
+        s = self.sizes
+        extra = [] if on else ["--no-metrics"]
+        side = "on" if on else "off"
+        # creates on a small fleet, where the polls' background CPU is small and steady
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms, extra=extra) as orch,
+            loadgen(orch.agent_url, s, 10, rooms=0) as load,
+        ):
+            load.wait_joined(timeout=30)
+            orch.wait_instances(10, timeout=30)
+            time.sleep(s.settle_s)
+            creates = run_http(
+                orch,
+                post_create(f"m{index}{side}"),
+                concurrency=s.concurrency,
+                duration=s.metrics_create_s,
+                background=idle_rate(orch, 1.0),
+                profiler=self.profiler,
+                name=f"metrics-{side}-create",
+            )
+        # polls and scrapes on a large quiet fleet
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms, extra=extra) as orch,
+            loadgen(orch.agent_url, s, s.metrics_agents, rooms=s.rooms) as load,
+        ):
+            load.wait_joined(timeout=60 + s.metrics_agents / 100)
+            orch.wait_instances(s.metrics_agents, timeout=60)
+            time.sleep(s.settle_s)
+            quiet = measure(orch, load, s.metrics_quiet_s, self.profiler, f"metrics-{side}-poll")
+            scrape = 0.0
+            if on:
+                assert b"fleet_instances" in fetch(orch, "/metrics")
+                raw = request_bytes("GET", "/metrics", headers=AUTH)
+                scrapes = run_http(
+                    orch, lambda _: raw, concurrency=1, count=20, background=quiet.cpu_rate
+                )
+                scrape = scrapes.cpu_per_request
+        per_poll = quiet.cpu / max(1, quiet.load.replies)
+        return per_poll, creates.cpu_per_request, scrape
+
+    def metrics(self) -> None:
+        s = self.sizes
+        log(
+            f"metrics: {s.metrics_rounds} × (on, off): polls at {s.metrics_agents} agents × "
+            f"{s.rooms} rooms, creates ×{s.concurrency} over 10 agents"
+        )
+        figures: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+        for index in range(s.metrics_rounds):
+            for on in (True, False) if index % 2 == 0 else (False, True):
+                figures[on].append(self._metrics_round(on, index))
+        self.extra["metrics"] = {"on": figures[True], "off": figures[False]}
+
+        def median(on: bool, column: int) -> float:
+            values = sorted(row[column] for row in figures[on])
+            return values[len(values) // 2]
+
+        for column, figure in ((0, "CPU per poll (quiet fleet)"), (1, "CPU per create")):
+            self.add(
+                at_most_ratio(
+                    Row(
+                        "metrics",
+                        f"{figure}, metrics on; floor: metrics off",
+                        median(True, column) * 1e6,
+                        "µs",
+                        floor=median(False, column) * 1e6,
+                        note=f"medians of {s.metrics_rounds} alternated rounds each",
+                    ),
+                    1.05,
+                )
+            )
+        for figure, seconds in instrument_costs().items():
+            self.add(Row("metrics", figure, seconds * 1e6, "µs", note="in-process, per call"))
+        self.add(
+            Row(
+                "metrics",
+                f"orchestrator CPU per GET /metrics at {s.metrics_agents} agents × {s.rooms} rooms",
+                median(True, 2) * 1000,
+                "ms",
+            )
+        )
+
     # 4b + 5. a 200,000-room fleet: memory, and the filtered list read
 
     def memory(self) -> None:
@@ -1178,7 +1309,16 @@ def watch_noise(scenario: str, noise: list[Noise]) -> Iterator[None]:
         noise.append(Noise(scenario, time.monotonic() - started, foreign, steal1 - steal0))
 
 
-SCENARIOS: Final = ("steady", "scaling", "reads", "placement", "single", "memory", "streams")
+SCENARIOS: Final = (
+    "steady",
+    "scaling",
+    "reads",
+    "placement",
+    "single",
+    "memory",
+    "streams",
+    "metrics",
+)
 
 
 def machine() -> dict[str, str]:
@@ -1219,6 +1359,7 @@ def main(argv: list[str] | None = None) -> int:
         ("single agent", bool(wanted & {"single", "placement"}), bench.single),
         ("memory", bool(wanted & {"memory", "reads"}), bench.memory),
         ("streams", "streams" in wanted, bench.streams),
+        ("metrics", "metrics" in wanted, bench.metrics),
     ]
     for name, run, scenario in plan:
         if run:
@@ -1226,7 +1367,9 @@ def main(argv: list[str] | None = None) -> int:
                 scenario()
     order = {
         name: i
-        for i, name in enumerate(("steady", "scaling", "placement", "reads", "memory", "streams"))
+        for i, name in enumerate(
+            ("steady", "scaling", "placement", "reads", "memory", "streams", "metrics")
+        )
     }
     rows = sorted(bench.rows, key=lambda r: order.get(r.scenario, 99))
     elapsed = time.monotonic() - started

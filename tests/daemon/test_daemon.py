@@ -102,6 +102,7 @@ def test_help_lists_every_flag_env_name_and_the_dev_key_note() -> None:
             "--cors",
             "--sse-query-auth",
             "--trust-proxy",
+            "--metrics-auth",
             "--heartbeat",
             "--command-timeout",
             "--log-level",
@@ -115,6 +116,7 @@ def test_help_lists_every_flag_env_name_and_the_dev_key_note() -> None:
             "FLEET_CORS_ORIGINS",
             "FLEET_SSE_QUERY_AUTH",
             "FLEET_TRUST_PROXY",
+            "FLEET_METRICS_AUTH",
             "FLEET_HEARTBEAT_MS",
             "FLEET_COMMAND_TIMEOUT_MS",
             "FLEET_LOG_LEVEL",
@@ -150,6 +152,8 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
         ([], {}, "port: [1, 2\n", "YAML"),
         ([], {"FLEET_HEARTBEAT_MS": "0"}, None, "FLEET_HEARTBEAT_MS"),
         ([], {"FLEET_TRUST_PROXY": "maybe"}, None, "FLEET_TRUST_PROXY"),
+        ([], {"FLEET_METRICS_AUTH": "maybe"}, None, "FLEET_METRICS_AUTH"),
+        ([], {}, "metrics_auth: 1\n", "metrics_auth"),
         (["--port", "70000"], {}, None, "--port"),
         ([], {}, "heartbeat_ms: -5\n", "heartbeat_ms"),
     ],
@@ -221,6 +225,21 @@ def test_precedence_flags_over_env_over_yaml(tmp_path: Path) -> None:
         line = d.wait_line(STARTUP)
         assert line["hb"] == "900" and line["grpc"] == "off"  # YAML beats defaults
         assert d.stop() == 0
+
+
+def test_metrics_auth_comes_from_a_flag_env_or_yaml(tmp_path: Path) -> None:
+    from fleet_server._config import build_parser, load_config
+
+    def metrics_auth(args: list[str], env: dict[str, str]) -> bool:
+        return load_config(build_parser("0").parse_args(args), env).options.metrics_auth
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text("metrics_auth: true\n")
+    assert metrics_auth([], {}) is False
+    assert metrics_auth(["--metrics-auth"], {}) is True
+    assert metrics_auth([], {"FLEET_METRICS_AUTH": "true"}) is True
+    assert metrics_auth(["--config", str(path)], {}) is True
+    assert metrics_auth(["--config", str(path)], {"FLEET_METRICS_AUTH": "false"}) is False
 
 
 def test_env_key_lists_split_on_commas() -> None:

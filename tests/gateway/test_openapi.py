@@ -8,6 +8,7 @@ from typing import Any
 
 import gateway
 from fleet_server import Orchestrator
+from gateway._dashboard import ASSETS, PAGE_PATHS
 from gateway._openapi import document, operations
 from tests.support.keys import ADMIN, KEY
 
@@ -16,6 +17,13 @@ from .support import Gateway
 DOCUMENT = Path(gateway.__file__).parent / "openapi.json"
 # The agent WebSocket speaks protobuf frames (protos/), not this API.
 AGENT_ENDPOINT = {("GET", "/"), ("HEAD", "/")}
+# The dashboard is a page for browsers (docs/tokens-and-metrics.md §3), not this API; it
+# shares ``GET /`` with the agent endpoint.
+DASHBOARD = {
+    (method, path)
+    for path in (*PAGE_PATHS, *(f"/dashboard/{name}" for name in ASSETS))
+    for method in ("GET", "HEAD")
+}
 
 
 def live_routes(**options: Any) -> set[tuple[str, str]]:
@@ -55,9 +63,13 @@ async def test_the_document_is_served_verbatim_without_auth(gw: Gateway) -> None
 
 def test_the_live_route_table_and_the_document_agree() -> None:
     routes = live_routes()
-    assert routes >= AGENT_ENDPOINT
-    assert routes - AGENT_ENDPOINT == operations(document())
-    assert live_routes(api=False) == AGENT_ENDPOINT | {("GET", "/healthz"), ("GET", "/readyz")}
+    assert routes >= AGENT_ENDPOINT | DASHBOARD
+    assert routes - AGENT_ENDPOINT - DASHBOARD == operations(document())
+    assert live_routes(api=False) == AGENT_ENDPOINT | {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+    }
 
 
 def test_every_reference_resolves_and_every_path_parameter_is_declared() -> None:

@@ -43,6 +43,7 @@ def test_options_and_keywords_together_are_refused() -> None:
         ("api", "yes"),
         ("cors_origins", "https://a.example"),
         ("sse_stream_limit", 1.5),
+        ("metrics_auth", "yes"),
     ],
 )
 def test_a_bad_value_names_its_option(name: str, value: object) -> None:
@@ -50,6 +51,12 @@ def test_a_bad_value_names_its_option(name: str, value: object) -> None:
         check_option(name, value)
     with pytest.raises(ValueError, match=name):
         OrchestratorOptions(**{name: value})  # type: ignore[arg-type]
+
+
+def test_metrics_auth_needs_an_admin_key_even_without_the_api() -> None:
+    with pytest.raises(ValueError, match="metrics_auth"):
+        Orchestrator(agent_key=KEY, api=False, metrics_auth=True)
+    assert Orchestrator(agent_key=KEY, admin_key=ADMIN, api=False, metrics_auth=True)
 
 
 def test_without_the_api_there_is_no_grpc_port() -> None:

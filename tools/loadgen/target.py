@@ -104,6 +104,7 @@ async def _serve(args: argparse.Namespace) -> None:
         grpc_port=0 if args.grpc else None,
         heartbeat_ms=args.heartbeat_ms,
         command_timeout_ms=args.command_timeout_ms,
+        metrics=not args.no_metrics,
     )
     events: Counter[str] = Counter()
     stale: Counter[str] = Counter()
@@ -235,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--command-timeout-ms", type=int, default=10_000)
     parser.add_argument("--grpc", action="store_true", help="serve gRPC on an ephemeral port")
     parser.add_argument("--count-events", action="store_true", help="count events by type")
+    parser.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="no hot-path metric tallies and no loop-lag task (the bench's metrics-off side)",
+    )
     parser.add_argument(
         "--collector",
         choices=("daemon", "default"),

@@ -354,7 +354,10 @@ class _ScrapeCollector:
         kinds = [(kind, self._streams(kind)) for kind in STREAM_KINDS]
         yield _labelled_gauge("fleet_event_streams", "Open event streams", "kind", kinds)
         drops = CounterMetricFamily(
-            "fleet_events_dropped", "Event consumers cut off for falling behind", labels=("kind",)
+            "fleet_events_dropped",
+            "Streams cut off for falling behind (sse, grpc); events dropped from a full queue "
+            "(webhook)",
+            labels=("kind",),
         )
         for kind in STREAM_KINDS:
             drops.add_metric([kind], self._dropped(kind))

@@ -134,12 +134,16 @@ class Orchestrator:
     def _new_metrics(self) -> FleetMetrics:
         return FleetMetrics(
             census=lambda: self.fleet.census(),
-            streams=self._hub.count,
+            streams=self._streams,
             dropped=lambda kind: self._hub.dropped[kind],
             leads=lambda: self._cluster.leads(),
             version=package_version(),
             capacity=self._capacity_figures,
         )
+
+    def _streams(self, kind: str) -> int:
+        """Event streams open now: the hub's subscriptions, and each webhook's delivery."""
+        return len(self._webhooks) if kind == "webhook" else self._hub.count(kind)
 
     def _capacity_figures(self) -> list[CapacityFigures]:
         label = self.options.capacity_label

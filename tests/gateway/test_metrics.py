@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fleet_server import Webhook
 from fleet_server._metrics import MAX_ROOM_TYPES, OTHER_TYPE
 from tests.support.keys import ADMIN, KEY
 from tests.support.raw_agent import RawRoom
@@ -104,6 +105,14 @@ async def test_gauges_follow_the_read_model(gw: Gateway) -> None:
     await wait_for(lambda: gw.orch.fleet.get_instance(drained.instance_id) is None, 10)
     _, samples = await scrape(gw)
     assert value(samples, "fleet_evictions_total") == 1
+
+
+async def test_each_webhook_counts_as_an_event_stream() -> None:
+    hook = Webhook("http://127.0.0.1:9/hook", ["room:create"], "webhook-secret-0123456789")
+    async with running_gateway(webhooks=[hook]) as gw:
+        _, samples = await scrape(gw)
+    assert value(samples, "fleet_event_streams", kind="webhook") == 1
+    assert value(samples, "fleet_events_dropped_total", kind="webhook") == 0
 
 
 async def test_capacity_gauges_group_by_the_capacity_label() -> None:

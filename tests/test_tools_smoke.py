@@ -1,10 +1,13 @@
-"""The load generator drives a real orchestrator and reports what its agents saw."""
+"""The load generator drives a real orchestrator (or a cluster on a real etcd) and
+reports what its agents saw."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from tools.loadgen import LoadConfig, LoadGenerator, OrchestratorProcess
+from tools.loadgen._cluster import OrchestratorCluster, base_url, watch_takeover
 
 
 def test_loadgen_runs_twenty_agents_against_a_port_zero_orchestrator_without_errors() -> None:
@@ -24,3 +27,30 @@ def test_loadgen_runs_twenty_agents_against_a_port_zero_orchestrator_without_err
     assert report.replies_hash > 0 and report.replies_full > 0
     assert report.evicted() == 0 and report.kicked() == 0
     assert stats["instances"] == 20 and stats["stale"] == {}
+
+
+def test_loadgen_agents_follow_the_new_leader_after_the_leader_is_killed() -> None:
+    """Agents given every node's URL find the leader through a standby's hint, and come
+    back to the next leader after a SIGKILL; the takeover watcher sees each step."""
+    with OrchestratorCluster(
+        2, heartbeat_ms=250, lease_ms=2000, extra=["--settle-ms", "5000"]
+    ) as cluster:
+        leader = cluster.wait_leader(timeout=30)
+        urls = cluster.agent_urls
+        if leader is cluster.nodes[0]:  # dial the standby first: it must send them on
+            urls = urls[::-1]
+        config = LoadConfig(url=urls, agents=20, rooms=2, processes=1)
+        with LoadGenerator(config) as load:
+            assert load.wait_joined(timeout=20) == 20
+            assert leader.wait_instances(20, timeout=10)
+            assert cluster.wait_recorded(20, timeout=10) == 20
+            started = time.monotonic()
+            leader.proc.kill()
+            survivors = [base_url(node) for node in cluster.live]
+            times = asyncio.run(watch_takeover(survivors, 20, started, timeout=40))
+            report = load.report()
+    assert times.leader is not None and times.all_back is not None, times.summary()
+    assert times.generated_create is not None and times.explicit_create is not None
+    assert times.leader <= times.all_back and times.instances == 20
+    assert report.error_count == 0, report.errors
+    assert report.dial_failures["upgrade refused: HTTP 503"] >= 20  # the standby's hints

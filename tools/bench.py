@@ -1,10 +1,17 @@
 """The benchmark suite: every performance target, each next to a floor from the same run.
 
 ``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
-(``--quick``) runs scaled-down sizes in under a minute. ``--only NAME`` runs some
-scenarios (steady, scaling, reads, placement, single, memory, streams, metrics), ``--profile
-DIR`` samples the orchestrator with py-spy during each measured phase and writes the
-collapsed stacks and a hot-spot summary per phase there, ``--json PATH`` saves the rows.
+(``--quick``) runs scaled-down sizes in about a minute. ``--only NAME`` runs some
+scenarios (steady, scaling, reads, placement, single, memory, streams, metrics, takeover, ha),
+``--profile DIR`` samples the orchestrator with py-spy during each measured phase and
+writes the collapsed stacks and a hot-spot summary per phase there, ``--json PATH``
+saves the rows.
+
+``takeover`` and ``ha`` run a cluster: one real etcd (``etcd`` on PATH, 127.0.0.1,
+ephemeral ports, a temporary data dir) and orchestrators campaigning on it.
+``takeover`` SIGKILLs the leader of three under a fleet of agents that know every
+node's URL and times, from outside, the new leader, the fleet's return and the first
+creates; ``ha`` compares the create path of an HA leader with a single node's.
 
 Every server runs in its own process: the orchestrator under test
 (:mod:`tools.loadgen.target`) and the floor (:mod:`tools.floors`, a bare aiohttp server
@@ -26,6 +33,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -46,7 +54,9 @@ from tools.loadgen import (
     LoadReport,
     OrchestratorProcess,
     ServerProcess,
+    cpu_seconds,
 )
+from tools.loadgen._cluster import OrchestratorCluster, base_url, watch_takeover
 from tools.loadgen._http import HttpLoadResult, http_load, request_bytes
 from tools.loadgen._streams import StreamsConfig, streams_main
 
@@ -91,6 +101,13 @@ class Sizes:
     metrics_rounds: int = 3  # on/off pairs, alternated; medians compared
     metrics_quiet_s: float = 10.0
     metrics_create_s: float = 5.0
+    takeover_agents: tuple[int, ...] = (1_000, 10_000)
+    takeover_nodes: int = 3
+    lease_ms: int = 5_000  # leader_lease_ms of every clustered node (the default)
+    settle_ms: int = 15_000  # how long a new leader holds explicit-id creates (the default)
+    takeover_timeout_s: float = 120.0
+    ha_rounds: int = 6  # pairs of create bursts: one on a single node, one on an HA leader
+    ha_burst_s: float = 5.0
 
 
 QUICK: Final = replace(
@@ -118,6 +135,11 @@ QUICK: Final = replace(
     metrics_rounds=1,
     metrics_quiet_s=1.5,
     metrics_create_s=1.5,
+    takeover_agents=(200,),
+    lease_ms=2_000,
+    takeover_timeout_s=60.0,
+    ha_rounds=2,
+    ha_burst_s=1.0,
 )
 
 
@@ -448,9 +470,15 @@ def floor_process(heartbeat_ms: int, sse_rate: float = 0.0) -> ServerProcess:
     return ServerProcess("tools.floors", args)
 
 
-def loadgen(url: str, sizes: Sizes, agents: int, **options: Any) -> LoadGenerator:
+def loadgen(url: str | tuple[str, ...], sizes: Sizes, agents: int, **options: Any) -> LoadGenerator:
     processes = sizes.processes if agents >= 200 else 1
     return LoadGenerator(LoadConfig(url=url, agents=agents, processes=processes, **options))
+
+
+def _span(values: list[float]) -> str:
+    """``low–high`` of some figures (one figure alone when they agree)."""
+    low, high = _num(min(values)), _num(max(values))
+    return low if low == high else f"{low}–{high}"
 
 
 def _solve(a: Window, b: Window) -> tuple[float, float]:
@@ -1229,6 +1257,186 @@ class Bench:
             "runner_gc": runner.get("gc"),
         }
 
+    # 7. takeover: SIGKILL the leader of a cluster on etcd, time what follows
+
+    def takeover(self) -> None:
+        for agents in self.sizes.takeover_agents:
+            self._takeover(agents)
+
+    def _takeover(self, n: int) -> None:
+        s = self.sizes
+        log(
+            f"takeover: {s.takeover_nodes} orchestrators on etcd (lease {s.lease_ms} ms), "
+            f"{n:,} agents × {s.rooms} rooms"
+        )
+        with OrchestratorCluster(
+            s.takeover_nodes,
+            heartbeat_ms=s.heartbeat_ms,
+            lease_ms=s.lease_ms,
+            extra=["--settle-ms", str(s.settle_ms)],
+        ) as cluster:
+            first_leader = cluster.wait_leader()
+            with loadgen(cluster.agent_urls, s, n, rooms=s.rooms) as load:
+                load.wait_joined(timeout=60 + n / 100)
+                first_leader.wait_instances(n, timeout=60)
+                cluster.wait_recorded(n)
+                time.sleep(s.settle_s)
+                # Whoever leads now (a leader that starved its lease has stepped down).
+                leader = cluster.wait_leader()
+                before = int(leader.stats()["instances"])
+                recorded = cluster.recorded_processes()
+                log(f"takeover: {before:,} instances on the leader, {recorded:,} in the record")
+                load.reset()
+                started = time.monotonic()
+                leader.proc.kill()
+                survivors = [base_url(node) for node in cluster.live if node is not leader]
+                times = asyncio.run(watch_takeover(survivors, n, started, s.takeover_timeout_s))
+                report = load.report()
+        label = f"{n:,} agents"
+        self.add(
+            Row(
+                "takeover",
+                f"SIGKILL of the leader → a node leads, {label}",
+                times.leader,
+                "s",
+                note=f"{s.takeover_nodes} nodes, leader_lease_ms {s.lease_ms:,}; "
+                f"{before:,} instances on the leader killed"
+                + ("" if first_leader is leader else " (not the first leader)"),
+            )
+        )
+        first = "—" if times.first_back is None else f"{times.first_back:.2f} s"
+        self.add(
+            Row(
+                "takeover",
+                f"… all {label} back in the new leader's read model",
+                times.all_back,
+                "s",
+                note=f"first at {first}; {times.instances:,} instances at the end; "
+                f"closes 4010 after the kill (a leader stepping down): "
+                f"{report.closed('ok', 4010):,}",
+            )
+        )
+        self.add(
+            Row(
+                "takeover",
+                f"… first generated-id create succeeds, {label}",
+                times.generated_create,
+                "s",
+            )
+        )
+        settled = "—" if times.settled is None else f"{times.settled:.2f} s"
+        self.add(
+            Row(
+                "takeover",
+                f"… first explicit-id create succeeds (after settling), {label}",
+                times.explicit_create,
+                "s",
+                note=f"settled at {settled}; {recorded:,} processes in the record, "
+                f"settle_ms {s.settle_ms:,}",
+            )
+        )
+        self.extra[f"takeover-{n}"] = {
+            "times": times.summary(),
+            "recorded": recorded,
+            "load": report.summary(),
+        }
+
+    # 8. the create path with leader election on: an HA leader against a single node
+
+    def ha(self) -> None:
+        s = self.sizes
+        n = s.fleet_agents
+        log(
+            f"ha: a single node and an HA pair on etcd, {n} agents × {s.fleet_rooms} rooms "
+            f"each; {s.ha_rounds} pairs of {s.ha_burst_s:g} s bursts of POST /v1/rooms "
+            f"×{s.concurrency}, one on each"
+        )
+        runs: dict[str, list[HttpRun]] = {"single": [], "ha": []}
+        etcd_cpu = 0.0
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as single,
+            OrchestratorCluster(
+                2, heartbeat_ms=s.heartbeat_ms, lease_ms=s.lease_ms, name="ha"
+            ) as cluster,
+        ):
+            leader = cluster.wait_leader()
+            targets = {"single": single, "ha": leader}
+            etcd_pid = cluster.etcd.pid
+            assert etcd_pid is not None
+            with (
+                loadgen(single.agent_url, s, n, rooms=s.fleet_rooms) as single_load,
+                loadgen(cluster.agent_urls, s, n, rooms=s.fleet_rooms) as ha_load,
+            ):
+                for load, orch in ((single_load, single), (ha_load, leader)):
+                    load.wait_joined(timeout=60)
+                    orch.wait_instances(n, timeout=60, rooms=n * s.fleet_rooms)
+                time.sleep(s.settle_s)
+                for which, orch in targets.items():  # warm both up, unmeasured
+                    run_http(
+                        orch, post_create(f"warm-{which}"), concurrency=s.concurrency, count=500
+                    )
+                # Pairs in the order AB BA AB …: rooms pile up on both sides alike, and
+                # each pair shares the machine's load of its moment.
+                for i in range(s.ha_rounds):
+                    for which in ("single", "ha") if i % 2 == 0 else ("ha", "single"):
+                        time.sleep(s.pause_s)
+                        etcd0 = cpu_seconds(etcd_pid) if which == "ha" else 0.0
+                        runs[which].append(
+                            run_http(
+                                targets[which],
+                                post_create(f"{which}{i}"),
+                                concurrency=s.concurrency,
+                                duration=s.ha_burst_s,
+                                profiler=self.profiler,
+                                name=f"ha-{which}-{i}",
+                            )
+                        )
+                        if which == "ha":
+                            etcd_cpu += cpu_seconds(etcd_pid) - etcd0
+        errors = sum(run.result.non(201) for both in runs.values() for run in both)
+        cpu = {k: [run.cpu_per_request * 1e6 for run in v] for k, v in runs.items()}
+        rate = {k: [run.result.throughput for run in v] for k, v in runs.items()}
+        cpu_pairs = [h / o for h, o in zip(cpu["ha"], cpu["single"], strict=True)]
+        rate_pairs = [h / o for h, o in zip(rate["ha"], rate["single"], strict=True)]
+        ha_creates = sum(run.result.requests for run in runs["ha"])
+        self.add(
+            at_most_ratio(
+                Row(
+                    "ha",
+                    "orchestrator CPU per create, HA leader (etcd on), floor = single node",
+                    statistics.median(cpu["ha"]),
+                    "µs",
+                    floor=statistics.median(cpu["single"]),
+                    note=f"medians of {s.ha_rounds}; HA {_span(cpu['ha'])}, single "
+                    f"{_span(cpu['single'])} µs, ratio per pair {_span(cpu_pairs)}; etcd "
+                    f"{1e6 * etcd_cpu / max(1, ha_creates):.1f} µs/create",
+                ),
+                1.05,
+            )
+        )
+        self.add(
+            at_least_ratio(
+                Row(
+                    "ha",
+                    f"POST /v1/rooms ×{s.concurrency} over {n} agents, HA leader, floor = single",
+                    statistics.median(rate["ha"]),
+                    "creates/s",
+                    floor=statistics.median(rate["single"]),
+                    note=f"HA {_span(rate['ha'])}, single {_span(rate['single'])}, ratio per "
+                    f"pair {_span(rate_pairs)}; errors {errors}",
+                ),
+                0.95,
+            )
+        )
+        self.extra["ha"] = {
+            "cpu_per_create_us": cpu,
+            "creates_per_s": rate,
+            "cpu_ratio_per_pair": cpu_pairs,
+            "rate_ratio_per_pair": rate_pairs,
+            "errors": errors,
+            "etcd_cpu_s": etcd_cpu,
+        }
+
 
 class Consumers:
     """A stream-consumer process (:mod:`tools.loadgen._streams`)."""
@@ -1327,6 +1535,8 @@ SCENARIOS: Final = (
     "memory",
     "streams",
     "metrics",
+    "takeover",
+    "ha",
 )
 
 
@@ -1353,8 +1563,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", type=Path, help="py-spy profiles of each phase into DIR")
     parser.add_argument("--json", type=Path, help="write the rows and details as JSON")
+    parser.add_argument(
+        "--takeover-agents",
+        type=int,
+        action="append",
+        metavar="N",
+        help="fleet sizes of the takeover scenario (repeatable; default 1,000 and 10,000)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
+    if args.takeover_agents:
+        sizes = replace(sizes, takeover_agents=tuple(args.takeover_agents))
     wanted = set(args.only or SCENARIOS)
     bench = Bench(sizes, Profiler(args.profile), args.quick)
     started = time.monotonic()
@@ -1369,6 +1588,8 @@ def main(argv: list[str] | None = None) -> int:
         ("memory", bool(wanted & {"memory", "reads"}), bench.memory),
         ("streams", "streams" in wanted, bench.streams),
         ("metrics", "metrics" in wanted, bench.metrics),
+        ("takeover", "takeover" in wanted, bench.takeover),
+        ("ha", "ha" in wanted, bench.ha),
     ]
     for name, run, scenario in plan:
         if run:
@@ -1377,7 +1598,17 @@ def main(argv: list[str] | None = None) -> int:
     order = {
         name: i
         for i, name in enumerate(
-            ("steady", "scaling", "placement", "reads", "memory", "streams", "metrics")
+            (
+                "steady",
+                "scaling",
+                "placement",
+                "reads",
+                "memory",
+                "streams",
+                "metrics",
+                "takeover",
+                "ha",
+            )
         )
     }
     rows = sorted(bench.rows, key=lambda r: order.get(r.scenario, 99))

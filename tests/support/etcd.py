@@ -50,6 +50,11 @@ class EtcdServer:
         return f"http://127.0.0.1:{self.client_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The etcd process's id while it runs (for CPU accounting), else None."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

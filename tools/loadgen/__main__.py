@@ -7,6 +7,7 @@ poll, its RSS and its stale counts to the report. Examples::
     python -m tools.loadgen --agents 2000 --rooms 20 --churn 0.01 --duration 30
     python -m tools.loadgen --agents 500 --silent 0.01 --late 0.02 --garbage 0.005
     python -m tools.loadgen --url ws://127.0.0.1:7350/ --key "$AGENT_KEY" --agents 100
+    python -m tools.loadgen --url ws://a:7350/ --url ws://b:7350/ --key "$AGENT_KEY"
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m tools.loadgen",
         description="Simulated fleet agents speaking protocol 3 to an orchestrator.",
     )
-    parser.add_argument("--url", help="agent WebSocket URL (default: start an orchestrator)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        help="agent WebSocket URL (default: start an orchestrator); repeat it for the nodes "
+        "of a cluster, dialled in order, following a standby's leader hint",
+    )
     parser.add_argument("--key", default=AGENT_KEY, help="agent key (with --url)")
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--rooms", type=int, default=20, help="rooms per agent")
@@ -56,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with contextlib.ExitStack() as stack:
         orch: OrchestratorProcess | None = None
-        url, key = args.url, args.key
-        if url is None:
+        url: str | tuple[str, ...]
+        key = args.key
+        if args.url:
+            url = tuple(args.url)
+        else:
             orch = stack.enter_context(OrchestratorProcess(heartbeat_ms=args.heartbeat_ms))
             url, key = orch.agent_url, AGENT_KEY
         config = LoadConfig(

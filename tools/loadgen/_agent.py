@@ -9,8 +9,14 @@ from precomputed tails (:mod:`._frames`).
 Behaviours: ``ok``; ``silent`` (answers the first poll, then nothing: stale, then
 evicted); ``late`` (every 5th reply arrives 1.5 heartbeats late, which must cost
 nothing); ``garbage`` (one undecodable message per connection: kicked with 4002).
-After the orchestrator closes a connection the agent reconnects after about a second,
-keeping its ``process_uid``, as a real agent does.
+Reconnecting follows the real agent (``fleet_agent``'s dial plan and backoff), keeping
+the ``process_uid``: a *pass* dials the URLs in order and moves on at once after a failed
+dial, a standby's ``Fleet-Leader`` hint is dialled next (one per pass), and only a pass
+without a Hello waits the agent's jittered backoff (0.5 s doubling to 30 s, restarting at
+every Hello). After a drop the next pass starts at the URL that was in use, after one
+backoff step; after a close 4010 (``not leader``) it starts at the next URL at once (it
+does not watch for an orchestrator that stops polling). The cost per agent is one small
+:class:`~fleet_agent._failover.DialPlan` and a counter.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from typing import Final, Literal
 
 from rivalis.fleet.v3 import agent_pb2
 
-from fleet_agent import wire
+from fleet_agent import Backoff, wire
+from fleet_agent._backoff import reconnect_delay
+from fleet_agent._failover import DialPlan
 
 from ._frames import AGENT_VERSION, ack_frame, full_tail, hash_tail, state_frame
 from ._histogram import Histogram
@@ -46,6 +54,9 @@ _LATE_EVERY: Final = 5
 MAX_ROOMS_KEPT: Final = 20_000
 _LATE_FACTOR: Final = 1.5
 _GARBAGE: Final = wire.HEADER + b"\xff\xff\xff\xff\x0f"
+_BACKOFF: Final = Backoff()  # the real agent's default
+_NOT_LEADER: Final = 4010
+_REFUSED: Final = 503  # a standby (NOT_LEADER) or a node not ready: try the next URL
 
 
 @dataclass
@@ -64,6 +75,8 @@ class AgentStats:
     rooms_destroyed: int = 0
     closes: Counter[str] = field(default_factory=Counter)  # "<behaviour>:<close code>"
     errors: Counter[str] = field(default_factory=Counter)
+    # dials that failed the way failover expects: a node down, a standby's 503
+    dial_failures: Counter[str] = field(default_factory=Counter)
     lateness: Histogram = field(default_factory=Histogram)  # ok agents' polls vs schedule
 
     def reset(self) -> None:
@@ -123,7 +136,8 @@ class SimAgent:
         labels: dict[str, str],
         max_rooms: int | None,
         stats: AgentStats,
-        connect: Callable[[SimAgent], None],
+        urls: tuple[str, ...],
+        dial: Callable[[SimAgent, str], None],
     ) -> None:
         self.behaviour: Behaviour = behaviour
         self.name = f"lg{worker}-{index}-{behaviour}"
@@ -139,7 +153,10 @@ class SimAgent:
         self._prefix = f"{worker}-{index}"
         self._made = 0
         self.stats = stats
-        self._connect = connect
+        self._dial = dial
+        self.plan = DialPlan(urls)
+        self._attempt = 1  # passes without a Hello in a row, plus one
+        self._hello_here = False  # the current connection got its Hello
         self.client: WsClient | None = None
         self.instance_id = ""
         self.heartbeat_s = 1.0
@@ -160,7 +177,42 @@ class SimAgent:
 
     # --- connection ---------------------------------------------------------------
 
+    def start_pass(self, first: str | None = None) -> None:
+        """Dial the URLs once, from ``first`` (wrapping around), until a Hello."""
+        if self.stopping:
+            return
+        self.plan.begin(first)
+        self._dial_next()
+
+    def _dial_next(self) -> None:
+        url = self.plan.next()
+        if url is None:  # a whole pass without a Hello
+            self._back_off(None)
+        else:
+            self._dial(self, url)
+
+    def _back_off(self, first: str | None) -> None:
+        delay = reconnect_delay(self._attempt, _BACKOFF)
+        self._attempt += 1
+        asyncio.get_running_loop().call_later(delay, self.start_pass, first)
+
+    def dial_failed(self, leader: str | None = None) -> None:
+        """The dial ended without a Hello: the next URL of this pass (a hint first)."""
+        if self.stopping:
+            return
+        if leader is not None:
+            self.plan.follow(leader)
+        self._dial_next()
+
+    def connect_failed(self, exc: OSError) -> None:
+        if isinstance(exc, ConnectionRefusedError):  # nothing listens there (a node down)
+            self.stats.dial_failures["connect refused"] += 1
+        else:
+            self.stats.errors[f"connect failed: {type(exc).__name__}"] += 1
+        self.dial_failed()
+
     def new_client(self, host: str, path: str, key: str) -> WsClient:
+        self._hello_here = False
         self.client = WsClient(
             host=host,
             path=path,
@@ -184,13 +236,19 @@ class SimAgent:
             self._garbage = None
         if self.stopping:
             return
-        if http_status is not None:
+        if http_status == _REFUSED:
+            self.stats.dial_failures[f"upgrade refused: HTTP {http_status}"] += 1
+        elif http_status is not None:
             self.stats.errors[f"upgrade refused: HTTP {http_status}"] += 1
         else:
             self.stats.closes[f"{self.behaviour}:{code}"] += 1
-        asyncio.get_running_loop().call_later(
-            1.0 + random.random() * 0.5, self._connect, self
-        )  # reconnect, as a real agent does
+        client = self.client
+        if not self._hello_here:
+            self.dial_failed(client.leader if client is not None else None)
+        elif code == _NOT_LEADER:  # this node stopped leading: the next URL at once
+            self.start_pass(self.plan.after(self.plan.current))
+        else:  # the URL in use again, after one backoff step
+            self._back_off(self.plan.current)
 
     # --- snapshot -----------------------------------------------------------------
 
@@ -284,6 +342,8 @@ class SimAgent:
             self.instance_id = hello.instance_id
             self.heartbeat_s = (hello.heartbeat_ms or 1000) / 1000.0
             self.joined = True
+            self._hello_here = True
+            self._attempt = 1  # the backoff restarts at every Hello
             self.stats.hellos += 1
             if self.behaviour == "garbage":
                 delay = self.heartbeat_s * random.uniform(1.0, 3.0)

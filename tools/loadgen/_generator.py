@@ -23,9 +23,11 @@ AGENT_KEY = "loadgen-agent-key-0123456789abcdef"
 
 @dataclass(frozen=True)
 class LoadConfig:
-    """What to simulate. Fractions pick misbehaving agents (the rest are ``ok``)."""
+    """What to simulate. Fractions pick misbehaving agents (the rest are ``ok``). ``url``
+    is one agent URL or the URLs of a cluster's nodes, dialled in order as the real agent
+    does (following a standby's leader hint)."""
 
-    url: str
+    url: str | tuple[str, ...]
     key: str = AGENT_KEY
     agents: int = 100
     rooms: int = 20
@@ -60,6 +62,7 @@ class LoadReport:
     cpu_s: float = 0.0
     closes: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    dial_failures: Counter[str] = field(default_factory=Counter)  # node down, standby's 503
     lateness: Histogram = field(default_factory=Histogram)
 
     @property
@@ -105,6 +108,7 @@ class LoadReport:
             "kicked_ok": self.kicked("ok"),
             "closes": dict(self.closes),
             "errors": dict(self.errors),
+            "dial_failures": dict(self.dial_failures),
             "loadgen_cpu_s": round(self.cpu_s, 2),
         }
 
@@ -147,7 +151,7 @@ class LoadGenerator:
                 room_types=config.room_types,
                 regions=config.regions,
                 max_rooms=config.max_rooms,
-                url=config.url,
+                urls=(config.url,) if isinstance(config.url, str) else tuple(config.url),
                 key=config.key,
                 connect_concurrency=config.connect_concurrency,
             )
@@ -269,6 +273,7 @@ class LoadGenerator:
             report.cpu_s += float(reply["cpu_s"])
             report.closes.update(reply["closes"])
             report.errors.update(reply["errors"])
+            report.dial_failures.update(reply["dial_failures"])
             report.lateness.merge(Histogram.from_state(reply["lateness"]))
         return report
 

@@ -21,7 +21,6 @@ from ._agent import AgentStats, Behaviour, ReplyPolicy, SimAgent
 __all__ = ["WorkerConfig", "worker_main"]
 
 _TICK_S: Final = 0.1
-_RECONNECT_S: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class WorkerConfig:
     room_types: tuple[str, ...]
     regions: tuple[str, ...]
     max_rooms: int | None
-    url: str
+    urls: tuple[str, ...]  # the orchestrators, in dial order (a cluster's nodes)
     key: str
     connect_concurrency: int
 
@@ -55,11 +54,7 @@ class _Worker:
     def __init__(self, conn: Connection, config: WorkerConfig) -> None:
         self._conn = conn
         self._config = config
-        url = urlsplit(config.url)
-        self._host = url.hostname or "127.0.0.1"
-        self._port = url.port or 80
-        self._host_header = url.netloc
-        self._path = url.path or "/"
+        self._targets: dict[str, tuple[str, int, str, str]] = {}
         self.stats = AgentStats()
         self.agents = [
             SimAgent(
@@ -71,7 +66,8 @@ class _Worker:
                 labels={"region": config.regions[(config.first + i) % len(config.regions)]},
                 max_rooms=config.max_rooms,
                 stats=self.stats,
-                connect=self._connect,
+                urls=config.urls,
+                dial=self._dial,
             )
             for i, behaviour in enumerate(config.behaviours)
         ]
@@ -89,7 +85,7 @@ class _Worker:
         self._gate = asyncio.Semaphore(self._config.connect_concurrency)
         loop.add_reader(self._conn.fileno(), self._on_command)
         for agent in self.agents:
-            self._connect(agent)
+            agent.start_pass()
         ticker = asyncio.create_task(self._churn_loop())
         await self._stop.wait()
         ticker.cancel()
@@ -100,27 +96,38 @@ class _Worker:
 
     # --- connections --------------------------------------------------------------
 
-    def _connect(self, agent: SimAgent) -> None:
+    def _dial(self, agent: SimAgent, url: str) -> None:
         if self._stopping:
             return
-        task = asyncio.create_task(self._open(agent))
+        task = asyncio.create_task(self._open(agent, url))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _open(self, agent: SimAgent) -> None:
+    def _target(self, url: str) -> tuple[str, int, str, str]:
+        """``(host, port, Host header, path)`` of an agent URL, parsed once."""
+        target = self._targets.get(url)
+        if target is None:
+            parts = urlsplit(url)
+            target = self._targets[url] = (
+                parts.hostname or "127.0.0.1",
+                parts.port or 80,
+                parts.netloc,
+                parts.path or "/",
+            )
+        return target
+
+    async def _open(self, agent: SimAgent, url: str) -> None:
         loop = asyncio.get_running_loop()
+        host, port, host_header, path = self._target(url)
         async with self._gate:  # bounded handshakes in flight: no SYN-backlog overflow
             if self._stopping:
                 return
             try:
                 await loop.create_connection(
-                    lambda: agent.new_client(self._host_header, self._path, self._config.key),
-                    self._host,
-                    self._port,
+                    lambda: agent.new_client(host_header, path, self._config.key), host, port
                 )
             except OSError as exc:
-                self.stats.errors[f"connect failed: {type(exc).__name__}"] += 1
-                loop.call_later(_RECONNECT_S, self._connect, agent)
+                agent.connect_failed(exc)
                 return
             deadline = loop.time() + 10.0
             while not agent.joined and loop.time() < deadline:
@@ -221,6 +228,7 @@ class _Worker:
             "rooms_destroyed": stats.rooms_destroyed,
             "closes": dict(stats.closes),
             "errors": dict(stats.errors),
+            "dial_failures": dict(stats.dial_failures),
             "lateness": stats.lateness.to_state(),
             "cpu_s": (now.user - self._started.user) + (now.system - self._started.system),
         }

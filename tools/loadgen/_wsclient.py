@@ -5,6 +5,7 @@ subprotocols, binary messages in and out, ping → pong, the close handshake. Cl
 frames carry the mask bit with an all-zero key (RFC 6455 §5.3 lets the key be any
 value; zero leaves the payload as is), so a precomputed reply goes out unchanged.
 The ``Sec-WebSocket-Accept`` value is not verified: the peer is a local test server.
+A refused upgrade keeps the ``Fleet-Leader`` header a standby sends (:attr:`leader`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ NO_CLOSE_CODE: Final = 1006  # the connection ended without a close frame
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _ZERO_MASK: Final = b"\x00\x00\x00\x00"
 _MAX_HEAD: Final = 16 * 1024
+_LEADER_FIELD: Final = b"\r\nfleet-leader:"
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -32,6 +34,17 @@ def _frame(opcode: int, payload: bytes) -> bytes:
     else:
         head = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
     return b"".join((head, _ZERO_MASK, payload))
+
+
+def _leader_hint(head: bytes) -> str | None:
+    """The ``Fleet-Leader`` header of a refused upgrade's response head, if any."""
+    start = head.lower().find(_LEADER_FIELD)
+    if start < 0:
+        return None
+    start += len(_LEADER_FIELD)
+    end = head.find(b"\r\n", start)
+    value = head[start : end if end >= 0 else len(head)].strip().decode("latin-1")
+    return value or None
 
 
 class WsClient(asyncio.Protocol):
@@ -67,6 +80,7 @@ class WsClient(asyncio.Protocol):
         self._http_status: int | None = None
         self._close_sent = False
         self._finished = False
+        self.leader: str | None = None  # a refusal's Fleet-Leader header (a standby's hint)
 
     # --- asyncio.Protocol ---------------------------------------------------------
 
@@ -91,6 +105,7 @@ class WsClient(asyncio.Protocol):
             except ValueError:
                 status = 0
             if status != 101:
+                self.leader = _leader_hint(head)
                 self._fail_upgrade(status)
                 return
             self._upgraded = True

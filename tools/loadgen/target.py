@@ -13,6 +13,9 @@ its ports once it listens, then answers commands on stdin, one JSON line each:
   the number of objects the collector tracks;
 - ``quit`` or end of input: shut down cleanly.
 
+With ``--etcd URL`` it campaigns for the lead of ``--cluster`` (CONTRACT §10) as the
+daemon's ``--etcd`` does; a standby then refuses agents and requests with ``NOT_LEADER``.
+
 Logging stays at WARNING and is counted, not printed (errors are printed to stderr).
 """
 
@@ -34,6 +37,7 @@ from typing import Any
 from fleet_server import InstanceInfo, Orchestrator
 from fleet_server._collector import CollectorTuning
 from fleet_server._events import EVENT_TYPES
+from fleet_server._options import OrchestratorKeywords
 
 from .._loops import add_loop_option, run
 from ._generator import AGENT_KEY
@@ -95,17 +99,16 @@ async def _serve(args: argparse.Namespace) -> None:
     root.setLevel(logging.WARNING)
     root.propagate = False
 
-    orch = Orchestrator(
-        host="127.0.0.1",
-        port=0,
-        agent_key=AGENT_KEY,
-        admin_key=ADMIN_KEY,
-        api=True,
-        grpc_port=0 if args.grpc else None,
-        heartbeat_ms=args.heartbeat_ms,
-        command_timeout_ms=args.command_timeout_ms,
-        metrics=not args.no_metrics,
-    )
+    options: OrchestratorKeywords = {
+        "agent_key": AGENT_KEY,
+        "admin_key": ADMIN_KEY,
+        "api": True,
+        "grpc_port": 0 if args.grpc else None,
+        "heartbeat_ms": args.heartbeat_ms,
+        "command_timeout_ms": args.command_timeout_ms,
+    }
+    options.update(_cluster_options(args))
+    orch = Orchestrator(host="127.0.0.1", port=0, metrics=not args.no_metrics, **options)
     events: Counter[str] = Counter()
     stale: Counter[str] = Counter()
 
@@ -221,6 +224,20 @@ class _StallReporter:
                 print(f"stall over {1000 * self._threshold:.0f} ms at:\n{stack}", file=sys.stderr)
 
 
+def _cluster_options(args: argparse.Namespace) -> OrchestratorKeywords:
+    """Leader election on etcd when ``--etcd`` is given (CONTRACT §10); nothing otherwise."""
+    if not args.etcd:
+        return {}
+    options: OrchestratorKeywords = {
+        "etcd_endpoints": args.etcd,
+        "cluster": args.cluster,
+        "leader_lease_ms": args.leader_lease_ms,
+    }
+    if args.settle_ms is not None:
+        options["settle_ms"] = args.settle_ms
+    return options
+
+
 async def _watch_lag(lag: Histogram, period: float = 0.05) -> None:
     """How late a 50 ms timer fires: the event loop's scheduling delay."""
     loop = asyncio.get_running_loop()
@@ -252,6 +269,14 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=0,
         help="print the loop thread's stack to stderr whenever the loop stalls this long",
+    )
+    parser.add_argument(
+        "--etcd", action="append", default=[], help="an etcd endpoint: campaign (repeatable)"
+    )
+    parser.add_argument("--cluster", default="default", help="the cluster name (with --etcd)")
+    parser.add_argument("--leader-lease-ms", type=int, default=5000, help="with --etcd")
+    parser.add_argument(
+        "--settle-ms", type=int, help="how long explicit-id creates wait after a takeover"
     )
     add_loop_option(parser)
     args = parser.parse_args(argv)

@@ -11,8 +11,8 @@ the URL that was in use, after that wait; when the orchestrator stopped leading 
 heartbeat, a handshake that gets no answer for three heartbeats fails like a refused one
 (:func:`~fleet_agent._connection.handshake_timeout_s`): a frozen node whose kernel still
 accepts connections holds a pass up no longer than a silent one holds a connection. It
-gives up on a ``connect_timeout_ms`` expiry, a protocol mismatch or an unexpected error and returns
-why; cancellation (``disconnect()``) propagates.
+gives up on a ``connect_timeout_ms`` expiry, a protocol mismatch or an unexpected error
+and returns why; cancellation (``disconnect()``) propagates.
 """
 
 from __future__ import annotations

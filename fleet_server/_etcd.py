@@ -123,6 +123,15 @@ class EtcdClient:
             raise EtcdUnavailableError(
                 f"etcd at {self.endpoint}: {what} failed ({_describe(exc)})"
             ) from exc
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the caller is being cancelled
+            # gRPC cancels the calls of a channel that closes under them (a session that
+            # ended closes its client): etcd did not answer this one.
+            raise EtcdUnavailableError(
+                f"etcd at {self.endpoint}: {what} failed (the connection was closed)"
+            ) from exc
 
     async def open(self, timeout: float) -> None:
         """Connect and make one linearizable read within ``timeout`` seconds: the endpoint

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import aiohttp
@@ -59,6 +59,10 @@ async def leader_of(group: list[Orchestrator], timeout: float = TAKEOVER_S) -> O
     return next(o for o in group if o._cluster.leads())
 
 
+async def _equal(value: Awaitable[Any], expected: Any) -> bool:
+    return bool(await value == expected)
+
+
 async def _cluster(http: Http) -> dict[str, Any]:
     reply = await http.get("/v1/cluster")
     assert reply.status == 200, reply.body
@@ -100,7 +104,12 @@ async def test_one_leader_and_a_standby_that_sends_everyone_to_it(etcd: EtcdServ
         assert info["role"] == "standby"
         assert info["leader"]["url"] == lead_url
         assert info["settled"] is False
-        assert sorted(m["role"] for m in info["members"]) == ["leader", "standby"]
+
+        async def roles() -> list[str]:
+            return sorted(m["role"] for m in (await _cluster(http))["members"])
+
+        # The leader rewrites its member key as "leader" just after it took the lead.
+        await wait_for(lambda: _equal(roles(), ["leader", "standby"]), TAKEOVER_S)
         assert (await _cluster(Http(session, leader.port)))["role"] == "leader"
 
         assert (await http.get("/healthz")).status == 200

@@ -186,7 +186,10 @@ async def test_fenced_writes_succeed_while_leading_and_fail_once_deposed(
     (own,) = keys
     await raw.delete(own.key)  # an operator, or a lease that expired, takes the key away
     assert not await a.fenced_put("membership", b"two")
-    assert await a.read("membership") == b"one"
+    # Read through another client: the node's session is ending (its key is gone) and
+    # closes its own connection meanwhile.
+    found = await raw.get("/rivalis-fleet/test/membership")
+    assert found is not None and found.value == b"one"
 
     await wait_for(a.is_leader, LEASE_S + 5)  # it campaigns again with a new key
     assert await a.fenced_put("membership", b"three")
@@ -204,6 +207,25 @@ async def test_etcd_refuses_a_write_fenced_by_a_key_that_is_gone(raw: EtcdClient
     assert not await raw.put_if_created("/t/election/1", revision, "/t/membership", b"c")
     found = await raw.get("/t/membership")
     assert found is not None and found.value == b"a"
+
+
+async def test_a_call_cut_short_by_closing_its_client_is_unavailable_not_a_cancellation(
+    etcd: EtcdServer,
+) -> None:
+    """A session that ends closes its client under whatever still runs on it (a fenced
+    write, the record's read at a takeover): those calls fail as etcd being unavailable,
+    never as a cancellation of a task that nobody cancelled."""
+    client = await connect([Endpoint.parse(etcd.endpoint)], timeout=5, open_timeout=5)
+    etcd.pause()  # the read waits for an answer
+    try:
+        read = asyncio.ensure_future(client.get("/rivalis-fleet/test/membership"))
+        await asyncio.sleep(0.2)
+        await client.close()
+        with pytest.raises(EtcdUnavailableError, match="closed"):
+            await read
+        assert not read.cancelled()
+    finally:
+        etcd.resume()
 
 
 async def test_after_etcd_stops_and_restarts_a_leader_returns(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.orchestrators import agent_url, daemon_env
-from tests.support.ports import free_ports
+from tests.support.ports import free_port_pair, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -120,7 +120,8 @@ def test_curl_samples_work_against_a_live_daemon() -> None:
 
 
 def test_make_run_quickstart_prints_working_commands_and_stops_on_ctrl_c() -> None:
-    port, grpc_port, game = free_ports(3)
+    port, grpc_port = free_ports(2)
+    game = free_port_pair()  # eu1 on game, us1 on game + 1
     args = f"--port {port} --grpc-port {grpc_port} --game-port {game}"
     proc = subprocess.Popen(
         ["make", "-s", "run", f"RUN_ARGS={args}"],

@@ -18,3 +18,21 @@ def free_ports(count: int) -> list[int]:
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listened on just now."""
     return free_ports(1)[0]
+
+
+def free_port_pair() -> int:
+    """A port p on 127.0.0.1 with p and p + 1 both free just now (``make run`` gives its
+    second game server the first one's port + 1)."""
+    for _ in range(200):
+        base = free_port()
+        if base >= 65535:
+            continue
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in (base, base + 1):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no two adjacent free ports")

@@ -1,7 +1,7 @@
 """The benchmark suite: every performance target, each next to a floor from the same run.
 
 ``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
-(``--quick``) runs scaled-down sizes in about a minute. ``--only NAME`` runs some
+(``--quick``) runs scaled-down sizes in about a minute and a half. ``--only NAME`` runs some
 scenarios (steady, scaling, reads, placement, single, memory, streams, takeover, ha),
 ``--profile DIR`` samples the orchestrator with py-spy during each measured phase and
 writes the collapsed stacks and a hot-spot summary per phase there, ``--json PATH``
@@ -1231,6 +1231,7 @@ class Bench:
                     load.wait_joined(timeout=60)
                     orch.wait_instances(n, timeout=60, rooms=n * s.fleet_rooms)
                 time.sleep(s.settle_s)
+                idle = {which: idle_rate(orch, s.idle_s) for which, orch in targets.items()}
                 for which, orch in targets.items():  # warm both up, unmeasured
                     run_http(
                         orch, post_create(f"warm-{which}"), concurrency=s.concurrency, count=500
@@ -1283,7 +1284,8 @@ class Bench:
                     "creates/s",
                     floor=statistics.median(rate["single"]),
                     note=f"HA {_span(rate['ha'])}, single {_span(rate['single'])}, ratio per "
-                    f"pair {_span(rate_pairs)}; errors {errors}",
+                    f"pair {_span(rate_pairs)}; errors {errors}; idle (polls, keepalives): HA "
+                    f"{100 * idle['ha']:.1f}%, single {100 * idle['single']:.1f}% of a core",
                 ),
                 0.95,
             )
@@ -1295,6 +1297,7 @@ class Bench:
             "rate_ratio_per_pair": rate_pairs,
             "errors": errors,
             "etcd_cpu_s": etcd_cpu,
+            "idle_cpu_rate": idle,
         }
 
 
@@ -1416,7 +1419,7 @@ def machine() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/bench.py", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, under 60 s")
+    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, about 90 s")
     parser.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only these scenarios"
     )

@@ -1146,12 +1146,24 @@ class Bench:
                 before = int(leader.stats()["instances"])
                 recorded = cluster.recorded_processes()
                 log(f"takeover: {before:,} instances on the leader, {recorded:,} in the record")
+                others = [node for node in cluster.live if node is not leader]
+                for node in others:
+                    node.reset()
                 load.reset()
                 started = time.monotonic()
                 leader.proc.kill()
-                survivors = [base_url(node) for node in cluster.live if node is not leader]
+                survivors = [base_url(node) for node in others]
                 times = asyncio.run(watch_takeover(survivors, n, started, s.takeover_timeout_s))
                 report = load.report()
+                runners = {base_url(node): node.stats() for node in others}
+        new_leader = runners.get(times.leader_url or "", {})
+        lag = new_leader.get("loop_lag_ms", {})
+        step_downs = sum(
+            count
+            for runner in runners.values()
+            for kind, count in runner["warnings"].items()
+            if kind.startswith("warning: stepping down")
+        )
         label = f"{n:,} agents"
         self.add(
             Row(
@@ -1171,9 +1183,10 @@ class Bench:
                 f"… all {label} back in the new leader's read model",
                 times.all_back,
                 "s",
-                note=f"first at {first}; {times.instances:,} instances at the end; "
-                f"closes 4010 after the kill (a leader stepping down): "
-                f"{report.closed('ok', 4010):,}",
+                note=f"first at {first}; {times.instances:,} instances at the end; new "
+                f"leader's loop lag p99 {lag.get('p99', '—')} ms, max {lag.get('max', '—')} ms; "
+                f"step-downs after the kill {step_downs} ({report.closed('ok', 4010):,} "
+                "agents closed with 4010)",
             )
         )
         self.add(
@@ -1199,6 +1212,7 @@ class Bench:
             "times": times.summary(),
             "recorded": recorded,
             "load": report.summary(),
+            "survivors": runners,
         }
 
     # 8. the create path with leader election on: an HA leader against a single node

@@ -102,6 +102,7 @@ class Sizes:
     lease_ms: int = 5_000  # leader_lease_ms of every clustered node (the default)
     settle_ms: int = 15_000  # how long a new leader holds explicit-id creates (the default)
     takeover_timeout_s: float = 120.0
+    takeover_connects: int = 32  # handshakes in flight per load-generator process
     ha_rounds: int = 6  # pairs of create bursts: one on a single node, one on an HA leader
     ha_burst_s: float = 5.0
 
@@ -1136,7 +1137,9 @@ class Bench:
             extra=["--settle-ms", str(s.settle_ms)],
         ) as cluster:
             first_leader = cluster.wait_leader()
-            with loadgen(cluster.agent_urls, s, n, rooms=s.rooms) as load:
+            with loadgen(
+                cluster.agent_urls, s, n, rooms=s.rooms, connect_concurrency=s.takeover_connects
+            ) as load:
                 load.wait_joined(timeout=60 + n / 100)
                 first_leader.wait_instances(n, timeout=60)
                 cluster.wait_recorded(n)
@@ -1149,14 +1152,18 @@ class Bench:
                 others = [node for node in cluster.live if node is not leader]
                 for node in others:
                     node.reset()
+                cpu0 = {base_url(node): node.cpu_seconds() for node in others}
                 load.reset()
                 started = time.monotonic()
                 leader.proc.kill()
                 survivors = [base_url(node) for node in others]
                 times = asyncio.run(watch_takeover(survivors, n, started, s.takeover_timeout_s))
                 report = load.report()
+                wall = time.monotonic() - started
                 runners = {base_url(node): node.stats() for node in others}
+                cpu = {base_url(node): node.cpu_seconds() - cpu0[base_url(node)] for node in others}
         new_leader = runners.get(times.leader_url or "", {})
+        leader_cpu = cpu.get(times.leader_url or "", 0.0)
         lag = new_leader.get("loop_lag_ms", {})
         step_downs = sum(
             count
@@ -1183,10 +1190,14 @@ class Bench:
                 f"… all {label} back in the new leader's read model",
                 times.all_back,
                 "s",
-                note=f"first at {first}; {times.instances:,} instances at the end; new "
+                note=f"first at {first}, "
+                + ", ".join(f"{share} at {t:.1f} s" for share, t in times.back.items())
+                + f"; {times.instances:,} instances at the end; new "
                 f"leader's loop lag p99 {lag.get('p99', '—')} ms, max {lag.get('max', '—')} ms; "
                 f"step-downs after the kill {step_downs} ({report.closed('ok', 4010):,} "
-                "agents closed with 4010)",
+                f"agents closed with 4010); CPU from the kill on: new leader "
+                f"{100 * leader_cpu / wall:.0f}%, load generator {100 * report.cpu_s / wall:.0f}% "
+                "of a core",
             )
         )
         self.add(
@@ -1213,6 +1224,8 @@ class Bench:
             "recorded": recorded,
             "load": report.summary(),
             "survivors": runners,
+            "survivor_cpu_s": cpu,
+            "wall_s": wall,
         }
 
     # 8. the create path with leader election on: an HA leader against a single node
@@ -1450,6 +1463,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else Sizes()
     if args.takeover_agents:
         sizes = replace(sizes, takeover_agents=tuple(args.takeover_agents))
+    if "BENCH_TAKEOVER_CONNECTS" in os.environ:  # what-if: handshakes in flight per worker
+        sizes = replace(sizes, takeover_connects=int(os.environ["BENCH_TAKEOVER_CONNECTS"]))
     wanted = set(args.only or SCENARIOS)
     bench = Bench(sizes, Profiler(args.profile), args.quick)
     started = time.monotonic()

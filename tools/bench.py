@@ -1,7 +1,7 @@
 """The benchmark suite: every performance target, each next to a floor from the same run.
 
 ``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
-(``--quick``) runs scaled-down sizes in about a minute. ``--only NAME`` runs some
+(``--quick``) runs scaled-down sizes in about a minute and a half. ``--only NAME`` runs some
 scenarios (steady, scaling, reads, placement, single, memory, streams, metrics, takeover, ha),
 ``--profile DIR`` samples the orchestrator with py-spy during each measured phase and
 writes the collapsed stacks and a hot-spot summary per phase there, ``--json PATH``
@@ -106,6 +106,7 @@ class Sizes:
     lease_ms: int = 5_000  # leader_lease_ms of every clustered node (the default)
     settle_ms: int = 15_000  # how long a new leader holds explicit-id creates (the default)
     takeover_timeout_s: float = 120.0
+    takeover_connects: int = 32  # handshakes in flight per load-generator process
     ha_rounds: int = 6  # pairs of create bursts: one on a single node, one on an HA leader
     ha_burst_s: float = 5.0
 
@@ -1276,7 +1277,9 @@ class Bench:
             extra=["--settle-ms", str(s.settle_ms)],
         ) as cluster:
             first_leader = cluster.wait_leader()
-            with loadgen(cluster.agent_urls, s, n, rooms=s.rooms) as load:
+            with loadgen(
+                cluster.agent_urls, s, n, rooms=s.rooms, connect_concurrency=s.takeover_connects
+            ) as load:
                 load.wait_joined(timeout=60 + n / 100)
                 first_leader.wait_instances(n, timeout=60)
                 cluster.wait_recorded(n)
@@ -1286,12 +1289,28 @@ class Bench:
                 before = int(leader.stats()["instances"])
                 recorded = cluster.recorded_processes()
                 log(f"takeover: {before:,} instances on the leader, {recorded:,} in the record")
+                others = [node for node in cluster.live if node is not leader]
+                for node in others:
+                    node.reset()
+                cpu0 = {base_url(node): node.cpu_seconds() for node in others}
                 load.reset()
                 started = time.monotonic()
                 leader.proc.kill()
-                survivors = [base_url(node) for node in cluster.live if node is not leader]
+                survivors = [base_url(node) for node in others]
                 times = asyncio.run(watch_takeover(survivors, n, started, s.takeover_timeout_s))
                 report = load.report()
+                wall = time.monotonic() - started
+                runners = {base_url(node): node.stats() for node in others}
+                cpu = {base_url(node): node.cpu_seconds() - cpu0[base_url(node)] for node in others}
+        new_leader = runners.get(times.leader_url or "", {})
+        leader_cpu = cpu.get(times.leader_url or "", 0.0)
+        lag = new_leader.get("loop_lag_ms", {})
+        step_downs = sum(
+            count
+            for runner in runners.values()
+            for kind, count in runner["warnings"].items()
+            if kind.startswith("warning: stepping down")
+        )
         label = f"{n:,} agents"
         self.add(
             Row(
@@ -1311,9 +1330,14 @@ class Bench:
                 f"… all {label} back in the new leader's read model",
                 times.all_back,
                 "s",
-                note=f"first at {first}; {times.instances:,} instances at the end; "
-                f"closes 4010 after the kill (a leader stepping down): "
-                f"{report.closed('ok', 4010):,}",
+                note=f"first at {first}, "
+                + ", ".join(f"{share} at {t:.1f} s" for share, t in times.back.items())
+                + f"; {times.instances:,} instances at the end; new "
+                f"leader's loop lag p99 {lag.get('p99', '—')} ms, max {lag.get('max', '—')} ms; "
+                f"step-downs after the kill {step_downs} ({report.closed('ok', 4010):,} "
+                f"agents closed with 4010); CPU from the kill on: new leader "
+                f"{100 * leader_cpu / wall:.0f}%, load generator {100 * report.cpu_s / wall:.0f}% "
+                "of a core",
             )
         )
         self.add(
@@ -1339,6 +1363,9 @@ class Bench:
             "times": times.summary(),
             "recorded": recorded,
             "load": report.summary(),
+            "survivors": runners,
+            "survivor_cpu_s": cpu,
+            "wall_s": wall,
         }
 
     # 8. the create path with leader election on: an HA leader against a single node
@@ -1371,6 +1398,7 @@ class Bench:
                     load.wait_joined(timeout=60)
                     orch.wait_instances(n, timeout=60, rooms=n * s.fleet_rooms)
                 time.sleep(s.settle_s)
+                idle = {which: idle_rate(orch, s.idle_s) for which, orch in targets.items()}
                 for which, orch in targets.items():  # warm both up, unmeasured
                     run_http(
                         orch, post_create(f"warm-{which}"), concurrency=s.concurrency, count=500
@@ -1423,7 +1451,8 @@ class Bench:
                     "creates/s",
                     floor=statistics.median(rate["single"]),
                     note=f"HA {_span(rate['ha'])}, single {_span(rate['single'])}, ratio per "
-                    f"pair {_span(rate_pairs)}; errors {errors}",
+                    f"pair {_span(rate_pairs)}; errors {errors}; idle (polls, keepalives): HA "
+                    f"{100 * idle['ha']:.1f}%, single {100 * idle['single']:.1f}% of a core",
                 ),
                 0.95,
             )
@@ -1435,6 +1464,7 @@ class Bench:
             "rate_ratio_per_pair": rate_pairs,
             "errors": errors,
             "etcd_cpu_s": etcd_cpu,
+            "idle_cpu_rate": idle,
         }
 
 
@@ -1557,7 +1587,7 @@ def machine() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/bench.py", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, under 60 s")
+    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, about 90 s")
     parser.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only these scenarios"
     )
@@ -1574,6 +1604,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else Sizes()
     if args.takeover_agents:
         sizes = replace(sizes, takeover_agents=tuple(args.takeover_agents))
+    if "BENCH_TAKEOVER_CONNECTS" in os.environ:  # what-if: handshakes in flight per worker
+        sizes = replace(sizes, takeover_connects=int(os.environ["BENCH_TAKEOVER_CONNECTS"]))
     wanted = set(args.only or SCENARIOS)
     bench = Bench(sizes, Profiler(args.profile), args.quick)
     started = time.monotonic()

@@ -157,6 +157,7 @@ class SimAgent:
         self.plan = DialPlan(urls)
         self._attempt = 1  # passes without a Hello in a row, plus one
         self._hello_here = False  # the current connection got its Hello
+        self.handshake: asyncio.Future[None] | None = None  # a dial waiting for its Hello
         self.client: WsClient | None = None
         self.instance_id = ""
         self.heartbeat_s = 1.0
@@ -229,8 +230,14 @@ class SimAgent:
         self._polls_here = 0
         self._replied = False
 
+    def _handshake_over(self) -> None:
+        handshake = self.handshake
+        if handshake is not None and not handshake.done():
+            handshake.set_result(None)
+
     def _on_close(self, code: int, http_status: int | None) -> None:
         self.joined = False
+        self._handshake_over()
         if self._garbage is not None:
             self._garbage.cancel()
             self._garbage = None
@@ -344,6 +351,7 @@ class SimAgent:
             self.joined = True
             self._hello_here = True
             self._attempt = 1  # the backoff restarts at every Hello
+            self._handshake_over()
             self.stats.hellos += 1
             if self.behaviour == "garbage":
                 delay = self.heartbeat_s * random.uniform(1.0, 3.0)

@@ -33,6 +33,10 @@ __all__ = ["OrchestratorCluster", "TakeoverTimes", "watch_takeover"]
 
 _AUTH: Final = {"Authorization": f"Bearer {ADMIN_KEY}"}
 _PERIOD_S: Final = 0.025  # between two probes of one kind
+# GET /v1/stats costs O(fleet) while the fleet changes (it re-derives the stateHash), so
+# once agents are coming back the new leader is asked less often.
+_STATS_PERIOD_S: Final = 0.25
+_SHARES: Final = (0.5, 0.9, 0.99)  # of the fleet back on the new leader, timed too
 
 
 class OrchestratorCluster:
@@ -147,6 +151,7 @@ class TakeoverTimes:
     explicit_create: float | None = None
     settled: float | None = None
     instances: int = 0  # on the new leader, at the end
+    back: dict[str, float] = field(default_factory=dict)  # "50%" → seconds, …
     explicit_statuses: Counter[str] = field(default_factory=Counter)  # status / cause
     generated_statuses: Counter[str] = field(default_factory=Counter)
 
@@ -160,6 +165,7 @@ class TakeoverTimes:
             "explicit_create_s": self.explicit_create,
             "settled_s": self.settled,
             "instances": self.instances,
+            "back_s": self.back,
             "explicit_statuses": dict(self.explicit_statuses),
             "generated_statuses": dict(self.generated_statuses),
         }
@@ -207,10 +213,13 @@ async def watch_takeover(
                 times.instances = int(body["data"]["instances"])
                 if times.instances and times.first_back is None:
                     times.first_back = since()
+                for share in _SHARES:
+                    if times.instances >= share * agents:
+                        times.back.setdefault(f"{share:.0%}", since())
                 if times.instances >= agents:
                     times.all_back = since()
                     return
-            await asyncio.sleep(_PERIOD_S)
+            await asyncio.sleep(_PERIOD_S if times.first_back is None else _STATS_PERIOD_S)
 
     async def settle(http: aiohttp.ClientSession) -> None:
         await found.wait()

@@ -48,6 +48,8 @@ class LoadReport:
     elapsed: float = 0.0
     agents: int = 0
     joined: int = 0
+    dialling: int = 0  # dials queued or in their handshake
+    open_unjoined: int = 0  # sockets open without a Hello
     rooms: int = 0
     hellos: int = 0
     polls: int = 0
@@ -95,6 +97,8 @@ class LoadReport:
             "elapsed_s": round(self.elapsed, 2),
             "agents": self.agents,
             "joined": self.joined,
+            "dialling": self.dialling,
+            "open_unjoined": self.open_unjoined,
             "rooms": self.rooms,
             "polls": self.polls,
             "polls_per_s": round(self.polls / self.elapsed, 1) if self.elapsed else 0.0,
@@ -257,6 +261,8 @@ class LoadGenerator:
             for name in (
                 "agents",
                 "joined",
+                "dialling",
+                "open_unjoined",
                 "rooms",
                 "hellos",
                 "polls",

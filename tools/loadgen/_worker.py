@@ -21,6 +21,7 @@ from ._agent import AgentStats, Behaviour, ReplyPolicy, SimAgent
 __all__ = ["WorkerConfig", "worker_main"]
 
 _TICK_S: Final = 0.1
+_HANDSHAKE_S: Final = 10.0  # a dial holds its connect slot until the Hello, at most this
 
 
 @dataclass(frozen=True)
@@ -122,19 +123,20 @@ class _Worker:
         async with self._gate:  # bounded handshakes in flight: no SYN-backlog overflow
             if self._stopping:
                 return
+            handshake = agent.handshake = loop.create_future()
             try:
                 await loop.create_connection(
                     lambda: agent.new_client(host_header, path, self._config.key), host, port
                 )
             except OSError as exc:
+                agent.handshake = None
                 agent.connect_failed(exc)
                 return
-            deadline = loop.time() + 10.0
-            while not agent.joined and loop.time() < deadline:
-                client = agent.client
-                if client is None or client.finished:
-                    break
-                await asyncio.sleep(0.005)
+            # Hold the slot until the Hello or the end of the connection, 10 s at most.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(handshake, _HANDSHAKE_S)
+            if agent.handshake is handshake:
+                agent.handshake = None
 
     # --- churn --------------------------------------------------------------------
 
@@ -215,6 +217,14 @@ class _Worker:
         return {
             "agents": len(self.agents),
             "joined": sum(a.joined for a in self.agents),
+            # not joined: a dial queued or in its handshake, or a socket open without a
+            # Hello (the rest wait out a backoff)
+            "dialling": len(self._tasks),
+            "open_unjoined": sum(
+                1
+                for a in self.agents
+                if not a.joined and a.client is not None and not a.client.finished
+            ),
             "rooms": sum(len(a.rooms) for a in self.agents),
             "hellos": stats.hellos,
             "polls": stats.polls,

@@ -2,6 +2,8 @@
 
 from fleet_agent import Capacity
 
+from ._agent_token_service import AgentTokenInfo
+from ._agent_tokens import MintedAgentToken
 from ._daemon import main
 from ._errors import ErrorCode, FleetError
 from ._models import FleetStats, InstanceInfo, RoomInfo
@@ -10,11 +12,13 @@ from ._placement import Placement
 from ._webhooks import Webhook
 
 __all__ = [
+    "AgentTokenInfo",
     "Capacity",
     "ErrorCode",
     "FleetError",
     "FleetStats",
     "InstanceInfo",
+    "MintedAgentToken",
     "Orchestrator",
     "Placement",
     "RoomInfo",

@@ -26,6 +26,7 @@ from typing import Final
 
 from fleet_agent._tickets import ticket_key
 
+from ._agent_tokens import AgentGrant, AgentTokenBook, looks_like_agent_token
 from ._errors import ErrorCode, FleetError
 from ._metrics import NULL_METER, Meter
 from ._tokens import ApiTokens, MintedToken, Scope, looks_like_token, token_fingerprint
@@ -161,12 +162,13 @@ class Audience(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller: its audience, the fingerprint of its credential
-    (``key#…`` or ``tok#…``), what it may do, and whether it holds a token."""
+    (``key#…``, ``tok#…`` or ``agt#…``), what it may do, and whether it holds a token."""
 
     audience: Audience
     key_id: str
     scope: Scope = Scope.ADMIN
     token: bool = False
+    grant: AgentGrant | None = None  # an agent token's: its id and what it binds
 
     def may(self, write: bool) -> bool:
         """Whether this caller may make a call that writes (``write``) or only reads."""
@@ -186,19 +188,23 @@ class Authenticator:
         failure_window_ms: int = 60_000,
         clock: Callable[[], float] = time.monotonic,
         tokens: ApiTokens | None = None,
+        agent_tokens: AgentTokenBook | None = None,
         meter: Meter = NULL_METER,
     ) -> None:
         # Each audience's keys, and one principal per key, in the same order.
         self._agent = (KeyRing(agent_keys), _principals(Audience.AGENT, agent_keys))
         self._admin = (KeyRing(admin_keys), _principals(Audience.ADMIN, admin_keys))
         self._tokens = tokens if tokens is not None else ApiTokens(admin_keys)
+        self._agent_tokens = agent_tokens  # None: agent tokens are turned off
         self._meter = meter
         self._ticket_keys = {fingerprint(key): ticket_key(key) for key in agent_keys}
         self._trust_proxy = trust_proxy
         self.throttle = AuthThrottle(failure_limit, failure_window_ms, clock=clock)
 
     def ticket_key(self, principal: Principal) -> bytes:
-        """The seat-ticket key of the agent key ``principal`` authenticated with."""
+        """The seat-ticket key of the agent key or token ``principal`` authenticated with."""
+        if principal.grant is not None:
+            return principal.grant.ticket_key
         return self._ticket_keys.get(principal.key_id, b"")
 
     @staticmethod
@@ -249,10 +255,15 @@ class Authenticator:
             index = ring.index(credential)
             if index >= 0:
                 return principals[index]
-            if admin and credential and looks_like_token(credential):
+            if not credential:
+                continue
+            found = None
+            if admin and looks_like_token(credential):
                 found = self._token_principal(credential)
-                if found is not None:
-                    return found
+            elif not admin and looks_like_agent_token(credential):
+                found = self._agent_principal(credential)
+            if found is not None:
+                return found
         if admin and token:
             found = self._token_principal(token)
             if found is not None:
@@ -267,6 +278,13 @@ class Authenticator:
         if scope is None:
             return None
         return Principal(Audience.ADMIN, token_fingerprint(token), scope, token=True)
+
+    def _agent_principal(self, token: str) -> Principal | None:
+        book = self._agent_tokens
+        grant = book.check(token) if book is not None else None
+        if grant is None:
+            return None
+        return Principal(Audience.AGENT, grant.fingerprint, token=True, grant=grant)
 
     @staticmethod
     def audit(route: str, principal: Principal | None, ip: str, outcome: str) -> None:

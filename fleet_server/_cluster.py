@@ -20,8 +20,10 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Final
 
+from ._agent_tokens import AgentTokenBook
 from ._cluster_view import LeaderInfo, NodeInfo
 from ._election import Election, EtcdUnavailableError
 from ._fleet import Fleet
@@ -67,9 +69,11 @@ class Coordinator:
         fleet: Fleet,
         close_agents: CloseAgents,
         end_streams: Callable[[], object] = lambda: None,
+        agent_tokens: AgentTokenBook | None = None,
     ) -> None:
         self._options = options
         self._fleet = fleet
+        self._agent_tokens = agent_tokens  # their records are part of the membership record
         self._close_agents = close_agents
         self._end_streams = end_streams
         self._clustered: Final = bool(options.etcd_endpoints)
@@ -247,12 +251,27 @@ class Coordinator:
             await recorder.close(final=False)
         self._fleet.forget_membership()
 
+    async def flush_membership(self) -> bool:
+        """Write the membership record now (a revocation answers once it is stored);
+        True when there is no store to write."""
+        recorder = self._recorder
+        return True if recorder is None else await recorder.flush()
+
+    def _capture(self) -> Membership:
+        membership = self._fleet.capture_membership()
+        book = self._agent_tokens
+        return membership if book is None else replace(membership, agent_tokens=book.records())
+
     async def _take_over(self, store: MembershipStore) -> None:
         membership = await _load(store)
         self._fleet.forget_membership()
         self._fleet.restore(membership, self._options.settle_ms)
-        recorder = self._recorder = Recorder(store, self._fleet.capture_membership)
+        recorder = self._recorder = Recorder(store, self._capture)
         self._fleet.track_membership(recorder.changed)
+        if self._agent_tokens is not None:
+            if membership is not None:
+                self._agent_tokens.restore(membership.agent_tokens)
+            self._agent_tokens.on_change = recorder.changed
         recorder.changed()
         if membership is not None:
             log.info(

@@ -15,6 +15,7 @@ from typing import Final, Literal, Protocol
 
 from rivalis.fleet.v3 import agent_pb2
 
+from ._agent_tokens import AgentGrant
 from ._errors import ErrorCode, FleetError
 from ._instance import Instance
 
@@ -30,6 +31,7 @@ class CommandSink(Protocol):
 
     pending: dict[str, PendingCommand]
     ticket_key: bytes  # seat tickets for this agent's rooms are signed with it
+    grant: AgentGrant | None  # the agent token it joined with: what its snapshots must say
 
     def send(self, frame: agent_pb2.Frame) -> Awaitable[None]: ...
 

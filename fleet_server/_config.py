@@ -145,6 +145,12 @@ def _add_http_flags(add: Add) -> None:
         help="GET /metrics needs the admin key or a token (env FLEET_METRICS_AUTH; default false)",
     )
     add(
+        "--no-agent-tokens",
+        action="store_false",
+        dest="agent_tokens",
+        help="no per-instance agent tokens (env FLEET_AGENT_TOKENS; default on)",
+    )
+    add(
         "--trust-proxy",
         action="store_true",
         dest="trust_proxy",
@@ -322,6 +328,7 @@ _SETTINGS: Final[Mapping[str, tuple[str | None, Parser]]] = {
     "advertise_url": ("advertise_url", _optional_text),
     "leader_lease_ms": ("leader_lease_ms", _int),
     "metrics_auth": ("metrics_auth", _bool),
+    "agent_tokens": ("agent_tokens", _bool),
     "webhooks": ("webhooks", _text),
     "capacity_label": ("capacity_label", _text),
     "log_level": (None, _level),
@@ -351,6 +358,7 @@ _ENV: Final[Mapping[str, str]] = {
     "FLEET_ADVERTISE_URL": "advertise_url",
     "FLEET_LEADER_LEASE_MS": "leader_lease_ms",
     "FLEET_METRICS_AUTH": "metrics_auth",
+    "FLEET_AGENT_TOKENS": "agent_tokens",
     "FLEET_LOG_LEVEL": "log_level",
     "FLEET_ENV": "environment",
 }

@@ -71,11 +71,18 @@ def _dev_key(audience: str, flag: str, env: str) -> str:
 
 def _with_keys(options: OrchestratorOptions) -> OrchestratorOptions:
     """The options with every missing key generated (development), or a refusal
-    (production: keys must be given)."""
+    (production: keys must be given). An admin key, no agent key and agent tokens on is
+    token-only mode (CONTRACT §13): agents join with agent tokens only."""
     need_admin = options.api and not options.admin_keys
+    if not options.agent_keys and options.agent_tokens and options.admin_keys:
+        log.info("no agent key: token-only mode (agents join with agent tokens)")
+        return options
     if options.production:
         if not options.agent_keys:
-            raise ConfigError("agent key required in production (--agent-key or FLEET_AGENT_KEY)")
+            raise ConfigError(
+                "agent key required in production (--agent-key or FLEET_AGENT_KEY), "
+                "or an admin key for token-only mode"
+            )
         if need_admin:
             raise ConfigError("admin key required in production (--admin-key or FLEET_ADMIN_KEY)")
         return options

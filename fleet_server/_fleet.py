@@ -271,8 +271,10 @@ class Fleet:
                 self.orphans.release(instance.snapshot.process_uid)
             self._emit(self._read.touch(instance, self._clock_ms()))
             return
+        sink = self._links.get(instance.id)
+        grant = sink.grant if sink is not None else None
         try:
-            snapshot = parse_snapshot(state, instance.snapshot)
+            snapshot = parse_snapshot(state, instance.snapshot, grant)
         except SnapshotRejectedError as exc:
             log.warning("snapshot rejected instance=%s reason=%s", instance.id, exc)
             return

@@ -17,6 +17,8 @@ from typing import Any, Literal, Protocol
 
 from fleet_agent.wire import canonical_json
 
+from ._agent_token_service import AgentTokenInfo, AgentTokenService
+from ._agent_tokens import MintedAgentToken
 from ._auth import Audience, Authenticator, Principal
 from ._capacity import CapacityRow
 from ._envelope import LEADER_HEADER, rejection, rejection_of
@@ -47,6 +49,8 @@ __all__ = [
     "MAX_TTL_S",
     "MIN_TTL_S",
     "ROOM_FIELDS",
+    "AgentTokenInfo",
+    "AgentTokenService",
     "Audience",
     "Authenticator",
     "CapacityRow",
@@ -64,6 +68,7 @@ __all__ = [
     "FleetStats",
     "InstanceInfo",
     "Meter",
+    "MintedAgentToken",
     "MintedToken",
     "OrchestratorOptions",
     "Placement",
@@ -168,3 +173,4 @@ class Services:
     is_ready: Callable[[], bool]
     metrics: FleetMetrics
     meter: Meter  # ``metrics``, or the null meter when they are off
+    agent_tokens: AgentTokenService

@@ -18,6 +18,7 @@ from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
 
+from ._agent_tokens import AgentGrant
 from ._commands import PendingCommand
 from ._fleet import Fleet
 from ._instance import Instance
@@ -40,6 +41,7 @@ class CloseCode(IntEnum):
     TOO_LARGE = 4004
     EVICTED = 4008
     NOT_LEADER = 4010
+    REVOKED = 4011
     SHUTDOWN = 1001
 
 
@@ -55,12 +57,14 @@ class AgentLink:
         poll_ids: PollIds,
         ticket_key: bytes = b"",
         meter: Meter = NULL_METER,
+        grant: AgentGrant | None = None,
     ) -> None:
         self.ws = ws
         self._meter = meter
         self._polled_at = 0.0  # time.monotonic() when the outstanding poll was sent
         self.pending: dict[str, PendingCommand] = {}
         self.ticket_key = ticket_key
+        self.grant = grant
         self._fleet = fleet
         self._heartbeat_ms = heartbeat_ms
         self._poll_ids = poll_ids

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from ._agent_tokens import AgentTokenRecord
 from ._orphans import OrphanHold
 
 __all__ = [
@@ -41,11 +42,13 @@ class MembershipError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Membership:
-    """Processes (uid → last seen, ms) and orphan holds, as of ``saved_at`` (ms)."""
+    """Processes (uid → last seen, ms), orphan holds and agent-token records (with
+    their revocations), as of ``saved_at`` (ms)."""
 
     processes: Mapping[str, int] = field(default_factory=dict)
     orphans: tuple[OrphanHold, ...] = ()
     saved_at: int = 0
+    agent_tokens: tuple[AgentTokenRecord, ...] = ()
 
     def to_json(self) -> bytes:
         payload = {
@@ -56,6 +59,7 @@ class Membership:
                 {"id": h.room_id, "processUid": h.process_uid, "expiresAt": h.expires_at}
                 for h in self.orphans
             ],
+            "agentTokens": [record.to_json() for record in self.agent_tokens],
         }
         return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -76,7 +80,10 @@ class Membership:
                 OrphanHold(_text(o["id"]), _text(o["processUid"]), _int(o["expiresAt"]))
                 for o in _list(payload["orphans"])
             )
-            return cls(processes, orphans, _int(payload["savedAt"]))
+            tokens = tuple(  # absent in records written before agent tokens
+                AgentTokenRecord.from_json(entry) for entry in _list(payload.get("agentTokens", []))
+            )
+            return cls(processes, orphans, _int(payload["savedAt"]), tokens)
         except (KeyError, TypeError) as exc:
             raise MembershipError(f"malformed record ({type(exc).__name__}: {exc})") from None
 
@@ -170,6 +177,7 @@ class Recorder:
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._lock = asyncio.Lock()
         self.saves = 0
 
     def changed(self) -> None:
@@ -186,23 +194,40 @@ class Recorder:
             self._task = None
 
     async def _save_once(self) -> None:
-        self._dirty = False
-        started = time.perf_counter()
-        try:
-            if not await self._store.save(self._capture()):
-                log.warning("membership not saved to %s: no longer the leader", self._store.where)
-                return
+        if not await self._write() and not self._closed:
+            await asyncio.sleep(1.0)  # then the loop tries again
+
+    async def flush(self) -> bool:
+        """Write the latest record now, after any write under way (a revocation answers
+        once it is stored); False when it could not be written (logged, retried)."""
+        if self._closed:
+            return False
+        written = await self._write()
+        if not written and self._dirty:
+            self.changed()
+        return written
+
+    async def _write(self) -> bool:
+        async with self._lock:  # one write at a time: a file store reuses its temp file
+            self._dirty = False
+            started = time.perf_counter()
+            try:
+                if not await self._store.save(self._capture()):
+                    log.warning(
+                        "membership not saved to %s: no longer the leader", self._store.where
+                    )
+                    return False
+            except Exception as exc:
+                log.warning("membership save to %s failed: %s", self._store.where, exc)
+                self._dirty = True
+                return False
             self.saves += 1
             log.debug(
                 "membership saved to %s in %.1f ms",
                 self._store.where,
                 (time.perf_counter() - started) * 1000,
             )
-        except Exception as exc:
-            log.warning("membership save to %s failed: %s", self._store.where, exc)
-            self._dirty = True
-            if not self._closed:
-                await asyncio.sleep(1.0)
+            return True
 
     async def close(self, *, final: bool) -> None:
         """Stop; with ``final``, write the latest record once more (shutdown)."""
@@ -211,9 +236,4 @@ class Recorder:
         if task is not None:  # never cut a write short: let it finish, then stop
             await asyncio.shield(task)
         if final:
-            self._dirty = False
-            try:
-                await self._store.save(self._capture())
-                self.saves += 1
-            except Exception as exc:
-                log.warning("membership save to %s failed: %s", self._store.where, exc)
+            await self._write()

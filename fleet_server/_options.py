@@ -198,6 +198,7 @@ _CHECKS: Final[Mapping[str, Callable[[Any], Any]]] = {
     "advertise_url": _optional_url,
     "leader_lease_ms": _lease,
     "metrics_auth": _flag,
+    "agent_tokens": _flag,
     "webhooks": _webhooks,
     "capacity_label": _label_name,
 }
@@ -245,6 +246,7 @@ class OrchestratorOptions:
     metrics_auth: bool = False  # GET /metrics asks for the admin key or a token
     webhooks: tuple[Webhook, ...] = ()  # signed POSTs of fleet events (CONTRACT §14)
     capacity_label: str = "region"  # the label the capacity gauges are grouped by
+    agent_tokens: bool = True  # per-instance agent tokens may be minted and join (§13)
 
     def __post_init__(self) -> None:
         for name in _CHECKS:
@@ -275,8 +277,11 @@ class OrchestratorOptions:
 
     def check_credentials(self) -> None:
         """Raise unless the keys the options need are there; warn about weak ones."""
-        if not self.agent_keys:
-            raise ValueError("agent_key: at least one agent key is required")
+        if not self.agent_keys and not (self.agent_tokens and self.admin_keys):
+            raise ValueError(
+                "agent_key: at least one agent key is required "
+                "(or none, with agent_tokens and an admin key: token-only mode)"
+            )
         if self.api and not self.admin_keys:
             raise ValueError("admin_key is required when api=True")
         if self.metrics_auth and not self.admin_keys:
@@ -320,3 +325,4 @@ class OrchestratorKeywords(TypedDict, total=False):
     metrics_auth: bool
     webhooks: Sequence[Webhook | Mapping[str, Any]]
     capacity_label: str
+    agent_tokens: bool

@@ -16,13 +16,15 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, Unpack
 
 import aiohttp
 from aiohttp import web
 
+from ._agent_token_service import AgentTokenInfo, AgentTokenService
+from ._agent_tokens import AgentTokenBook, MintedAgentToken
 from ._auth import Authenticator
 from ._cluster import Coordinator
 from ._events import EventHub, Listener
@@ -62,6 +64,25 @@ class _Default(enum.Enum):
 _DEFAULT: Final = _Default.DEFAULT
 
 
+def _agent_token_book(options: OrchestratorOptions) -> AgentTokenBook | None:
+    """Per-instance agent tokens (CONTRACT §13), unless ``agent_tokens`` is off."""
+    return AgentTokenBook(options.admin_keys, options.cluster) if options.agent_tokens else None
+
+
+def _authenticator(
+    options: OrchestratorOptions, book: AgentTokenBook | None, meter: Meter
+) -> Authenticator:
+    return Authenticator(
+        agent_keys=options.agent_keys,
+        admin_keys=options.admin_keys,
+        trust_proxy=options.trust_proxy,
+        failure_limit=options.auth_failure_limit,
+        failure_window_ms=options.auth_failure_window_ms,
+        agent_tokens=book,
+        meter=meter,
+    )
+
+
 class Orchestrator:
     """The fleet's control plane in one object; see CONTRACT §6.
 
@@ -92,14 +113,8 @@ class Orchestrator:
         self._hub = EventHub()
         self.metrics: Final = self._new_metrics()  # this orchestrator's own registry
         self._meter: Meter = self.metrics if metrics else NULL_METER
-        self._auth = Authenticator(
-            agent_keys=options.agent_keys,
-            admin_keys=options.admin_keys,
-            trust_proxy=options.trust_proxy,
-            failure_limit=options.auth_failure_limit,
-            failure_window_ms=options.auth_failure_window_ms,
-            meter=self._meter,
-        )
+        book = _agent_token_book(options)
+        self._auth = _authenticator(options, book, self._meter)
         self.fleet: Final = Fleet(
             command_timeout_ms=options.command_timeout_ms,
             events=self._hub,
@@ -121,7 +136,9 @@ class Orchestrator:
             self.fleet,
             close_agents=self.transport.close_all,
             end_streams=self._hub.end_all,
+            agent_tokens=book,
         )
+        self._agent_tokens = self._agent_token_service(book)
         self._status = OrchestratorStatus.NEW
         self._runner: web.AppRunner | None = None
         self._grpc: GrpcServer | None = None
@@ -130,6 +147,15 @@ class Orchestrator:
         self._end_streams: Callable[[], Awaitable[None]] | None = None
         self._webhooks: list[WebhookSender] = []
         self._webhook_session: aiohttp.ClientSession | None = None
+
+    def _agent_token_service(self, book: AgentTokenBook | None) -> AgentTokenService:
+        return AgentTokenService(
+            book,
+            holders=self.transport.token_instances,
+            kick=self.transport.revoke,
+            flush=self._cluster.flush_membership,
+            leads=self._cluster.leads,
+        )
 
     def _new_metrics(self) -> FleetMetrics:
         return FleetMetrics(
@@ -184,6 +210,25 @@ class Orchestrator:
         """Subscribe to a fleet event; returns the unsubscribe callable."""
         return self._hub.on(event_type, callback)
 
+    # --- agent tokens (CONTRACT §13, docs/agent-tokens.md) ------------------------
+
+    def create_agent_token(
+        self,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        ttl_s: int | None = None,
+    ) -> MintedAgentToken:
+        """A per-instance agent token binding ``name`` and ``labels`` (when given)."""
+        return self._agent_tokens.create(name, labels, ttl_s)
+
+    def agent_tokens(self) -> list[AgentTokenInfo]:
+        """The unexpired agent tokens, oldest first, with the instances holding each."""
+        return self._agent_tokens.list()
+
+    async def revoke_agent_token(self, token_id: str) -> None:
+        """Revoke: agents holding it are closed with 4011 and refused from now on."""
+        await self._agent_tokens.revoke(token_id)
+
     # --- app ----------------------------------------------------------------------
 
     def _services(self) -> Services:
@@ -196,6 +241,7 @@ class Orchestrator:
             is_ready=lambda: self.ready,
             metrics=self.metrics,
             meter=self._meter,
+            agent_tokens=self._agent_tokens,
         )
 
     def build_app(self) -> web.Application:

@@ -38,6 +38,8 @@ from fleet_agent.wire import MAX_ROOMS as MAX_ROOMS
 from fleet_agent.wire import SNAPSHOT_STATUSES as _STATUSES
 from fleet_agent.wire import URL_SCHEMES as _SCHEMES
 
+from ._agent_tokens import AgentGrant, binding_violation
+
 __all__ = [
     "ReportedRoom",
     "Snapshot",
@@ -152,13 +154,16 @@ def _read_rooms(state: agent_pb2.State) -> dict[str, ReportedRoom] | None:
     return rooms
 
 
-def parse_snapshot(state: agent_pb2.State, previous: Snapshot | None = None) -> Snapshot:
+def parse_snapshot(
+    state: agent_pb2.State, previous: Snapshot | None = None, grant: AgentGrant | None = None
+) -> Snapshot:
     """Validate ``state`` (a full reply) and return it as a :class:`Snapshot`.
 
     Well-formed rooms are read in one pass; when anything in that pass is off, the
     checks run again in the SPEC's order so the reason is the first failure. With
     ``previous``, the instance's applied snapshot, an unchanged endpoint and unchanged
-    labels are not checked again and the labels mapping is shared.
+    labels are not checked again and the labels mapping is shared. With ``grant`` (the
+    agent token the agent joined with) the name and labels must carry what it binds.
     """
     rooms = _read_rooms(state)
     labels: Mapping[str, str] = dict(state.labels)
@@ -181,6 +186,10 @@ def parse_snapshot(state: agent_pb2.State, previous: Snapshot | None = None) -> 
     accepted = tuple(state.accepted_reservations)
     if accepted:
         _check_accepted(accepted)
+    if grant is not None:
+        violation = binding_violation(grant, state.name, labels)
+        if violation is not None:
+            raise SnapshotRejectedError(violation)
     return Snapshot(
         name=state.name,
         process_uid=state.process_uid,

@@ -90,11 +90,43 @@ def _tag(key: bytes, signed: str) -> bytes:
     return hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest()
 
 
-def encode_token(key: bytes, payload: dict[str, Any]) -> str:
+def encode_token(key: bytes, payload: dict[str, Any], prefix: str = PREFIX) -> str:
     """The token for ``payload`` signed with ``key`` (a :func:`token_key`)."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    signed = f"{PREFIX}.{_b64(text.encode())}"
+    signed = f"{prefix}.{_b64(text.encode())}"
     return f"{signed}.{_b64(_tag(key, signed))}"
+
+
+def decode_token(
+    keys: Sequence[bytes], presented: str, prefix: str, max_length: int
+) -> dict[str, Any] | None:
+    """The payload of ``presented`` when it is ``prefix.payload.tag`` with a tag made by
+    one of ``keys`` (all compared, no early exit) and a JSON object with ``"v": 1``."""
+    if len(presented) > max_length or not keys:
+        return None
+    parts = presented.split(".")
+    if len(parts) != 3 or parts[0] != prefix:
+        return None
+    try:
+        payload = _unb64(parts[1])
+        tag = _unb64(parts[2])
+    except (ValueError, binascii.Error):
+        return None
+    signed = f"{parts[0]}.{parts[1]}"
+    matched = False
+    for key in keys:  # every key, no early exit
+        matched |= hmac.compare_digest(tag, _tag(key, signed))
+    if not matched:
+        return None
+    try:
+        doc: Any = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("v") == 1 else None
+
+
+def random_id(nbytes: int = 16) -> str:
+    return _b64(secrets.token_bytes(nbytes))
 
 
 def looks_like_token(presented: str) -> bool:
@@ -114,36 +146,14 @@ class ApiTokens:
         if not MIN_TTL_S <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttlS must be from {MIN_TTL_S} to {MAX_TTL_S}")
         expires_at = self._clock_ms() + ttl_s * 1000
-        jti = _b64(secrets.token_bytes(16))
+        jti = random_id()
         payload = {"v": 1, "scope": scope.value, "exp": expires_at, "jti": jti}
         return MintedToken(encode_token(self._keys[0], payload), scope, expires_at)
 
     def check(self, presented: str) -> Scope | None:
         """The scope of a valid, unexpired token signed by a listed key; None otherwise."""
-        if len(presented) > MAX_TOKEN_LENGTH or not self._keys:
-            return None
-        parts = presented.split(".")
-        if len(parts) != 3 or parts[0] != PREFIX:
-            return None
-        try:
-            payload = _unb64(parts[1])
-            tag = _unb64(parts[2])
-        except (ValueError, binascii.Error):
-            return None
-        signed = f"{parts[0]}.{parts[1]}"
-        matched = False
-        for key in self._keys:  # every key, no early exit
-            matched |= hmac.compare_digest(tag, _tag(key, signed))
-        if not matched:
-            return None
-        return self._scope(payload)
-
-    def _scope(self, payload: bytes) -> Scope | None:
-        try:
-            doc: Any = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return None
-        if not isinstance(doc, dict) or doc.get("v") != 1:
+        doc = decode_token(self._keys, presented, PREFIX, MAX_TOKEN_LENGTH)
+        if doc is None:
             return None
         exp = doc.get("exp")
         if isinstance(exp, bool) or not isinstance(exp, int) or exp <= self._clock_ms():

@@ -87,9 +87,17 @@ class AgentTransport:
             self._poll_ids,
             ticket_key=self._auth.ticket_key(principal),
             meter=self._meter,
+            grant=principal.grant,
         )
         self._links.add(link)
-        log.info("agent connected instance=%s ip=%s", link.instance.id, ip)
+        grant = principal.grant
+        log.info(
+            "agent connected instance=%s ip=%s credential=%s%s",
+            link.instance.id,
+            ip,
+            principal.key_id,
+            f" token={grant.id}" if grant is not None else "",
+        )
         try:
             await link.run()
         finally:
@@ -97,6 +105,25 @@ class AgentTransport:
             self.closed_links += 1
             log.info("agent disconnected instance=%s", link.instance.id)
         return ws
+
+    def token_instances(self, token_id: str) -> list[str]:
+        """The ids of the instances connected with agent token ``token_id`` now."""
+        return [link.instance.id for link in self._token_links(token_id)]
+
+    async def revoke(self, token_id: str) -> int:
+        """Close every agent connected with agent token ``token_id`` (4011); how many."""
+        links = self._token_links(token_id)
+        for link in links:
+            log.warning("kick instance=%s cause=credential revoked", link.instance.id)
+            self._meter.kick("revoked")
+        await asyncio.gather(
+            *(link.close(CloseCode.REVOKED, "credential revoked") for link in links),
+            return_exceptions=True,
+        )
+        return len(links)
+
+    def _token_links(self, token_id: str) -> list[AgentLink]:
+        return [link for link in self._links if link.grant and link.grant.id == token_id]
 
     async def close_all(
         self, code: int = CloseCode.SHUTDOWN, reason: str = "orchestrator shutdown"

@@ -74,7 +74,9 @@ async def start_grpc(services: Services) -> GrpcServer:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     hub = WatchHub(services.hub, limit=options.sse_stream_limit)
     handlers = method_handlers(
-        FleetControlService(services.fleet, services.cluster, services.auth, hub)
+        FleetControlService(
+            services.fleet, services.cluster, services.auth, hub, services.agent_tokens
+        )
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)

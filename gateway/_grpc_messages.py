@@ -16,6 +16,7 @@ from fleet_server._interfaces import (
     CAPACITY_FIELDS,
     INSTANCE_FIELDS,
     ROOM_FIELDS,
+    AgentTokenInfo,
     CapacityRow,
     Encoding,
     Field,
@@ -201,3 +202,16 @@ def label_filter(labels: Mapping[str, str]) -> dict[str, str]:
     if any(not key for key in labels):
         raise ValidationError("label keys must be non-empty")
     return dict(labels)
+
+
+def agent_token_message(row: AgentTokenInfo) -> pb.AgentTokenInfo:
+    """A listed agent token (CONTRACT §13): what it binds and who holds it."""
+    return pb.AgentTokenInfo(
+        id=row.id,
+        name=row.name,
+        labels=dict(row.labels),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        instances=list(row.instances),
+    )

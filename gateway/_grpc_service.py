@@ -23,6 +23,7 @@ from rivalis.fleet.v1 import control_pb2 as pb
 from rivalis.fleet.v1 import control_pb2_grpc as pb_grpc
 
 from fleet_server._interfaces import (
+    AgentTokenService,
     Audience,
     Authenticator,
     ClusterService,
@@ -35,6 +36,7 @@ from fleet_server._interfaces import (
 
 from ._envelope import found
 from ._grpc_messages import (
+    agent_token_message,
     capacity_message,
     cluster_message,
     grant_message,
@@ -105,9 +107,11 @@ class _CallGuard:
         method: str,
         audited: bool,
         writes: bool,
+        keys_only: bool = False,
     ) -> None:
         self._auth = auth
         self._writes = writes
+        self._keys_only = keys_only
         self._cluster = cluster  # None: any role may answer
         self._context = context
         self._method = method
@@ -125,6 +129,8 @@ class _CallGuard:
             await self._fail(exc)
         if not self._principal.may(self._writes):
             await self._fail(FleetError(ErrorCode.FORBIDDEN, "a read token may not change this"))
+        if self._keys_only and self._principal.token:
+            await self._fail(FleetError(ErrorCode.FORBIDDEN, "credentials are minted with a key"))
         if self._cluster is not None and not self._cluster.leads():
             await self._fail(
                 FleetError(ErrorCode.NOT_LEADER, "this orchestrator is not the leader")
@@ -168,19 +174,63 @@ class FleetControlService(pb_grpc.FleetControlServicer):
     """Translates each RPC onto the fleet service."""
 
     def __init__(
-        self, fleet: FleetService, cluster: ClusterService, auth: Authenticator, hub: WatchHub
+        self,
+        fleet: FleetService,
+        cluster: ClusterService,
+        auth: Authenticator,
+        hub: WatchHub,
+        agent_tokens: AgentTokenService,
     ) -> None:
         self._fleet = fleet
         self._cluster = cluster
         self._auth = auth
         self._hub = hub
+        self._agent_tokens = agent_tokens
 
     def _guard(
-        self, context: Context, method: str, *, audited: bool = False, any_role: bool = False
+        self,
+        context: Context,
+        method: str,
+        *,
+        audited: bool = False,
+        any_role: bool = False,
+        keys_only: bool = False,
     ) -> _CallGuard:
         cluster = None if any_role else self._cluster
         # Every audited call changes the fleet: a read token may not make it.
-        return _CallGuard(self._auth, cluster, context, method, audited, writes=audited)
+        return _CallGuard(
+            self._auth, cluster, context, method, audited, writes=audited, keys_only=keys_only
+        )
+
+    # --- agent tokens (CONTRACT §13) ----------------------------------------------
+
+    async def CreateAgentToken(
+        self, request: pb.CreateAgentTokenRequest, context: Context
+    ) -> pb.CreateAgentTokenResponse:
+        async with self._guard(context, "CreateAgentToken", audited=True, keys_only=True):
+            minted = self._agent_tokens.create(
+                request.name if request.HasField("name") else None,
+                dict(request.labels) or None,
+                request.ttl_s if request.HasField("ttl_s") else None,
+            )
+            return pb.CreateAgentTokenResponse(
+                id=minted.id, token=minted.token, expires_at=minted.expires_at
+            )
+
+    async def ListAgentTokens(
+        self, request: pb.ListAgentTokensRequest, context: Context
+    ) -> pb.ListAgentTokensResponse:
+        async with self._guard(context, "ListAgentTokens"):
+            return pb.ListAgentTokensResponse(
+                tokens=[agent_token_message(row) for row in self._agent_tokens.list()]
+            )
+
+    async def RevokeAgentToken(
+        self, request: pb.RevokeAgentTokenRequest, context: Context
+    ) -> pb.RevokeAgentTokenResponse:
+        async with self._guard(context, "RevokeAgentToken", audited=True):
+            await self._agent_tokens.revoke(request.id)
+            return pb.RevokeAgentTokenResponse()
 
     # --- reads ------------------------------------------------------------------
 

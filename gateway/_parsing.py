@@ -44,6 +44,7 @@ __all__ = [
 _BODY_KEYS: Final = frozenset({"type", "roomId", "placement", "options"})
 _SEAT_KEYS: Final = frozenset({"type", "seats", "metadata", "placement", "create", "ttlMs"})
 _TOKEN_KEYS: Final = frozenset({"scope", "ttlS"})
+_AGENT_TOKEN_KEYS: Final = frozenset({"name", "labels", "ttlS"})
 DEFAULT_TOKEN_TTL_S: Final = 3600
 _PLACEMENT_KEYS: Final = frozenset(
     {"instanceId", "processUid", "strategy", "labels", "force", "selectors"}
@@ -293,3 +294,26 @@ def token_body(body: bytes, content_type: str) -> tuple[Scope, int]:
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not MIN_TTL_S <= ttl <= MAX_TTL_S:
         raise ValidationError(f"ttlS must be an integer from {MIN_TTL_S} to {MAX_TTL_S}")
     return Scope(scope), ttl
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTokenBody:
+    name: str | None
+    labels: Mapping[str, str] | None
+    ttl_s: int | None
+
+
+def agent_token_body(body: bytes, content_type: str) -> AgentTokenBody:
+    """The ``POST /v1/agent-tokens`` body (CONTRACT §13): ``{name?, labels?, ttlS?}``;
+    the types here, the limits where tokens are minted. No body at all: the defaults."""
+    value = _json_object_body(body, content_type, _AGENT_TOKEN_KEYS) if body else {}
+    name = value.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValidationError("name must be a string")
+    labels = _object(value.get("labels"), "labels")
+    if labels is not None and not all(isinstance(v, str) for v in labels.values()):
+        raise ValidationError("labels must be an object of strings")
+    ttl = value.get("ttlS")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
+        raise ValidationError("ttlS must be an integer")
+    return AgentTokenBody(name, labels, ttl)

@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from fleet_server._interfaces import (
+    AgentTokenService,
     Authenticator,
     ClusterService,
     ErrorCode,
@@ -36,6 +37,7 @@ from ._middleware import CONTEXT, AuthMode, Guard, raw_path
 from ._openapi import serve_document
 from ._paging import page
 from ._parsing import (
+    agent_token_body,
     capacity_params,
     create_room_body,
     page_params,
@@ -104,8 +106,10 @@ class RestApi:
         streams: EventStreams,
         cluster: ClusterService,
         auth: Authenticator,
+        agent_tokens: AgentTokenService,
     ) -> None:
         self._fleet = fleet
+        self._agent_tokens = agent_tokens
         self._streams = streams
         self._cluster = cluster
         self._auth = auth
@@ -137,6 +141,16 @@ class RestApi:
                 reads_body=True,
                 keys_only=True,
             ),
+            Route(
+                "POST",
+                "/v1/agent-tokens",
+                self.create_agent_token,
+                audited=True,
+                reads_body=True,
+                keys_only=True,
+            ),
+            Route("GET", "/v1/agent-tokens", self.agent_tokens),
+            Route("DELETE", "/v1/agent-tokens/{id}", self.revoke_agent_token, audited=True),
         ]
 
     def _cached_body(self, name: str, state_hash: str, build: Callable[[], Any]) -> bytes:
@@ -266,6 +280,19 @@ class RestApi:
         minted = self._auth.mint_token(scope, ttl_s)
         return ok(minted.to_dict(), status=201, headers={hdrs.CACHE_CONTROL: "no-store"})
 
+    async def create_agent_token(self, request: web.Request) -> web.StreamResponse:
+        body = agent_token_body(request[CONTEXT].body, request.content_type)
+        minted = self._agent_tokens.create(body.name, body.labels, body.ttl_s)
+        return ok(minted.to_dict(), status=201, headers={hdrs.CACHE_CONTROL: "no-store"})
+
+    async def agent_tokens(self, request: web.Request) -> web.StreamResponse:
+        rows = self._agent_tokens.list()
+        return ok([row.to_dict() for row in rows], count=len(rows))
+
+    async def revoke_agent_token(self, request: web.Request) -> web.StreamResponse:
+        await self._agent_tokens.revoke(path_params(request)["id"])
+        return ok()
+
 
 def install_guard(app: web.Application, services: Services) -> Guard:
     """The app's guard, installed as its only middleware on first use."""
@@ -309,7 +336,7 @@ def mount_rest(app: web.Application, services: Services) -> Callable[[], Awaitab
     streams = EventStreams(
         services.hub, limit=options.sse_stream_limit, ping_ms=options.sse_ping_ms
     )
-    api = RestApi(services.fleet, streams, services.cluster, services.auth)
+    api = RestApi(services.fleet, streams, services.cluster, services.auth, services.agent_tokens)
     for route in api.routes():
         guard.protect(
             app.router.add_route(route.method, route.path, route.handler),

@@ -7,11 +7,13 @@ import fleet_server
 
 def test_fleet_server_exports() -> None:
     assert sorted(fleet_server.__all__) == [
+        "AgentTokenInfo",  # CONTRACT §13: Orchestrator.agent_tokens()
         "Capacity",
         "ErrorCode",
         "FleetError",
         "FleetStats",
         "InstanceInfo",
+        "MintedAgentToken",  # Orchestrator.create_agent_token(...)
         "Orchestrator",
         "Placement",
         "RoomInfo",

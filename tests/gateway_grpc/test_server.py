@@ -74,6 +74,9 @@ async def test_reflection_lists_and_describes_the_services(channel: grpc.aio.Cha
         "ReserveSeats",
         "ReleaseSeats",
         "GetCapacity",
+        "CreateAgentToken",
+        "ListAgentTokens",
+        "RevokeAgentToken",
     ]
 
 

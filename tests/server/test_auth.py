@@ -122,7 +122,14 @@ def test_agent_key_with_comma_or_whitespace_is_refused_without_echoing_it(bad: s
 
 def test_orchestrator_needs_an_agent_key() -> None:
     with pytest.raises(ValueError, match="agent"):
-        Orchestrator(agent_key=["", ""], admin_key=ADMIN)
+        Orchestrator(agent_key=["", ""], admin_key=ADMIN, agent_tokens=False)
+    with pytest.raises(ValueError, match="agent"):
+        Orchestrator(agent_key=[], api=False)  # no admin key to sign agent tokens with
+
+
+def test_no_agent_key_with_agent_tokens_and_an_admin_key_is_token_only_mode() -> None:
+    orch = Orchestrator(agent_key=[], admin_key=ADMIN)
+    assert orch.options.agent_keys == () and orch.options.agent_tokens
 
 
 # --- throttle ----------------------------------------------------------------------------

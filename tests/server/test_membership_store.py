@@ -13,6 +13,7 @@ import pytest
 from rivalis.fleet.v1 import control_pb2 as pb
 
 from fleet_server import ErrorCode, FleetError, Orchestrator
+from fleet_server._agent_tokens import AgentTokenRecord
 from fleet_server._membership import FileStore, Membership, MembershipError
 from fleet_server._orphans import OrphanHold
 from tests.support.agents import RawAgents
@@ -37,6 +38,14 @@ def test_the_record_round_trips_through_its_json_form() -> None:
         processes={"p_a": 1_700_000_000_000, "p_b": 1_700_000_000_500},
         orphans=(OrphanHold("m-1", "p_a", 1_700_000_060_000),),
         saved_at=1_700_000_001_000,
+        agent_tokens=(
+            AgentTokenRecord(
+                "agt_a", "gs-1", {"region": "eu"}, 1_700_000_000_000, 1_800_000_000_000
+            ),
+            AgentTokenRecord(
+                "agt_b", None, {}, 1_700_000_000_001, 1_800_000_000_000, 1_700_000_000_900
+            ),
+        ),
     )
     assert Membership.from_json(record.to_json()) == record
     assert json.loads(record.to_json()) == {
@@ -47,7 +56,30 @@ def test_the_record_round_trips_through_its_json_form() -> None:
             "p_b": {"lastSeenAt": 1_700_000_000_500},
         },
         "orphans": [{"id": "m-1", "processUid": "p_a", "expiresAt": 1_700_000_060_000}],
+        "agentTokens": [
+            {
+                "id": "agt_a",
+                "name": "gs-1",
+                "labels": {"region": "eu"},
+                "createdAt": 1_700_000_000_000,
+                "expiresAt": 1_800_000_000_000,
+                "revokedAt": None,
+            },
+            {
+                "id": "agt_b",
+                "name": None,
+                "labels": {},
+                "createdAt": 1_700_000_000_001,
+                "expiresAt": 1_800_000_000_000,
+                "revokedAt": 1_700_000_000_900,
+            },
+        ],
     }
+
+
+def test_a_record_written_before_agent_tokens_reads_as_none() -> None:
+    old = b'{"version": 1, "savedAt": 5, "processes": {}, "orphans": []}'
+    assert Membership.from_json(old) == Membership(saved_at=5)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +91,10 @@ def test_the_record_round_trips_through_its_json_form() -> None:
         b'{"version": 1, "savedAt": "x", "processes": {}, "orphans": []}',
         b'{"version": 1, "savedAt": 0, "processes": {"p": {}}, "orphans": []}',
         b'{"version": 1, "savedAt": 0, "processes": {}, "orphans": [{"id": 3}]}',
+        b'{"version": 1, "savedAt": 0, "processes": {}, "orphans": [], "agentTokens": {}}',
+        b'{"version": 1, "savedAt": 0, "processes": {}, "orphans": [], "agentTokens": [{}]}',
+        b'{"version": 1, "savedAt": 0, "processes": {}, "orphans": [],'
+        b' "agentTokens": [{"id": "a", "labels": [], "createdAt": 1, "expiresAt": 2}]}',
     ],
 )
 def test_an_unreadable_record_is_a_membership_error(data: bytes) -> None:

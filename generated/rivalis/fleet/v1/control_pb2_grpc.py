@@ -109,6 +109,21 @@ class FleetControlStub:
                 request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityRequest.SerializeToString,
                 response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityResponse.FromString,
                 _registered_method=True)
+        self.CreateAgentToken = channel.unary_unary(
+                '/rivalis.fleet.v1.FleetControl/CreateAgentToken',
+                request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.CreateAgentTokenRequest.SerializeToString,
+                response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.CreateAgentTokenResponse.FromString,
+                _registered_method=True)
+        self.ListAgentTokens = channel.unary_unary(
+                '/rivalis.fleet.v1.FleetControl/ListAgentTokens',
+                request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ListAgentTokensRequest.SerializeToString,
+                response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ListAgentTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgentToken = channel.unary_unary(
+                '/rivalis.fleet.v1.FleetControl/RevokeAgentToken',
+                request_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.RevokeAgentTokenRequest.SerializeToString,
+                response_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.RevokeAgentTokenResponse.FromString,
+                _registered_method=True)
 
 
 class FleetControlServicer:
@@ -240,6 +255,29 @@ class FleetControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAgentToken(self, request, context):
+        """Mint a per-instance agent token (POST /v1/agent-tokens): an admin key only (an API
+        token: PERMISSION_DENIED + FORBIDDEN). The token is in this answer only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgentTokens(self, request, context):
+        """The unexpired agent tokens, oldest first, without their secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgentToken(self, request, context):
+        """Revoke: agents holding it are closed with 4011 and refused from then on; NOT_FOUND
+        when the id is unknown or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -317,6 +355,21 @@ def add_FleetControlServicer_to_server(servicer, server):
                     servicer.GetCapacity,
                     request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityRequest.FromString,
                     response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityResponse.SerializeToString,
+            ),
+            'CreateAgentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAgentToken,
+                    request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.CreateAgentTokenRequest.FromString,
+                    response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.CreateAgentTokenResponse.SerializeToString,
+            ),
+            'ListAgentTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentTokens,
+                    request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ListAgentTokensRequest.FromString,
+                    response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.ListAgentTokensResponse.SerializeToString,
+            ),
+            'RevokeAgentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgentToken,
+                    request_deserializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.RevokeAgentTokenRequest.FromString,
+                    response_serializer=rivalis_dot_fleet_dot_v1_dot_control__pb2.RevokeAgentTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -724,6 +777,87 @@ class FleetControl:
             '/rivalis.fleet.v1.FleetControl/GetCapacity',
             rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityRequest.SerializeToString,
             rivalis_dot_fleet_dot_v1_dot_control__pb2.GetCapacityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAgentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rivalis.fleet.v1.FleetControl/CreateAgentToken',
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.CreateAgentTokenRequest.SerializeToString,
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.CreateAgentTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rivalis.fleet.v1.FleetControl/ListAgentTokens',
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.ListAgentTokensRequest.SerializeToString,
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.ListAgentTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rivalis.fleet.v1.FleetControl/RevokeAgentToken',
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.RevokeAgentTokenRequest.SerializeToString,
+            rivalis_dot_fleet_dot_v1_dot_control__pb2.RevokeAgentTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -122,6 +122,16 @@ class FleetControlStub:
     """End a reservation before its TTL; NOT_FOUND when it is not live."""
     GetCapacity: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetCapacityRequest, _control_pb2.GetCapacityResponse]
     """What an autoscaler reads: one group per value of a label (GET /v1/capacity)."""
+    CreateAgentToken: _grpc.UnaryUnaryMultiCallable[_control_pb2.CreateAgentTokenRequest, _control_pb2.CreateAgentTokenResponse]
+    """Mint a per-instance agent token (POST /v1/agent-tokens): an admin key only (an API
+    token: PERMISSION_DENIED + FORBIDDEN). The token is in this answer only.
+    """
+    ListAgentTokens: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListAgentTokensRequest, _control_pb2.ListAgentTokensResponse]
+    """The unexpired agent tokens, oldest first, without their secrets."""
+    RevokeAgentToken: _grpc.UnaryUnaryMultiCallable[_control_pb2.RevokeAgentTokenRequest, _control_pb2.RevokeAgentTokenResponse]
+    """Revoke: agents holding it are closed with 4011 and refused from then on; NOT_FOUND
+    when the id is unknown or expired.
+    """
 
 @_typing.type_check_only
 class FleetControlAsyncStub(FleetControlStub):
@@ -186,6 +196,16 @@ class FleetControlAsyncStub(FleetControlStub):
     """End a reservation before its TTL; NOT_FOUND when it is not live."""
     GetCapacity: _aio.UnaryUnaryMultiCallable[_control_pb2.GetCapacityRequest, _control_pb2.GetCapacityResponse]  # type: ignore[assignment]
     """What an autoscaler reads: one group per value of a label (GET /v1/capacity)."""
+    CreateAgentToken: _aio.UnaryUnaryMultiCallable[_control_pb2.CreateAgentTokenRequest, _control_pb2.CreateAgentTokenResponse]  # type: ignore[assignment]
+    """Mint a per-instance agent token (POST /v1/agent-tokens): an admin key only (an API
+    token: PERMISSION_DENIED + FORBIDDEN). The token is in this answer only.
+    """
+    ListAgentTokens: _aio.UnaryUnaryMultiCallable[_control_pb2.ListAgentTokensRequest, _control_pb2.ListAgentTokensResponse]  # type: ignore[assignment]
+    """The unexpired agent tokens, oldest first, without their secrets."""
+    RevokeAgentToken: _aio.UnaryUnaryMultiCallable[_control_pb2.RevokeAgentTokenRequest, _control_pb2.RevokeAgentTokenResponse]  # type: ignore[assignment]
+    """Revoke: agents holding it are closed with 4011 and refused from then on; NOT_FOUND
+    when the id is unknown or expired.
+    """
 
 class FleetControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -337,5 +357,33 @@ class FleetControlServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.GetCapacityResponse, _abc.Awaitable[_control_pb2.GetCapacityResponse]]:
         """What an autoscaler reads: one group per value of a label (GET /v1/capacity)."""
+
+    @_abc_1.abstractmethod
+    def CreateAgentToken(
+        self,
+        request: _control_pb2.CreateAgentTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.CreateAgentTokenResponse, _abc.Awaitable[_control_pb2.CreateAgentTokenResponse]]:
+        """Mint a per-instance agent token (POST /v1/agent-tokens): an admin key only (an API
+        token: PERMISSION_DENIED + FORBIDDEN). The token is in this answer only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAgentTokens(
+        self,
+        request: _control_pb2.ListAgentTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.ListAgentTokensResponse, _abc.Awaitable[_control_pb2.ListAgentTokensResponse]]:
+        """The unexpired agent tokens, oldest first, without their secrets."""
+
+    @_abc_1.abstractmethod
+    def RevokeAgentToken(
+        self,
+        request: _control_pb2.RevokeAgentTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.RevokeAgentTokenResponse, _abc.Awaitable[_control_pb2.RevokeAgentTokenResponse]]:
+        """Revoke: agents holding it are closed with 4011 and refused from then on; NOT_FOUND
+        when the id is unknown or expired.
+        """
 
 def add_FleetControlServicer_to_server(servicer: FleetControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

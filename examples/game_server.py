@@ -187,7 +187,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--agent-key",
         default=os.environ.get("FLEET_AGENT_KEY"),
-        help="agent key (env FLEET_AGENT_KEY)",
+        help="agent key or agent token (env FLEET_AGENT_KEY)",
     )
     args = parser.parse_args(argv)
     if not args.agent_key:

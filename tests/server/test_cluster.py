@@ -208,3 +208,34 @@ async def test_a_leader_that_loses_etcd_steps_down_and_closes_its_agents_with_40
             finally:
                 etcd.resume()
             await wait_for(lambda: leader._cluster.leads(), TAKEOVER_S + 5)
+
+
+async def test_a_revocation_stored_in_etcd_holds_on_the_new_leader(etcd: EtcdServer) -> None:
+    async with nodes(etcd, 2) as group:
+        first = await leader_of(group)
+        second = next(o for o in group if o is not first)
+        revoked = first.create_agent_token(name="raw")
+        kept = first.create_agent_token(name="raw")
+        await first.revoke_agent_token(revoked.id)  # answers once the record is in etcd
+        with pytest.raises(FleetError) as standby:
+            second.create_agent_token()
+        assert standby.value.code is ErrorCode.NOT_LEADER
+        await first.shutdown()
+        assert await leader_of([second]) is second
+        await wait_for(lambda: len(second.agent_tokens()) == 2, 5)
+        assert await _handshake(second.port, revoked.token) == 401
+        assert await _handshake(second.port, kept.token) == 101
+        assert {t.id: t.revoked_at is not None for t in second.agent_tokens()} == {
+            revoked.id: True,
+            kept.id: False,
+        }
+
+
+async def _handshake(port: int, credential: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        try:
+            ws = await session.ws_connect(agent_url(port), protocols=(wire.SUBPROTOCOL, credential))
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+        await ws.close()
+        return 101

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import socket
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from fleet_agent import wire
 from tests.support.keys import ADMIN, KEY
 from tests.support.orchestrators import env_without_fleet
 
@@ -103,6 +106,7 @@ def test_help_lists_every_flag_env_name_and_the_dev_key_note() -> None:
             "--sse-query-auth",
             "--trust-proxy",
             "--metrics-auth",
+            "--no-agent-tokens",
             "--heartbeat",
             "--command-timeout",
             "--log-level",
@@ -117,6 +121,7 @@ def test_help_lists_every_flag_env_name_and_the_dev_key_note() -> None:
             "FLEET_SSE_QUERY_AUTH",
             "FLEET_TRUST_PROXY",
             "FLEET_METRICS_AUTH",
+            "FLEET_AGENT_TOKENS",
             "FLEET_HEARTBEAT_MS",
             "FLEET_COMMAND_TIMEOUT_MS",
             "FLEET_LOG_LEVEL",
@@ -240,6 +245,53 @@ def test_metrics_auth_comes_from_a_flag_env_or_yaml(tmp_path: Path) -> None:
     assert metrics_auth([], {"FLEET_METRICS_AUTH": "true"}) is True
     assert metrics_auth(["--config", str(path)], {}) is True
     assert metrics_auth(["--config", str(path)], {"FLEET_METRICS_AUTH": "false"}) is False
+
+
+def test_agent_tokens_come_from_a_flag_env_or_yaml(tmp_path: Path) -> None:
+    from fleet_server._config import build_parser, load_config
+
+    def agent_tokens(args: list[str], env: dict[str, str]) -> bool:
+        return load_config(build_parser("0").parse_args(args), env).options.agent_tokens
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text("agent_tokens: false\n")
+    assert agent_tokens([], {}) is True
+    assert agent_tokens(["--no-agent-tokens"], {}) is False
+    assert agent_tokens([], {"FLEET_AGENT_TOKENS": "false"}) is False
+    assert agent_tokens(["--config", str(path)], {}) is False
+    assert agent_tokens(["--config", str(path)], {"FLEET_AGENT_TOKENS": "true"}) is True
+
+
+def test_an_admin_key_and_no_agent_key_is_token_only_mode() -> None:
+    with daemon("-p", "0", "--no-grpc", env={"FLEET_ADMIN_KEY": ADMIN}) as d:
+        d.wait_line(r"no agent key: token-only mode")
+        port = int(d.wait_line(STARTUP)["port"])
+        statuses = asyncio.run(_token_only_statuses(port))
+        assert statuses == {"minted": 201, "token": 101, "key": 401}
+        assert d.stop(signal.SIGTERM) == 0
+        assert "dev agent key generated" not in "".join(d.lines)
+
+
+async def _token_only_statuses(port: int) -> dict[str, int]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"http://127.0.0.1:{port}/v1/agent-tokens",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        ) as reply:
+            minted = reply.status
+            token = (await reply.json())["data"]["token"]
+
+        async def handshake(credential: str) -> int:
+            try:
+                ws = await session.ws_connect(
+                    f"http://127.0.0.1:{port}/", protocols=(wire.SUBPROTOCOL, credential)
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+            await ws.close()
+            return 101
+
+        return {"minted": minted, "token": await handshake(token), "key": await handshake(KEY)}
 
 
 def test_env_key_lists_split_on_commas() -> None:

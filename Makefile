@@ -71,7 +71,7 @@ bench-quick: install
 
 # Long runs of what `make test` runs briefly (docs/reliability.md): a 60 s churn, the
 # leader SIGKILLed 5 times under 200 agents, etcd stopped and frozen; and schemathesis +
-# hypothesis with many examples and a random seed.
+# hypothesis with many examples and a random seed, and a 30 s malformed-HTTP flood.
 chaos: install etcd
 	CHURN_SECONDS=$${CHURN_SECONDS:-60} HA_AGENTS=$${HA_AGENTS:-200} HA_KILLS=$${HA_KILLS:-5} \
 		ETCD_OUTAGES=$${ETCD_OUTAGES:-stop,pause} \
@@ -79,6 +79,7 @@ chaos: install etcd
 
 fuzz: install
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} HYPOTHESIS_PROFILE=fuzz \
+		HTTP_FLOOD_SECONDS=$${HTTP_FLOOD_SECONDS:-30} \
 		$(PY) -m pytest -q -s tests/fuzz $(PYTEST_ARGS)
 
 clean:

@@ -46,8 +46,14 @@ audit_log = logging.getLogger("fleet.audit")
 _AUTH_SCHEME: Final = "bearer"
 
 
+def _sha256(text: str) -> bytes:
+    """The SHA-256 of ``text`` as UTF-8, lone surrogates included: a header value with
+    bytes that are not UTF-8 reaches us with them escaped as surrogates."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
 def fingerprint(key: str) -> str:
-    return "key#" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    return "key#" + _sha256(key).hex()[:8]
 
 
 class KeyRing:
@@ -55,7 +61,7 @@ class KeyRing:
 
     def __init__(self, keys: Sequence[str]) -> None:
         self._keys = tuple(keys)
-        self._digests = tuple(hashlib.sha256(k.encode()).digest() for k in self._keys)
+        self._digests = tuple(_sha256(k) for k in self._keys)
         self._ids = tuple(fingerprint(k) for k in self._keys)
         # Digests of presented strings that matched a key: at most one per key, so only
         # configured keys are held, and a wrong key is always hashed afresh.
@@ -75,7 +81,7 @@ class KeyRing:
         digest = self._matched.get(presented)
         remembered = digest is not None
         if digest is None:
-            digest = hashlib.sha256(presented.encode()).digest()
+            digest = _sha256(presented)
         found = -1
         for index, candidate in enumerate(self._digests):
             if hmac.compare_digest(digest, candidate):

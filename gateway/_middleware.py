@@ -53,6 +53,7 @@ __all__ = [
     "Guard",
     "RequestContext",
     "RoutePolicy",
+    "from_http_exception",
     "raw_path",
     "route_label",
 ]
@@ -131,7 +132,8 @@ class _ClosingResponse(web.Response):
             transport.close()
 
 
-def _from_http_exception(exc: web.HTTPException) -> web.Response:
+def from_http_exception(exc: web.HTTPException) -> web.Response:
+    """The envelope of one of aiohttp's HTTP errors."""
     if exc.status == 404:
         return rejected(ErrorCode.NOT_FOUND)
     if exc.status == 405:
@@ -158,7 +160,9 @@ async def _read_body(request: web.Request) -> bytes:
         raise FleetError(
             ErrorCode.REQUEST_TIMEOUT, f"request body not received within {BODY_TIMEOUT_S:.0f} s"
         ) from exc
-    except (HttpProcessingError, ConnectionError) as exc:
+    except (HttpProcessingError, web.RequestPayloadError, ConnectionError) as exc:
+        # RequestPayloadError: a body aiohttp could not decode (bad chunking, a
+        # Content-Encoding that does not decompress)
         raise FleetError(ErrorCode.VALIDATION, "request body could not be read") from exc
     return bytes(body)
 
@@ -235,7 +239,7 @@ class Guard:
                 if exc.status < 400:
                     status = exc.status
                     raise
-                response = _from_http_exception(exc)
+                response = from_http_exception(exc)
             except FleetError as exc:
                 response = rejection_of(exc, leader=self._hint(exc.code))
                 if exc.code is ErrorCode.REQUEST_TIMEOUT:

@@ -5,6 +5,10 @@ client's bytes — and logs a traceback for each. Here such a request gets the J
 envelope instead (``VALIDATION``, or ``PAYLOAD_TOO_LARGE`` for an oversize line or
 header) and the connection is closed; the log gets one line when a burst starts and one
 summary (count and first cause) per interval, never a traceback or the client's bytes.
+The same goes for a body that turns out undecodable after its handler has answered
+(aiohttp reads the rest of it to keep the connection, and logged a traceback when that
+failed), and for the one HTTP error aiohttp raises before the app's middleware runs: an
+``Expect`` other than ``100-continue`` (a plain-text 417 quoting it) is ``VALIDATION``.
 A handler may also ask to hear at once when its client's connection is lost
 (:func:`on_connection_lost`), which frees an SSE slot the moment its client goes.
 """
@@ -22,6 +26,8 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from fleet_server._interfaces import ErrorCode, rejection
+
+from ._middleware import from_http_exception
 
 __all__ = ["BadRequestLog", "FleetRunner", "on_connection_lost"]
 
@@ -97,6 +103,23 @@ class _Handler(RequestHandler):
         response = rejection(ErrorCode.PAYLOAD_TOO_LARGE if too_large else ErrorCode.VALIDATION)
         response.force_close()
         return response
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        if isinstance(resp, web.HTTPException) and resp.status >= 400:
+            # raised before the middleware could answer it: aiohttp's Expect check
+            resp = from_http_exception(resp)
+        return await super().finish_response(request, resp, start_time)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, web.RequestPayloadError):
+            # the rest of a body read after the handler answered could not be decoded;
+            # aiohttp closes the connection
+            self.bad_requests.record(_cause(400, exc.__cause__ or exc))
+            return
+        super().log_exception(*args, **kw)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         callbacks = getattr(self, "_lost_callbacks", ())

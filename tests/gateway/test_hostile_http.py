@@ -138,3 +138,75 @@ async def test_an_sse_slot_is_free_as_soon_as_its_client_goes() -> None:
             again.close()
             await asyncio.sleep(0.02)
         assert freed_s < 0.9, freed_s  # not at the 1 s watch tick: at once
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_401_not_a_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A byte that is not UTF-8 reaches the key check as a lone surrogate, which failed
+    to encode: 500 INTERNAL and a traceback, for anyone, on every protected route and
+    the agent handshake."""
+    caplog.set_level(logging.INFO)
+    async with running_orchestrator(api=True) as orch:
+        for request_bytes in (
+            b"GET /v1/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Authorization: Bearer \xff" + MARKER.encode() + b"\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Protocol: rivalis-fleet.v1, \xff" + MARKER.encode() + b"\r\n\r\n",
+        ):
+            status, body = _envelope(await _exchange(orch.port, request_bytes))
+            assert (status, body) == (401, {"status": "rejected", "cause": "UNAUTHORIZED"})
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+GARBLED_GZIP = b"Content-Encoding: gzip\r\nContent-Length: 10\r\n\r\nnot-gzip.."
+
+
+async def test_a_body_that_does_not_decompress_is_400_and_logs_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A protected route's body read got aiohttp's RequestPayloadError (500 INTERNAL and
+    a traceback); any other route answered, then aiohttp read the rest of the body and
+    logged "Unhandled exception" with a traceback for each such request."""
+    caplog.set_level(logging.INFO)
+    async with running_orchestrator(api=True) as orch:
+        from tests.support.keys import ADMIN
+
+        read_by_the_guard = (
+            f"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n".encode()
+            + b"Content-Type: application/json\r\n"
+            + GARBLED_GZIP
+        )
+        status, body = _envelope(await _exchange(orch.port, read_by_the_guard))
+        assert (status, body) == (400, {"status": "rejected", "cause": "VALIDATION"})
+        for _ in range(3):  # answered before the body is read; the body fails afterwards
+            answer = await _exchange(
+                orch.port, b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + GARBLED_GZIP
+            )
+            status, body = _envelope(answer)
+            assert (status, body) == (405, {"status": "rejected", "cause": "METHOD_NOT_ALLOWED"})
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    http_lines = [r.getMessage() for r in caplog.records if r.name == "fleet.http"]
+    assert http_lines == ["bad request cause=ContentEncodingError (more are summarised every 10 s)"]
+
+
+async def test_an_unknown_expect_gets_the_envelope_not_aiohttps_417_quoting_it() -> None:
+    """aiohttp checks ``Expect`` before the middleware runs and answered a plain-text
+    ``417 Unknown Expect: <the header>``."""
+    async with running_orchestrator(api=True) as orch:
+        for path in ("/v1/rooms", "/healthz", f"/{MARKER}"):
+            answer = await _exchange(
+                orch.port,
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                f"Expect: {MARKER}\r\nContent-Length: 2\r\n\r\n{{}}".encode(),
+            )
+            status, body = _envelope(answer)
+            assert (status, body) == (400, {"status": "rejected", "cause": "VALIDATION"})
+        continued = await _exchange(
+            orch.port,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Expect: 100-continue\r\n\r\n",
+        )
+        assert continued.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200")

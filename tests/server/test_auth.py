@@ -53,12 +53,22 @@ def test_key_ring_returns_the_matched_key_and_both_rotation_keys_work() -> None:
     assert ring.match(OLD + "x") is None and ring.match(OLD[:-1]) is None
 
 
-@pytest.mark.parametrize("presented", [None, "", "x", "k" * 10_000, "ключ-🔑"])
+# "\udcff": a header byte that is not UTF-8, as aiohttp hands it over (surrogateescape)
+@pytest.mark.parametrize(
+    "presented", [None, "", "x", "k" * 10_000, "ключ-🔑", "\udcff" + OLD, "a\ud800b"]
+)
 def test_key_ring_never_raises_and_null_empty_or_odd_keys_do_not_match(
     presented: str | None,
 ) -> None:
     assert KeyRing([OLD]).match(presented) is None
     assert KeyRing([]).match(presented) is None
+
+
+def test_a_key_with_bytes_that_are_not_utf8_matches_only_itself() -> None:
+    odd = "\udcff" + OLD  # a key passed as raw bytes on the command line
+    ring = KeyRing([odd])
+    assert ring.match(odd) == odd and ring.match(OLD) is None
+    assert re.fullmatch(r"key#[0-9a-f]{8}", fingerprint(odd))
 
 
 def test_empty_key_ring_matches_nothing() -> None:

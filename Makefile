@@ -70,12 +70,13 @@ bench-quick: install
 	$(PY) tools/bench.py --quick $(BENCH_ARGS)
 
 # Long runs of what `make test` runs briefly (docs/reliability.md): a 60 s churn, the
-# leader SIGKILLed 5 times under 200 agents, etcd stopped and frozen; and schemathesis +
+# leader SIGKILLed 5 times under 200 agents, etcd stopped and frozen, fleet_client through
+# 20 of each of 504, 502, leader SIGKILL and restart; and schemathesis +
 # hypothesis with many examples and a random seed, and a 30 s malformed-HTTP flood.
 chaos: install etcd
-	CHURN_SECONDS=$${CHURN_SECONDS:-60} HA_AGENTS=$${HA_AGENTS:-200} HA_KILLS=$${HA_KILLS:-5} \
+	CHURN_SECONDS=$${CHURN_SECONDS:-60} CLIENT_TRIES=$${CLIENT_TRIES:-20} HA_AGENTS=$${HA_AGENTS:-200} HA_KILLS=$${HA_KILLS:-5} \
 		ETCD_OUTAGES=$${ETCD_OUTAGES:-stop,pause} \
-		$(PY) -m pytest -q -s tests/chaos $(PYTEST_ARGS)
+		$(PY) -m pytest -q -s tests/chaos tests/client/test_retries.py $(PYTEST_ARGS)
 
 fuzz: install
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} HYPOTHESIS_PROFILE=fuzz \

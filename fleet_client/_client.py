@@ -63,7 +63,7 @@ class FleetClient:
         token_or_key: str,
         transport: TransportName = "http",
         *,
-        attempts: int = 8,
+        attempts: int = 20,
         deadline_s: float = 30.0,
         timeout_s: float = 15.0,
         resolve_timeout_s: float = 90.0,

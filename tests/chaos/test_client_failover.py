@@ -75,11 +75,14 @@ async def audit(fleet: FleetClient, hosts: list[AgentProcess], creates: Creates)
         instances = await fleet.instances()
         if {i.process_uid for i in instances} != expected:
             return False
-        rooms = await agents_rooms(hosts)
+        try:
+            rooms = await agents_rooms(hosts)
+        except TimeoutError:  # a host slow to answer on a loaded machine: ask again
+            return False
         listed = {(r.id, owners(hosts).get(r.instance_id)) for r in await fleet.rooms()}
         return listed == {(room_id, uid) for uid, ids in rooms.items() for room_id in ids}
 
-    await wait_for(agreed, 30, step=0.2, message="read model != the agents' rooms")
+    await wait_for(agreed, 60, step=0.2, message="read model != the agents' rooms")
     rooms = await agents_rooms(hosts)
     assert not copies(rooms), copies(rooms)
     who = owners(hosts)

@@ -285,6 +285,11 @@ class Authenticator:
             return None
         return Principal(Audience.ADMIN, token_fingerprint(token), scope, token=True)
 
+    def revoked(self, principal: Principal) -> bool:
+        """Whether the agent token ``principal`` joined with has been revoked since."""
+        grant, book = principal.grant, self._agent_tokens
+        return grant is not None and book is not None and book.is_revoked(grant.id)
+
     def _agent_principal(self, token: str) -> Principal | None:
         book = self._agent_tokens
         grant = book.check(token) if book is not None else None

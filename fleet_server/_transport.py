@@ -90,6 +90,8 @@ class AgentTransport:
             grant=principal.grant,
         )
         self._links.add(link)
+        if self._auth.revoked(principal):  # revoked while this upgrade was under way
+            await link.close(CloseCode.REVOKED, "credential revoked")
         grant = principal.grant
         log.info(
             "agent connected instance=%s ip=%s credential=%s%s",

@@ -340,6 +340,11 @@ class Instance:
 
     # --- the overlay (SPEC §7.2) --------------------------------------------------
 
+    def provisional(self, raw: str) -> bool:
+        """Whether room ``raw`` is known from an ack only: no snapshot has listed it yet,
+        so its seats (``max_connections``) are not known."""
+        return raw in self._provisional
+
     def overlay_create(self, raw: str, room_type: str) -> None:
         self._hidden.discard(raw)
         self._provisional[raw] = room_type

@@ -217,3 +217,31 @@ async def test_concurrent_seat_requests_never_over_commit_a_room() -> None:
         assert not over, over[:3]
         assert set(outcomes) <= {"seated", "created", "NO_CANDIDATE"}
         assert {"seated", "created", "NO_CANDIDATE"} <= set(outcomes)
+
+
+async def test_a_room_created_for_seats_takes_no_more_until_its_seats_are_known() -> None:
+    """A room known from its create ack has unknown seats (no snapshot has listed it):
+    concurrent requests must not pile into it; they create rooms of their own."""
+    async with harness() as h:
+        agent = await h.join()
+
+        async def one_seat_rooms(cmd: Any) -> Any:
+            ack = agent.execute(cmd)
+            if cmd.op == "create":
+                agent.rooms[cmd.room_id].max_connections = 1
+            return ack
+
+        agent.on_command = one_seat_rooms
+
+        async def reserve() -> None:
+            await h.orch.fleet.reserve_seats("match", 1, create={})
+
+        for _ in range(10):
+            await asyncio.gather(*(reserve() for _ in range(4)))
+        await wait_for(
+            lambda: all(r.max_connections == 1 for r in h.orch.fleet.rooms),
+            message=lambda: str(h.orch.fleet.rooms),
+        )
+        over = [r for r in h.orch.fleet.rooms if r.connections + r.reserved_seats > 1]
+        assert over == []
+        assert sum(r.reserved_seats for r in h.orch.fleet.rooms) == 40

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from tools.loadgen import ADMIN_KEY, LoadConfig, LoadGenerator, OrchestratorProcess
+from tools.loadgen._agent import RoomFields
 from tools.loadgen._cluster import OrchestratorCluster, base_url, watch_takeover
 from tools.loadgen._http import http_load, request_bytes
 
@@ -132,3 +133,12 @@ def test_loadgen_rooms_report_seats_and_metadata_and_take_reservations() -> None
             report = load.report()
     assert report.error_count == 0, report.errors
     assert report.kicked() == 0
+
+
+def test_room_fields_give_each_room_its_own_metadata_text_or_one_shared_text() -> None:
+    unique = RoomFields(16, {"teams": 2, "mode": "ranked"})
+    shared = RoomFields(16, {"teams": 2, "mode": "ranked"}, unique=False)
+    assert unique.metadata("r1") == '{"mode":"ranked","room":"r1","teams":2}'
+    assert unique.metadata("r2") == '{"mode":"ranked","room":"r2","teams":2}'
+    assert shared.metadata("r1") == shared.metadata("r2") == '{"mode":"ranked","teams":2}'
+    assert RoomFields(16, None).metadata("r1") == ""

@@ -58,7 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metadata",
         type=json.loads,
-        help="a JSON object every room reports as its metadata, with its own id under \"room\"",
+        help='a JSON object every room reports as its metadata, with its own id under "room"',
+    )
+    parser.add_argument(
+        "--shared-metadata",
+        action="store_true",
+        help='every room reports the --metadata object as it is (no "room" key)',
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
@@ -92,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             garbage=args.garbage,
             room_max_connections=args.max_connections,
             room_metadata=args.metadata,
+            room_metadata_unique=not args.shared_metadata,
         )
         load = stack.enter_context(LoadGenerator(config))
         joined = load.wait_joined(timeout=60 + args.agents / 100)

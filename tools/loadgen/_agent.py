@@ -8,11 +8,11 @@ from precomputed tails (:mod:`._frames`).
 
 Matchmaking fields (CONTRACT §11), off unless asked for: every room can report
 ``max_connections`` (seats) and metadata. The metadata is one JSON object for the whole
-fleet plus the room's own id under ``"room"``, so no two rooms report the same text (the
-orchestrator caches canonical texts by content, which one shared text would always hit).
-Its canonical text is a template filled with the room id, built once per room and kept
-with it. The agents never accept seat tickets: a reservation ends by its TTL or a
-``DELETE``.
+fleet, by default plus the room's own id under ``"room"``, so no two rooms report the
+same text (the orchestrator caches what it derives from a text by content, which one
+shared text would always hit). Its canonical text is a template filled with the room id,
+built once per room and kept with it. The agents never accept seat tickets: a
+reservation ends by its TTL or a ``DELETE``.
 
 Behaviours: ``ok``; ``silent`` (answers the first poll, then nothing: stale, then
 evicted); ``late`` (every 5th reply arrives 1.5 heartbeats late, which must cost
@@ -96,25 +96,38 @@ class AgentStats:
 
 class RoomFields:
     """What every room of an agent reports beyond its type and connections: the seats
-    (``max_connections``) and the metadata text, from a template made once."""
+    (``max_connections``) and the metadata text, from a template made once. With
+    ``unique``, the metadata gains the room's id under ``"room"``; without, every room
+    reports the same text."""
 
     __slots__ = ("_head", "_tail", "max_connections")
 
     _MARK: Final = "\x00room\x00"
 
-    def __init__(self, max_connections: int | None, metadata: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self,
+        max_connections: int | None,
+        metadata: Mapping[str, Any] | None,
+        unique: bool = True,
+    ) -> None:
         self.max_connections = max_connections
-        self._head: str | None = None
-        self._tail = ""
-        if metadata is not None:
-            text = wire.canonical_json({**metadata, "room": self._MARK})
-            quoted = json.dumps(self._MARK, ensure_ascii=False)
-            self._head, _, self._tail = text.partition(quoted)
+        self._head: str | None = None  # None: no metadata
+        self._tail: str | None = None  # None: the same text (the head) for every room
+        if metadata is None:
+            return
+        if not unique:
+            self._head = wire.canonical_json(metadata)
+            return
+        text = wire.canonical_json({**metadata, "room": self._MARK})
+        quoted = json.dumps(self._MARK, ensure_ascii=False)
+        self._head, _, self._tail = text.partition(quoted)
 
     def metadata(self, room_id: str) -> str:
         """The canonical metadata text of one room ("" when the fleet has none)."""
         if self._head is None:
             return ""
+        if self._tail is None:
+            return self._head
         return f"{self._head}{json.dumps(room_id, ensure_ascii=False)}{self._tail}"
 
 

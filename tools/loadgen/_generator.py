@@ -28,7 +28,8 @@ class LoadConfig:
     is one agent URL or the URLs of a cluster's nodes, dialled in order as the real agent
     does (following a standby's leader hint). ``room_max_connections`` and
     ``room_metadata`` make every room, created ones too, report seats and metadata
-    (CONTRACT §11; the metadata gains the room's id under ``"room"``)."""
+    (CONTRACT §11); with ``room_metadata_unique`` the metadata gains the room's id under
+    ``"room"``, so every room's text is its own."""
 
     url: str | tuple[str, ...]
     key: str = AGENT_KEY
@@ -44,6 +45,7 @@ class LoadConfig:
     connect_concurrency: int = 32  # handshakes in flight per process
     room_max_connections: int | None = None
     room_metadata: Mapping[str, Any] | None = None
+    room_metadata_unique: bool = True
 
 
 @dataclass
@@ -165,6 +167,7 @@ class LoadGenerator:
                 connect_concurrency=config.connect_concurrency,
                 room_max_connections=config.room_max_connections,
                 room_metadata=config.room_metadata,
+                room_metadata_unique=config.room_metadata_unique,
             )
             proc = context.Process(
                 target=worker_main, args=(child, worker_config), name=f"loadgen-{worker}"

@@ -39,6 +39,7 @@ class WorkerConfig:
     connect_concurrency: int
     room_max_connections: int | None = None
     room_metadata: Mapping[str, Any] | None = None
+    room_metadata_unique: bool = True
 
 
 def raise_fd_limit() -> None:
@@ -61,7 +62,9 @@ class _Worker:
         self._targets: dict[str, tuple[str, int, str, str]] = {}
         self.stats = AgentStats()
         fields = (
-            RoomFields(config.room_max_connections, config.room_metadata)
+            RoomFields(
+                config.room_max_connections, config.room_metadata, config.room_metadata_unique
+            )
             if config.room_max_connections is not None or config.room_metadata is not None
             else None
         )

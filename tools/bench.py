@@ -1,7 +1,7 @@
 """The benchmark suite: every performance target, each next to a floor from the same run.
 
 ``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
-(``--quick``) runs scaled-down sizes in about a minute and a half. ``--only NAME`` runs some
+(``--quick``) runs scaled-down sizes in about two minutes. ``--only NAME`` runs some
 scenarios (steady, scaling, reads, placement, single, memory, streams, metrics, takeover,
 ha, seats), ``--profile DIR`` samples the orchestrator with py-spy during each measured
 phase and writes the collapsed stacks and a hot-spot summary per phase there, ``--json
@@ -1969,7 +1969,7 @@ def machine() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/bench.py", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, about 90 s")
+    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, about 2 minutes")
     parser.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only these scenarios"
     )

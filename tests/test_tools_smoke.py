@@ -4,10 +4,14 @@ reports what its agents saw."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Any
 
-from tools.loadgen import LoadConfig, LoadGenerator, OrchestratorProcess
+from tools.loadgen import ADMIN_KEY, LoadConfig, LoadGenerator, OrchestratorProcess
+from tools.loadgen._agent import RoomFields
 from tools.loadgen._cluster import OrchestratorCluster, base_url, watch_takeover
+from tools.loadgen._http import http_load, request_bytes
 
 
 def test_loadgen_runs_twenty_agents_against_a_port_zero_orchestrator_without_errors() -> None:
@@ -54,3 +58,87 @@ def test_loadgen_agents_follow_the_new_leader_after_the_leader_is_killed() -> No
     assert times.leader <= times.all_back and times.instances == 20
     assert report.error_count == 0, report.errors
     assert report.dial_failures["upgrade refused: HTTP 503"] >= 20  # the standby's hints
+
+
+def _call(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, Any]:
+    replies: list[tuple[int, bytes]] = []
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
+    raw = request_bytes(method, path, headers=headers, body=body)
+    asyncio.run(
+        http_load(
+            "127.0.0.1",
+            port,
+            lambda _: raw,
+            concurrency=1,
+            count=1,
+            keep_body=True,
+            on_response=lambda status, data: replies.append((status, data)),
+        )
+    )
+    status, data = replies[0]
+    return status, json.loads(data)
+
+
+def test_loadgen_rooms_report_seats_and_metadata_and_take_reservations() -> None:
+    """Every room, preloaded or created by a seat request, reports its seats and its own
+    metadata text; reservations count against the seats and end with a DELETE."""
+    with OrchestratorProcess(heartbeat_ms=250) as orch:
+        config = LoadConfig(
+            url=orch.agent_url,
+            agents=2,
+            rooms=2,
+            processes=1,
+            room_max_connections=8,
+            room_metadata={"mode": "ranked", "teams": 2},
+        )
+        with LoadGenerator(config) as load:
+            assert load.wait_joined(timeout=10) == 2
+            assert orch.wait_instances(2, timeout=5, rooms=4)
+            status, listed = _call(orch.port, "GET", "/v1/rooms")
+            assert status == 200
+            rooms = {room["id"]: room for room in listed["data"]}
+            assert len(rooms) == 4
+            for room_id, room in rooms.items():
+                assert room["maxConnections"] == 8
+                assert room["metadata"] == {"mode": "ranked", "room": room_id, "teams": 2}
+            # the fullest room: 1 connection (the second room of an agent), lower id first
+            status, grant = _call(orch.port, "POST", "/v1/seats", b'{"type":"match","seats":7}')
+            assert status == 200, grant
+            room_id = grant["data"]["room"]["id"]
+            assert rooms[room_id]["connections"] == 1
+            assert grant["data"]["room"]["reservedSeats"] == 7
+            # no room has 8 free seats now but the empty ones: then a created one
+            for _ in range(2):
+                status, grant = _call(orch.port, "POST", "/v1/seats", b'{"type":"match","seats":8}')
+                assert status == 200, grant
+            body = b'{"type":"match","seats":8,"create":{"options":{"mode":"ranked"}}}'
+            status, created = _call(orch.port, "POST", "/v1/seats", body)
+            assert status == 201 and created["data"]["created"], created
+            new_id = created["data"]["room"]["id"]
+            reservation = created["data"]["reservation"]["id"]
+            # the ack lists the room; its seats and metadata come with the next snapshot
+            deadline = time.monotonic() + 5
+            status, room = _call(orch.port, "GET", f"/v1/rooms/{new_id}")
+            while room["data"]["maxConnections"] is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                status, room = _call(orch.port, "GET", f"/v1/rooms/{new_id}")
+            assert status == 200
+            assert room["data"]["maxConnections"] == 8
+            assert room["data"]["metadata"]["room"] == new_id
+            assert room["data"]["reservedSeats"] == 8
+            status, _ = _call(orch.port, "DELETE", f"/v1/seats/{reservation}")
+            assert status == 200
+            status, room = _call(orch.port, "GET", f"/v1/rooms/{new_id}")
+            assert room["data"]["reservedSeats"] == 0
+            report = load.report()
+    assert report.error_count == 0, report.errors
+    assert report.kicked() == 0
+
+
+def test_room_fields_give_each_room_its_own_metadata_text_or_one_shared_text() -> None:
+    unique = RoomFields(16, {"teams": 2, "mode": "ranked"})
+    shared = RoomFields(16, {"teams": 2, "mode": "ranked"}, unique=False)
+    assert unique.metadata("r1") == '{"mode":"ranked","room":"r1","teams":2}'
+    assert unique.metadata("r2") == '{"mode":"ranked","room":"r2","teams":2}'
+    assert shared.metadata("r1") == shared.metadata("r2") == '{"mode":"ranked","teams":2}'
+    assert RoomFields(16, None).metadata("r1") == ""

@@ -1,17 +1,24 @@
 """The benchmark suite: every performance target, each next to a floor from the same run.
 
 ``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
-(``--quick``) runs scaled-down sizes in about a minute and a half. ``--only NAME`` runs some
-scenarios (steady, scaling, reads, placement, single, memory, streams, metrics, takeover, ha),
-``--profile DIR`` samples the orchestrator with py-spy during each measured phase and
-writes the collapsed stacks and a hot-spot summary per phase there, ``--json PATH``
-saves the rows.
+(``--quick``) runs scaled-down sizes in about two minutes. ``--only NAME`` runs some
+scenarios (steady, scaling, reads, placement, single, memory, streams, metrics, takeover,
+ha, seats), ``--profile DIR`` samples the orchestrator with py-spy during each measured
+phase and writes the collapsed stacks and a hot-spot summary per phase there, ``--json
+PATH`` saves the rows.
 
 ``takeover`` and ``ha`` run a cluster: one real etcd (``etcd`` on PATH, 127.0.0.1,
 ephemeral ports, a temporary data dir) and orchestrators campaigning on it.
 ``takeover`` SIGKILLs the leader of three under a fleet of agents that know every
 node's URL and times, from outside, the new leader, the fleet's return and the first
 creates; ``ha`` compares the create path of an HA leader with a single node's.
+
+``seats`` (CONTRACT §11) bursts ``POST /v1/seats`` (without, then with a metadata
+filter) over agents whose rooms report seats and metadata, next to ``POST /v1/rooms`` on
+the same fleet and the create floor, checks that no room was over-committed and releases
+every reservation; then it compares the polls of a quiet fleet whose rooms all carry
+unchanging metadata with the same fleet without: as they come (one forced full reply in
+twelve), all hash-only, all full.
 
 Every server runs in its own process: the orchestrator under test
 (:mod:`tools.loadgen.target`) and the floor (:mod:`tools.floors`, a bare aiohttp server
@@ -109,6 +116,12 @@ class Sizes:
     takeover_connects: int = 32  # handshakes in flight per load-generator process
     ha_rounds: int = 6  # pairs of create bursts: one on a single node, one on an HA leader
     ha_burst_s: float = 5.0
+    room_seats: int = 16  # maxConnections of every room in the seat bursts
+    seats_s: float = 15.0  # each burst: reservations, creates, the floor's round trips
+    seats_poll_agents: int = 2_000  # metadata vs none: two quiet fleets of this many agents
+    seats_rounds: int = 3  # pairs of windows, alternated; medians compared
+    seats_quiet_s: float = 12.0  # 12 heartbeats: one forced full reply per agent
+    seats_window_s: float = 5.0  # every reply hash-only, then every reply full
 
 
 QUICK: Final = replace(
@@ -141,6 +154,11 @@ QUICK: Final = replace(
     takeover_timeout_s=60.0,
     ha_rounds=2,
     ha_burst_s=1.0,
+    seats_s=0.8,
+    seats_poll_agents=150,
+    seats_rounds=1,
+    seats_quiet_s=1.0,
+    seats_window_s=0.5,
 )
 
 
@@ -412,6 +430,7 @@ def run_http(
     background: float = 0.0,
     profiler: Profiler | None = None,
     name: str = "",
+    on_response: Callable[[int, bytes], None] | None = None,
 ) -> HttpRun:
     cpu0, started = server.cpu_seconds(), time.monotonic()
     seconds = duration if duration is not None else 10.0
@@ -429,6 +448,8 @@ def run_http(
                 concurrency=concurrency,
                 duration=duration,
                 count=count,
+                keep_body=on_response is not None,
+                on_response=on_response,
             )
         )
     cpu = server.cpu_seconds() - cpu0 - background * (time.monotonic() - started)
@@ -462,6 +483,68 @@ def post_create(prefix: str) -> Callable[[int], bytes]:
         return request_bytes("POST", "/v1/rooms", headers=headers, body=body)
 
     return make
+
+
+# The metadata of every room in the seats scenario: one text shared by all the rooms of
+# the reservation bursts; in the poll comparison each room adds its own id under "room",
+# so no two texts are alike and no cache of texts can hold them.
+ROOM_METADATA: Final = {"map": "harbor", "mode": "ranked", "region": "eu", "teams": 2}
+SEAT_TTL_MS: Final = 120_000  # reservations outlive the bursts, the check and the releases
+
+
+def post_seats(metadata: dict[str, Any] | None = None) -> Callable[[int], bytes]:
+    """``POST /v1/seats`` for 1, 2, 3, 4 seats in turn, creating a room when none fits;
+    with ``metadata``, only rooms whose metadata has those values."""
+    headers = {**AUTH, "Content-Type": "application/json"}
+    wanted = {} if metadata is None else {"metadata": metadata}
+    requests = [
+        request_bytes(
+            "POST",
+            "/v1/seats",
+            headers=headers,
+            body=json.dumps(
+                {
+                    "type": "match",
+                    "seats": seats,
+                    **wanted,
+                    "create": {"options": {"mode": "ranked"}},
+                    "ttlMs": SEAT_TTL_MS,
+                }
+            ).encode(),
+        )
+        for seats in (1, 2, 3, 4)
+    ]
+    return lambda index: requests[index % len(requests)]
+
+
+@dataclass
+class Grants:
+    """The reservations a seat burst was granted (an ``on_response`` of :func:`run_http`)."""
+
+    ids: list[str] = field(default_factory=list)
+    seats: int = 0
+    created: int = 0
+
+    def __call__(self, status: int, body: bytes) -> None:
+        if status not in (200, 201):
+            return
+        grant = json.loads(body)["data"]
+        self.ids.append(grant["reservation"]["id"])
+        self.seats += grant["reservation"]["seats"]
+        self.created += bool(grant["created"])
+
+
+def seat_counts(server: ServerProcess) -> tuple[int, int]:
+    """Rooms whose connections and reserved seats pass their maxConnections, and the seats
+    reserved over the whole fleet, from one ``GET /v1/rooms``."""
+    rooms = json.loads(fetch(server, "/v1/rooms"))["data"]
+    over = sum(
+        1
+        for room in rooms
+        if room["maxConnections"] is not None
+        and room["connections"] + room["reservedSeats"] > room["maxConnections"]
+    )
+    return over, sum(room["reservedSeats"] for room in rooms)
 
 
 def floor_process(heartbeat_ms: int, sse_rate: float = 0.0) -> ServerProcess:
@@ -1065,6 +1148,304 @@ class Bench:
             )
         )
 
+    # 9. matchmaking (CONTRACT §11): seat reservations against creates and their floor,
+    # and what unchanged room metadata costs the polls
+
+    def seats(self) -> None:
+        s = self.sizes
+        n = s.fleet_agents
+        rooms = n * s.fleet_rooms
+        log(
+            f"seats: orchestrator and floor, {n} agents × {s.fleet_rooms} rooms of "
+            f"{s.room_seats} seats each; POST /v1/seats (without, then with a metadata "
+            f"filter), POST /v1/rooms, the floor's round trips: ×{s.concurrency}, "
+            f"{s.seats_s:g} s each"
+        )
+        grants = Grants()
+        # The floor and its agents (which nobody polls) idle until the last burst.
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as orch,
+            floor_process(s.heartbeat_ms) as floor,
+            loadgen(
+                orch.agent_url,
+                s,
+                n,
+                rooms=s.fleet_rooms,
+                room_max_connections=s.room_seats,
+                room_metadata=ROOM_METADATA,
+                room_metadata_unique=False,
+            ) as load,
+            loadgen(f"ws://{HOST}:{floor.port}/cmd", s, n, rooms=s.fleet_rooms) as floor_load,
+        ):
+            load.wait_joined(timeout=60)
+            orch.wait_instances(n, timeout=60, rooms=rooms)
+            floor_load.wait_joined(timeout=60)
+            time.sleep(s.settle_s)
+            over0, reserved0 = seat_counts(orch)
+            reserve = run_http(
+                orch,
+                post_seats(),
+                concurrency=s.concurrency,
+                duration=s.seats_s,
+                profiler=self.profiler,
+                name="seats-reserve",
+                on_response=grants,
+            )
+            filtered = run_http(
+                orch,
+                post_seats(metadata={"mode": ROOM_METADATA["mode"]}),
+                concurrency=s.concurrency,
+                duration=s.seats_s,
+                profiler=self.profiler,
+                name="seats-reserve-metadata",
+                on_response=grants,
+            )
+            if grants.created:  # a created room's seats come with its agent's next snapshot
+                time.sleep(s.tail_heartbeats * s.heartbeat_ms / 1000)
+            over, reserved = seat_counts(orch)
+            ids = grants.ids
+            release = run_http(
+                orch,
+                lambda i: request_bytes("DELETE", f"/v1/seats/{ids[i]}", headers=AUTH),
+                concurrency=s.concurrency,
+                count=len(ids),
+                duration=2 * s.seats_s,
+            )
+            _, left = seat_counts(orch)
+            time.sleep(s.pause_s)
+            creates = run_http(
+                orch,
+                post_create("seatc"),
+                concurrency=s.concurrency,
+                duration=s.seats_s,
+                profiler=self.profiler,
+                name="seats-create",
+            )
+            fleet_load = load.report()
+            time.sleep(s.pause_s)
+            rt_post = post_create("rt")
+            floor_rt = run_http(
+                floor,
+                lambda i: rt_post(i).replace(b"/v1/rooms", b"/rt", 1),
+                concurrency=s.concurrency,
+                duration=s.seats_s,
+            )
+
+        statuses = reserve.result.statuses
+        errors = reserve.result.non(200, 201)
+        p99 = reserve.result.latency.quantile(0.99) * 1000
+        self.add(
+            Row(
+                "seats",
+                f"POST /v1/seats ×{s.concurrency}, 1–4 seats, over {n} agents "
+                f"({rooms:,} rooms of {s.room_seats} seats), throughput",
+                reserve.result.throughput,
+                "reservations/s",
+                floor=floor_rt.result.throughput,
+                note=f"{statuses[200]:,} into a room (200), {statuses[201]:,} in a new room "
+                f"(201), errors {errors}, p99 {p99:.1f} ms; floor: HTTP + 1 WS round trip",
+            )
+        )
+        self.add(
+            Row(
+                "seats",
+                f"POST /v1/seats ×{s.concurrency} throughput, floor = POST /v1/rooms "
+                f"×{s.concurrency} on the same fleet",
+                reserve.result.throughput,
+                "reservations/s",
+                floor=creates.result.throughput,
+                note=f"creates: errors {creates.result.non(201)}, p99 "
+                f"{creates.result.latency.quantile(0.99) * 1000:.1f} ms",
+            )
+        )
+        self.add(
+            Row(
+                "seats",
+                "orchestrator CPU per reservation",
+                reserve.cpu_per_request * 1e6,
+                "µs",
+                floor=floor_rt.cpu_per_request * 1e6,
+                note="floor: HTTP + 1 WS round trip",
+            )
+        )
+        self.add(
+            Row(
+                "seats",
+                "orchestrator CPU per reservation, floor = CPU per create on the same fleet",
+                reserve.cpu_per_request * 1e6,
+                "µs",
+                floor=creates.cpu_per_request * 1e6,
+                note=f"creates {creates.result.throughput:,.0f}/s at "
+                f"{creates.cpu_per_request * 1e6:.0f} µs, "
+                f"{creates.cpu_per_request / floor_rt.cpu_per_request:.2f}× the round trip",
+            )
+        )
+        self.add(
+            Row(
+                "seats",
+                "… with a metadata filter matching every room, CPU per reservation; "
+                "floor: without the filter",
+                filtered.cpu_per_request * 1e6,
+                "µs",
+                floor=reserve.cpu_per_request * 1e6,
+                note=f"{filtered.result.throughput:,.0f} reservations/s, errors "
+                f"{filtered.result.non(200, 201)}; one metadata text shared by every room",
+            )
+        )
+        self.add(
+            at_most(
+                Row(
+                    "seats",
+                    "rooms over-committed after both bursts (connections + reserved > max)",
+                    over,
+                    "",
+                    note=f"{reserved:,} seats reserved in the read model, {grants.seats:,} "
+                    f"granted, {grants.created:,} of them in created rooms; before the "
+                    f"bursts {reserved0:,} reserved, {over0} over",
+                ),
+                0,
+            )
+        )
+        self.add(
+            Row(
+                "seats",
+                "orchestrator CPU per DELETE /v1/seats/{id}",
+                release.cpu_per_request * 1e6,
+                "µs",
+                note=f"{release.result.requests:,} of {len(ids):,} released at "
+                f"{release.result.throughput:,.0f}/s, errors {release.result.non(200)}; "
+                f"{left:,} seats still reserved after",
+            )
+        )
+        self.extra["seats"] = {
+            "reserve_statuses": dict(statuses),
+            "reserve_errors": dict(reserve.result.errors),
+            "filtered_statuses": dict(filtered.result.statuses),
+            "filtered_p99_ms": filtered.result.latency.quantile(0.99) * 1000,
+            "reserve_p50_ms": reserve.result.latency.quantile(0.5) * 1000,
+            "reserve_p99_ms": p99,
+            "granted": {"reservations": len(ids), "seats": grants.seats, "created": grants.created},
+            "reserved_after_burst": reserved,
+            "over_committed": over,
+            "release_statuses": dict(release.result.statuses),
+            "reserved_after_release": left,
+            "create_statuses": dict(creates.result.statuses),
+            "create_p99_ms": creates.result.latency.quantile(0.99) * 1000,
+            "floor_rt": {
+                "per_s": floor_rt.result.throughput,
+                "cpu_us": floor_rt.cpu_per_request * 1e6,
+            },
+            "fleet_load": fleet_load.summary(),
+        }
+
+    def seat_polls(self) -> None:
+        s = self.sizes
+        n = s.seats_poll_agents
+        log(
+            f"seats: two quiet fleets of {n} agents × {s.rooms} rooms, one with metadata on "
+            f"every room; {s.seats_rounds} alternated rounds of a {s.seats_quiet_s:g} s quiet, "
+            f"a {s.seats_window_s:g} s hash-only and a {s.seats_window_s:g} s full window each"
+        )
+        # per side, one row per round: CPU per poll quiet, per hash-only reply, per full
+        # reply, and the share of full replies in the quiet window
+        figures: dict[str, list[tuple[float, float, float, float]]] = {"none": [], "metadata": []}
+        with (
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as plain,
+            OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as tagged,
+            loadgen(plain.agent_url, s, n, rooms=s.rooms) as plain_load,
+            loadgen(
+                tagged.agent_url, s, n, rooms=s.rooms, room_metadata=ROOM_METADATA
+            ) as tagged_load,
+        ):
+            sides = {"none": (plain, plain_load), "metadata": (tagged, tagged_load)}
+            for orch, load in sides.values():
+                load.wait_joined(timeout=60 + n / 100)
+                orch.wait_instances(n, timeout=60, rooms=n * s.rooms)
+            probe = json.loads(fetch(tagged, "/v1/rooms?metadata=room:r0-0-0"))["data"]
+            if not probe or probe[0]["metadata"].get("mode") != ROOM_METADATA["mode"]:
+                raise RuntimeError(f"the fleet does not report its metadata: {probe!r}")
+            time.sleep(s.settle_s)
+            for i in range(s.seats_rounds):
+                for side in ("none", "metadata") if i % 2 == 0 else ("metadata", "none"):
+                    orch, load = sides[side]
+                    time.sleep(s.pause_s)
+                    quiet = measure(orch, load, s.seats_quiet_s, self.profiler, f"seats-{side}-{i}")
+                    forced: dict[str, Window] = {}
+                    for policy in ("hash", "full"):
+                        load.set(policy=policy)
+                        time.sleep(s.pause_s)
+                        forced[policy] = measure(
+                            orch,
+                            load,
+                            s.seats_window_s,
+                            self.profiler,
+                            f"seats-{side}-{policy}-{i}",
+                        )
+                    load.set(policy="auto")
+                    figures[side].append(
+                        (
+                            quiet.cpu / max(1, quiet.load.replies),
+                            forced["hash"].cpu / max(1, forced["hash"].load.replies),
+                            forced["full"].cpu / max(1, forced["full"].load.replies),
+                            quiet.load.replies_full / max(1, quiet.load.replies),
+                        )
+                    )
+        self.extra["seat_polls"] = figures
+
+        def median(side: str, column: int) -> float:
+            return statistics.median(row[column] for row in figures[side])
+
+        def paired(column: int) -> str:
+            """Each round's with/without ratio: the two windows ran back to back."""
+            ratios = [
+                tagged[column] / plain[column]
+                for tagged, plain in zip(figures["metadata"], figures["none"], strict=True)
+                if plain[column] > 0
+            ]
+            return f"medians of {s.seats_rounds} alternated rounds, per round " + ", ".join(
+                f"{r:.2f}×" for r in ratios
+            )
+
+        fleet = f"{n:,} agents × {s.rooms} rooms"
+        self.add(
+            at_most_ratio(
+                Row(
+                    "seats",
+                    f"CPU per hash-only poll (every reply hash-only), {fleet}, every room with "
+                    "metadata; floor: the same fleet without",
+                    median("metadata", 1) * 1e6,
+                    "µs",
+                    floor=median("none", 1) * 1e6,
+                    note=paired(1),
+                ),
+                1.1,
+            )
+        )
+        self.add(
+            at_most_ratio(
+                Row(
+                    "seats",
+                    "CPU per poll of the quiet fleet (the forced full replies included), with "
+                    "metadata; floor: without",
+                    median("metadata", 0) * 1e6,
+                    "µs",
+                    floor=median("none", 0) * 1e6,
+                    note=f"{paired(0)}; {median('metadata', 3):.1%} of the replies full",
+                ),
+                1.1,
+            )
+        )
+        self.add(
+            Row(
+                "seats",
+                f"CPU per unchanged full {s.rooms}-room reply, with metadata; floor: without",
+                median("metadata", 2) * 1e6,
+                "µs",
+                floor=median("none", 2) * 1e6,
+                note=f"{paired(2)}; {n * s.rooms:,} distinct metadata texts",
+            )
+        )
+
     # 4b + 5. a 200,000-room fleet: memory, and the filtered list read
 
     def memory(self) -> None:
@@ -1567,6 +1948,7 @@ SCENARIOS: Final = (
     "metrics",
     "takeover",
     "ha",
+    "seats",
 )
 
 
@@ -1587,7 +1969,7 @@ def machine() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/bench.py", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, about 90 s")
+    parser.add_argument("--quick", action="store_true", help="scaled-down sizes, about 2 minutes")
     parser.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only these scenarios"
     )
@@ -1622,6 +2004,8 @@ def main(argv: list[str] | None = None) -> int:
         ("metrics", "metrics" in wanted, bench.metrics),
         ("takeover", "takeover" in wanted, bench.takeover),
         ("ha", "ha" in wanted, bench.ha),
+        ("seats", "seats" in wanted, bench.seats),
+        ("seats (metadata polls)", "seats" in wanted, bench.seat_polls),
     ]
     for name, run, scenario in plan:
         if run:
@@ -1640,6 +2024,7 @@ def main(argv: list[str] | None = None) -> int:
                 "metrics",
                 "takeover",
                 "ha",
+                "seats",
             )
         )
     }

@@ -6,6 +6,7 @@ poll, its RSS and its stale counts to the report. Examples::
 
     python -m tools.loadgen --agents 2000 --rooms 20 --churn 0.01 --duration 30
     python -m tools.loadgen --agents 500 --silent 0.01 --late 0.02 --garbage 0.005
+    python -m tools.loadgen --agents 2000 --max-connections 16 --metadata '{"mode":"ranked"}'
     python -m tools.loadgen --url ws://127.0.0.1:7350/ --key "$AGENT_KEY" --agents 100
     python -m tools.loadgen --url ws://a:7350/ --url ws://b:7350/ --key "$AGENT_KEY"
 """
@@ -51,6 +52,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--silent", type=float, default=0.0, help="fraction of silent agents")
     parser.add_argument("--late", type=float, default=0.0, help="fraction of late agents")
     parser.add_argument("--garbage", type=float, default=0.0, help="fraction sending garbage")
+    parser.add_argument(
+        "--max-connections", type=int, help="seats of every room (RoomState.max_connections)"
+    )
+    parser.add_argument(
+        "--metadata",
+        type=json.loads,
+        help='a JSON object every room reports as its metadata, with its own id under "room"',
+    )
+    parser.add_argument(
+        "--shared-metadata",
+        action="store_true",
+        help='every room reports the --metadata object as it is (no "room" key)',
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -59,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not 0 < args.duration <= 3600 or args.agents < 1:
         print("duration must be in (0, 3600] s and agents ≥ 1", file=sys.stderr)
+        return 2
+    if args.metadata is not None and not isinstance(args.metadata, dict):
+        print("--metadata must be a JSON object", file=sys.stderr)
         return 2
     with contextlib.ExitStack() as stack:
         orch: OrchestratorProcess | None = None
@@ -78,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             silent=args.silent,
             late=args.late,
             garbage=args.garbage,
+            room_max_connections=args.max_connections,
+            room_metadata=args.metadata,
+            room_metadata_unique=not args.shared_metadata,
         )
         load = stack.enter_context(LoadGenerator(config))
         joined = load.wait_joined(timeout=60 + args.agents / 100)

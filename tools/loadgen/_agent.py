@@ -6,6 +6,14 @@ do not track hashes) — and every Command with an Ack, like ``fleet_agent`` doe
 Snapshot hashes are the real :func:`fleet_agent.wire.snapshot_hash`; replies are built
 from precomputed tails (:mod:`._frames`).
 
+Matchmaking fields (CONTRACT §11), off unless asked for: every room can report
+``max_connections`` (seats) and metadata. The metadata is one JSON object for the whole
+fleet, by default plus the room's own id under ``"room"``, so no two rooms report the
+same text (the orchestrator caches what it derives from a text by content, which one
+shared text would always hit). Its canonical text is a template filled with the room id,
+built once per room and kept with it. The agents never accept seat tickets: a
+reservation ends by its TTL or a ``DELETE``.
+
 Behaviours: ``ok``; ``silent`` (answers the first poll, then nothing: stale, then
 evicted); ``late`` (every 5th reply arrives 1.5 heartbeats late, which must cost
 nothing); ``garbage`` (one undecodable message per connection: kicked with 4002).
@@ -23,13 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from rivalis.fleet.v3 import agent_pb2
 
@@ -41,7 +50,7 @@ from ._frames import AGENT_VERSION, ack_frame, full_tail, hash_tail, state_frame
 from ._histogram import Histogram
 from ._wsclient import WsClient
 
-__all__ = ["BEHAVIOURS", "AgentStats", "Behaviour", "ReplyPolicy", "SimAgent"]
+__all__ = ["BEHAVIOURS", "AgentStats", "Behaviour", "ReplyPolicy", "RoomFields", "SimAgent"]
 
 Behaviour = Literal["ok", "silent", "late", "garbage"]
 BEHAVIOURS: Final[tuple[Behaviour, ...]] = ("ok", "silent", "late", "garbage")
@@ -83,6 +92,43 @@ class AgentStats:
         fresh = AgentStats()
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(fresh, name))
+
+
+class RoomFields:
+    """What every room of an agent reports beyond its type and connections: the seats
+    (``max_connections``) and the metadata text, from a template made once. With
+    ``unique``, the metadata gains the room's id under ``"room"``; without, every room
+    reports the same text."""
+
+    __slots__ = ("_head", "_tail", "max_connections")
+
+    _MARK: Final = "\x00room\x00"
+
+    def __init__(
+        self,
+        max_connections: int | None,
+        metadata: Mapping[str, Any] | None,
+        unique: bool = True,
+    ) -> None:
+        self.max_connections = max_connections
+        self._head: str | None = None  # None: no metadata
+        self._tail: str | None = None  # None: the same text (the head) for every room
+        if metadata is None:
+            return
+        if not unique:
+            self._head = wire.canonical_json(metadata)
+            return
+        text = wire.canonical_json({**metadata, "room": self._MARK})
+        quoted = json.dumps(self._MARK, ensure_ascii=False)
+        self._head, _, self._tail = text.partition(quoted)
+
+    def metadata(self, room_id: str) -> str:
+        """The canonical metadata text of one room ("" when the fleet has none)."""
+        if self._head is None:
+            return ""
+        if self._tail is None:
+            return self._head
+        return f"{self._head}{json.dumps(room_id, ensure_ascii=False)}{self._tail}"
 
 
 def _parse_poll(data: bytes) -> tuple[bytes, bytes | None]:
@@ -138,6 +184,7 @@ class SimAgent:
         stats: AgentStats,
         urls: tuple[str, ...],
         dial: Callable[[SimAgent, str], None],
+        fields: RoomFields | None = None,
     ) -> None:
         self.behaviour: Behaviour = behaviour
         self.name = f"lg{worker}-{index}-{behaviour}"
@@ -150,6 +197,8 @@ class SimAgent:
         self.rooms: dict[str, tuple[str, int, str]] = {}
         for k in range(rooms):
             self.rooms[f"r{worker}-{index}-{k}"] = (room_types[k % len(room_types)], k % 7, "local")
+        self.fields = fields
+        self._metadata: dict[str, str] = {}  # room id -> metadata text, with ``fields``
         self._prefix = f"{worker}-{index}"
         self._made = 0
         self.stats = stats
@@ -259,8 +308,24 @@ class SimAgent:
 
     # --- snapshot -----------------------------------------------------------------
 
+    def _rows(self) -> list[wire.RoomRow]:
+        fields = self.fields
+        if fields is None:
+            return [(rid, t, c, o) for rid, (t, c, o) in self.rooms.items()]
+        texts = self._metadata
+        if len(texts) > 2 * len(self.rooms) + 64:  # forget the rooms that ended
+            self._metadata = texts = {rid: texts[rid] for rid in self.rooms if rid in texts}
+        seats = fields.max_connections
+        rows: list[wire.RoomRow] = []
+        for rid, (t, c, o) in self.rooms.items():
+            text = texts.get(rid)
+            if text is None:
+                text = texts[rid] = fields.metadata(rid)
+            rows.append((rid, t, c, o, text, seats, False))
+        return rows
+
     def _refresh(self) -> None:
-        rooms = [(rid, t, c, o) for rid, (t, c, o) in self.rooms.items()]
+        rooms = self._rows()
         digest = wire.snapshot_hash(
             name=self.name,
             process_uid=self.process_uid,
@@ -291,7 +356,7 @@ class SimAgent:
                 labels=self.labels,
                 max_rooms=self.max_rooms,
                 room_types=self.room_types,
-                rooms=((rid, t, c, o) for rid, (t, c, o) in self.rooms.items()),
+                rooms=self._rows(),
                 status=self.status,
             )
         return tail

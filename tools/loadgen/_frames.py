@@ -6,6 +6,9 @@ order and a parser merges them, so a State is the two per-reply fields (``req_id
 hash-only reply the tail is just the ``hash`` field, for a full reply it is the whole
 serialized snapshot. Building a reply is then two varints and a join, no message
 objects. Incoming frames are decoded with the generated ``agent_pb2`` classes.
+
+Rooms are :data:`fleet_agent.wire.RoomRow` tuples: ``(id, type, connections, origin)``,
+or with ``(metadata, max_connections, locked)`` appended (CONTRACT §11).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Final
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
-from fleet_agent.wire import varint
+from fleet_agent.wire import RoomRow, varint
 
 __all__ = [
     "AGENT_VERSION",
@@ -49,7 +52,7 @@ def full_tail(
     labels: Mapping[str, str],
     max_rooms: int | None,
     room_types: Iterable[str],
-    rooms: Iterable[tuple[str, str, int, str]],
+    rooms: Iterable[RoomRow],
     status: str,
 ) -> bytes:
     """The tail of a full State: everything but ``req_id`` and ``seq``."""
@@ -69,8 +72,14 @@ def full_tail(
     if max_rooms is not None:
         state.capacity.max_rooms = max_rooms
     add = state.rooms.add
-    for room_id, room_type, connections, origin in rooms:
-        add(id=room_id, type=room_type, connections=connections, origin=origin)
+    for row in rooms:
+        room = add(id=row[0], type=row[1], connections=row[2], origin=row[3])
+        if len(row) == 7:
+            if row[4]:
+                room.metadata = row[4]
+            if row[5] is not None:
+                room.max_connections = row[5]
+            room.locked = row[6]
     return state.SerializeToString()
 
 

@@ -6,6 +6,7 @@ import contextlib
 import multiprocessing
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -25,7 +26,10 @@ AGENT_KEY = "loadgen-agent-key-0123456789abcdef"
 class LoadConfig:
     """What to simulate. Fractions pick misbehaving agents (the rest are ``ok``). ``url``
     is one agent URL or the URLs of a cluster's nodes, dialled in order as the real agent
-    does (following a standby's leader hint)."""
+    does (following a standby's leader hint). ``room_max_connections`` and
+    ``room_metadata`` make every room, created ones too, report seats and metadata
+    (CONTRACT §11); with ``room_metadata_unique`` the metadata gains the room's id under
+    ``"room"``, so every room's text is its own."""
 
     url: str | tuple[str, ...]
     key: str = AGENT_KEY
@@ -39,6 +43,9 @@ class LoadConfig:
     late: float = 0.0
     garbage: float = 0.0
     connect_concurrency: int = 32  # handshakes in flight per process
+    room_max_connections: int | None = None
+    room_metadata: Mapping[str, Any] | None = None
+    room_metadata_unique: bool = True
 
 
 @dataclass
@@ -158,6 +165,9 @@ class LoadGenerator:
                 urls=(config.url,) if isinstance(config.url, str) else tuple(config.url),
                 key=config.key,
                 connect_concurrency=config.connect_concurrency,
+                room_max_connections=config.room_max_connections,
+                room_metadata=config.room_metadata,
+                room_metadata_unique=config.room_metadata_unique,
             )
             proc = context.Process(
                 target=worker_main, args=(child, worker_config), name=f"loadgen-{worker}"

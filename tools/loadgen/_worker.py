@@ -11,12 +11,13 @@ import contextlib
 import os
 import random
 import resource
+from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from ._agent import AgentStats, Behaviour, ReplyPolicy, SimAgent
+from ._agent import AgentStats, Behaviour, ReplyPolicy, RoomFields, SimAgent
 
 __all__ = ["WorkerConfig", "worker_main"]
 
@@ -36,6 +37,9 @@ class WorkerConfig:
     urls: tuple[str, ...]  # the orchestrators, in dial order (a cluster's nodes)
     key: str
     connect_concurrency: int
+    room_max_connections: int | None = None
+    room_metadata: Mapping[str, Any] | None = None
+    room_metadata_unique: bool = True
 
 
 def raise_fd_limit() -> None:
@@ -57,6 +61,13 @@ class _Worker:
         self._config = config
         self._targets: dict[str, tuple[str, int, str, str]] = {}
         self.stats = AgentStats()
+        fields = (
+            RoomFields(
+                config.room_max_connections, config.room_metadata, config.room_metadata_unique
+            )
+            if config.room_max_connections is not None or config.room_metadata is not None
+            else None
+        )
         self.agents = [
             SimAgent(
                 worker=config.worker,
@@ -69,6 +80,7 @@ class _Worker:
                 stats=self.stats,
                 urls=config.urls,
                 dial=self._dial,
+                fields=fields,
             )
             for i, behaviour in enumerate(config.behaviours)
         ]

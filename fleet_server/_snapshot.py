@@ -79,10 +79,13 @@ def canonical_metadata(text: str) -> str | None:
     return canonical if len(canonical.encode()) <= MAX_METADATA_BYTES else None
 
 
-def _room_extras(room: agent_pb2.RoomState) -> tuple[str, int | None, bool] | None:
-    """A room's matchmaking fields, or None when one is off."""
+def _room_extras(
+    room: agent_pb2.RoomState, known: str | None = None
+) -> tuple[str, int | None, bool] | None:
+    """A room's matchmaking fields, or None when one is off. ``known`` is the canonical
+    metadata the room had in the applied snapshot: the same text is taken as it is."""
     metadata = room.metadata
-    if metadata:
+    if metadata and metadata != known:
         canonical = canonical_metadata(metadata)
         if canonical is None:
             return None
@@ -124,8 +127,11 @@ def _check_url(url: str) -> None:
         raise SnapshotRejectedError("endpoint_url must be absolute with a host")
 
 
-def _read_rooms(state: agent_pb2.State) -> dict[str, ReportedRoom] | None:
-    """The rooms in one pass, or None as soon as one is off (then checked in order)."""
+def _read_rooms(
+    state: agent_pb2.State, known: Mapping[str, ReportedRoom] | None = None
+) -> dict[str, ReportedRoom] | None:
+    """The rooms in one pass, or None as soon as one is off (then checked in order).
+    ``known`` are the applied snapshot's rooms: unchanged metadata is not parsed again."""
     if len(state.rooms) > MAX_ROOMS:
         return None
     rooms: dict[str, ReportedRoom] = {}
@@ -145,7 +151,8 @@ def _read_rooms(state: agent_pb2.State) -> dict[str, ReportedRoom] | None:
         ):
             return None
         if room.metadata or room.locked or room.HasField("max_connections"):
-            extras = _room_extras(room)
+            prior = known.get(room_id) if known is not None else None
+            extras = _room_extras(room, prior.metadata if prior is not None else None)
             if extras is None:
                 return None
             rooms[room_id] = ReportedRoom(room_type, connections, local, *extras)
@@ -165,7 +172,7 @@ def parse_snapshot(
     labels are not checked again and the labels mapping is shared. With ``grant`` (the
     agent token the agent joined with) the name and labels must carry what it binds.
     """
-    rooms = _read_rooms(state)
+    rooms = _read_rooms(state, previous.rooms if previous is not None else None)
     labels: Mapping[str, str] = dict(state.labels)
     if previous is not None and labels == previous.labels:
         labels = previous.labels

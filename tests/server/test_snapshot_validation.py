@@ -233,3 +233,33 @@ async def test_bad_snapshots_keep_the_last_good_state_without_a_kick_until_a_goo
         assert fixed is not None and fixed.name == "fixed"
         assert fixed.endpoint_url == "wss://fixed.example"
         assert fixed.last_sync_at > good.last_sync_at
+
+
+def test_unchanged_metadata_is_not_parsed_again_in_the_next_full_reply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fleet_server import _snapshot
+
+    parsed: list[str] = []
+    canonical = _snapshot.canonical_metadata
+
+    def counting(text: str) -> str | None:
+        parsed.append(text)
+        return canonical(text)
+
+    monkeypatch.setattr(_snapshot, "canonical_metadata", counting)
+
+    def state(mode_text: str) -> agent_pb2.State:
+        state = _state(rooms=[])
+        state.rooms.add(id="a", type="match", origin="fleet", metadata=mode_text)
+        state.rooms.add(id="b", type="match", origin="fleet", metadata='{ "x": 1 }')
+        return state
+
+    first = parse_snapshot(state('{"mode":"ranked"}'))
+    assert first.rooms["b"].metadata == '{"x":1}' and len(parsed) == 2
+    again = parse_snapshot(state('{"mode":"ranked"}'), first)
+    # "a" was sent canonical: taken as it is; "b" was not: parsed again, same result
+    assert parsed[2:] == ['{ "x": 1 }'] and again.rooms == first.rooms
+    changed = parse_snapshot(state('{"mode":"casual"}'), again)
+    assert changed.rooms["a"].metadata == '{"mode":"casual"}'
+    assert '{"mode":"casual"}' in parsed

@@ -323,9 +323,10 @@ def _wait(state: RetryCallState) -> float:
 
 
 def _wait_for(exc: FleetClientError, attempt: int) -> float:
-    """A ``NOT_LEADER`` with a hint is followed at once; otherwise the larger of
+    """A ``NOT_LEADER`` with a hint is followed at once on the first two tries (later,
+    the hint may name a leader that just died: back off); otherwise the larger of
     ``Retry-After`` and an exponential backoff with full jitter."""
-    if exc.code == "NOT_LEADER" and exc.leader:
+    if exc.code == "NOT_LEADER" and exc.leader and attempt <= 2:
         return 0.0
     backoff = random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_START_S * 2 ** (attempt - 1)))
     return max(exc.retry_after or 0.0, backoff)

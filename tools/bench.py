@@ -1433,7 +1433,8 @@ class Bench:
                 + ", ".join(f"{share} at {t:.1f} s" for share, t in times.back.items())
                 + f"; {times.instances:,} instances at the end; new "
                 f"leader's loop lag p99 {lag.get('p99', '—')} ms, max {lag.get('max', '—')} ms, "
-                f"longest full GC {gc_longest[2]} ms; "
+                f"longest full GC {gc_longest[2]} ms, "
+                f"upgrades refused while joining {new_leader.get('refused_joining', '—')}; "
                 f"step-downs after the kill {step_downs} ({report.closed('ok', 4010):,} "
                 f"agents closed with 4010); CPU from the kill on: new leader "
                 f"{100 * leader_cpu / wall:.0f}%, load generator {100 * report.cpu_s / wall:.0f}% "

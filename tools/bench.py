@@ -1345,12 +1345,19 @@ class Bench:
             f"takeover: {s.takeover_nodes} orchestrators on etcd (lease {s.lease_ms} ms), "
             f"{n:,} agents × {s.rooms} rooms"
         )
-        with OrchestratorCluster(
-            s.takeover_nodes,
-            heartbeat_ms=s.heartbeat_ms,
-            lease_ms=s.lease_ms,
-            extra=["--settle-ms", str(s.settle_ms)],
-        ) as cluster:
+        with (
+            OrchestratorCluster(
+                s.takeover_nodes,
+                heartbeat_ms=s.heartbeat_ms,
+                lease_ms=s.lease_ms,
+                extra=["--settle-ms", str(s.settle_ms)],
+            ) as cluster,
+            contextlib.ExitStack() as logs,
+        ):
+            for index, node in enumerate(cluster.nodes):  # kept even if the run fails
+                logs.callback(
+                    self.profiler.save_log, f"takeover-{n}-node{index}-pid{node.pid}", node
+                )
             first_leader = cluster.wait_leader()
             first_leader.reset()
             join_started = time.monotonic()
@@ -1358,7 +1365,7 @@ class Bench:
                 cluster.agent_urls, s, n, rooms=s.rooms, connect_concurrency=s.takeover_connects
             ) as load:
                 profile = self.profiler.start(f"takeover-{n}-join", first_leader.pid, 120 + n / 50)
-                joined = load.wait_joined(timeout=60 + n / 100)
+                joined = load.wait_joined(timeout=max(60 + n / 100, s.takeover_timeout_s))
                 join_s = time.monotonic() - join_started
                 if profile is not None:
                     profile.stop()
@@ -1400,8 +1407,6 @@ class Bench:
                     if recording is not None:  # the new leader's as -storm, the other's as -standby
                         role = "storm" if url == times.leader_url else "storm-standby"
                         recording.stop(rename=f"takeover-{n}-{role}")
-            for index, node in enumerate(cluster.nodes):
-                self.profiler.save_log(f"takeover-{n}-node{index}-pid{node.pid}", node)
         new_leader = runners.get(times.leader_url or "", {})
         leader_cpu = cpu.get(times.leader_url or "", 0.0)
         lag = new_leader.get("loop_lag_ms", {})
@@ -1702,10 +1707,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="fleet sizes of the takeover scenario (repeatable; default 1,000 and 10,000)",
     )
+    parser.add_argument(
+        "--takeover-timeout",
+        type=float,
+        metavar="S",
+        help="how long the takeover scenario watches after the kill (default 120 s), and "
+        "waits at least for the fleet to join before it",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     if args.takeover_agents:
         sizes = replace(sizes, takeover_agents=tuple(args.takeover_agents))
+    if args.takeover_timeout:
+        sizes = replace(sizes, takeover_timeout_s=args.takeover_timeout)
     if "BENCH_TAKEOVER_CONNECTS" in os.environ:  # what-if: handshakes in flight per worker
         sizes = replace(sizes, takeover_connects=int(os.environ["BENCH_TAKEOVER_CONNECTS"]))
     wanted = set(args.only or SCENARIOS)

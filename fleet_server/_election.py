@@ -6,7 +6,9 @@ third of ``lease_ms``, its election key ``election/<lease id, hex>`` and member 
 (one range read, then a watch). The candidate with the lowest create revision leads; the
 others wait for the keys below theirs to go.
 
-A session ends when the lease has not been renewed for ⅔ of ``lease_ms`` by this node's
+The keepalives are sent from a thread of their own (:mod:`._lease_keeper`), so that a
+saturated event loop does not delay them, and only while the event loop is alive. A
+session ends when the lease has not been renewed for ⅔ of ``lease_ms`` by this node's
 clock (a timer that does not wait for the keepalive call), when the lease or the
 election key is gone, or on :meth:`Election.close`. The node then stops leading at once
 (``on_change`` is told), deletes its election key and revokes its lease when etcd
@@ -36,6 +38,7 @@ from ._etcd import (
     connect,
     prefix_end,
 )
+from ._lease_keeper import LOOP_GATE_FRACTION, LeaseKeeper, LeaseLostError
 
 __all__ = [
     "Election",
@@ -55,8 +58,6 @@ CONNECT_TIMEOUT_S = 3.0
 """How long one endpoint has to answer when the election connects."""
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 3.0
-RETRY_S = 0.1
-"""The pause before a failed keepalive is sent again (the ⅔ timer has the last word)."""
 
 
 def backoff_s(
@@ -104,6 +105,7 @@ class Election:
         self._ttl_s = math.ceil(lease_ms / 1000)
         self._step_down_s = lease_ms * STEP_DOWN_FRACTION / 1000
         self._timeout_s = lease_ms / 3000  # each etcd call, and the keepalive period
+        self._gate_s = lease_ms * LOOP_GATE_FRACTION / 1000  # renewals need a loop this fresh
         # Retries never sleep past half the lease: a leader is back within a lease of
         # etcd's return, however long it was away.
         self._backoff_cap_s = min(BACKOFF_MAX_S, lease_ms / 2000)
@@ -265,13 +267,21 @@ class Election:
         key = f"{self._prefix}election/{lease:x}"
         reason = "closing"
         try:
+            keeper = LeaseKeeper(
+                client.blocking_leases,
+                lease,
+                period_s=self._timeout_s,
+                gate_s=self._gate_s,
+                clock=self._clock,
+                renewed=lambda sent: self._renewed_at(lease, sent),
+            )
             await _first_to_end(
-                self._keepalive(client, lease),
+                keeper.run(),
                 self._watchdog(),
                 self._follow(client),
                 self._campaign(client, lease, key),
             )
-        except (_SessionLost, EtcdUnavailableError) as exc:
+        except (_SessionLost, LeaseLostError, EtcdUnavailableError) as exc:
             reason = str(exc)
         except Exception:
             log.exception("election: session of node %s failed", self._node.id)
@@ -283,23 +293,10 @@ class Election:
                 await self._disconnect()
         return reason
 
-    async def _keepalive(self, client: EtcdClient, lease: int) -> None:
-        """Renew the lease every third of ``lease_ms``, recording when each renewal that
-        succeeded was sent; a failed one is sent again shortly."""
-        loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + self._timeout_s
-            sent = self._clock()
-            try:
-                ttl = await client.keepalive(lease)
-            except EtcdUnavailableError as exc:
-                log.debug("election: %s", exc)
-                await asyncio.sleep(RETRY_S)
-                continue
-            if ttl <= 0:
-                raise _SessionLost("the lease expired")
+    def _renewed_at(self, lease: int, sent: float) -> None:
+        """The keeper's thread: etcd renewed ``lease`` after a request sent at ``sent``."""
+        if self._lease == lease:
             self._renewed = max(self._renewed, sent)
-            await asyncio.sleep(max(0.0, due - loop.time()))
 
     async def _watchdog(self) -> None:
         """End the session once the lease has gone unrenewed for ⅔ of ``lease_ms``,

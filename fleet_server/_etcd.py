@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ import aetcd.rpc
 import grpc
 
 __all__ = [
+    "BlockingLeases",
     "Change",
     "Endpoint",
     "EtcdClient",
@@ -148,22 +149,10 @@ class EtcdClient:
         lease = await self._call("lease grant", self._client.lease(ttl_s))
         return int(lease.id)
 
-    async def keepalive(self, lease: int) -> int:
-        """Renew ``lease``; the TTL etcd now gives it, 0 when the lease is gone."""
-
-        async def renew() -> int:
-            stream = self._client.leasestub.LeaseKeepAlive(
-                iter([aetcd.rpc.LeaseKeepAliveRequest(ID=lease)]), metadata=self._client.metadata
-            )
-            try:
-                async for reply in stream:
-                    return int(reply.TTL)
-                return 0
-            finally:
-                stream.cancel()
-
-        await self._call("connect", self._client.connect())
-        return await self._call("lease keepalive", renew())
+    def blocking_leases(self) -> BlockingLeases:
+        """A blocking client of the same endpoint (and credentials) for lease keepalives
+        sent from a thread of their own; the caller closes it."""
+        return BlockingLeases(self.endpoint, lambda: self._client.metadata, self._timeout)
 
     async def revoke(self, lease: int) -> None:
         """Revoke ``lease`` and so delete its keys; a lease already gone is no error."""
@@ -248,6 +237,44 @@ class EtcdClient:
         finally:
             done.set()
             call.cancel()
+
+
+class BlockingLeases:
+    """Lease keepalives over a blocking gRPC channel of its own: a thread can renew a
+    lease without waiting for the event loop. ``metadata`` gives the credentials of the
+    event loop's client (its auth token) at each call."""
+
+    def __init__(self, endpoint: Endpoint, metadata: Callable[[], Any], timeout: float) -> None:
+        self.endpoint = endpoint
+        self._metadata = metadata
+        self._timeout = timeout
+        host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+        self._channel = grpc.insecure_channel(
+            f"{host}:{endpoint.port}", options=list(_CHANNEL_OPTIONS.items())
+        )
+        self._stub = aetcd.rpc.LeaseStub(self._channel)
+
+    def keepalive(self, lease: int) -> int:
+        """Renew ``lease`` (blocking, bounded by the timeout); the TTL etcd now gives it,
+        0 when the lease is gone; :class:`EtcdUnavailableError` when etcd does not answer."""
+        request = aetcd.rpc.LeaseKeepAliveRequest(ID=lease)
+        try:
+            replies = self._stub.LeaseKeepAlive(
+                iter([request]), timeout=self._timeout, metadata=self._metadata()
+            )
+            try:
+                for reply in replies:
+                    return int(reply.TTL)
+                return 0
+            finally:
+                replies.cancel()
+        except _FAILURES as exc:
+            raise EtcdUnavailableError(
+                f"etcd at {self.endpoint}: lease keepalive failed ({_describe(exc)})"
+            ) from exc
+
+    def close(self) -> None:
+        self._channel.close()
 
 
 async def _responses(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Final
 
@@ -58,8 +59,10 @@ class AgentLink:
         ticket_key: bytes = b"",
         meter: Meter = NULL_METER,
         grant: AgentGrant | None = None,
+        on_first_state: Callable[[], None] | None = None,
     ) -> None:
         self.ws = ws
+        self._first_state = on_first_state  # called once: first State handled, or the end
         self._meter = meter
         self._polled_at = 0.0  # time.monotonic() when the outstanding poll was sent
         self.pending: dict[str, PendingCommand] = {}
@@ -106,6 +109,7 @@ class AgentLink:
         except ConnectionError:
             pass  # the agent vanished mid-send: teardown below
         finally:
+            self._handled_first_state()
             if timer is not None:
                 timer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -130,6 +134,11 @@ class AgentLink:
         log.warning("kick instance=%s cause=%s", self.instance.id, cause)
         self._meter.kick(code.name.lower())
         await self.close(code, "protocol violation")
+
+    def _handled_first_state(self) -> None:
+        done, self._first_state = self._first_state, None
+        if done is not None:
+            done()
 
     # --- polling ------------------------------------------------------------------
 
@@ -215,6 +224,7 @@ class AgentLink:
                 self._fleet.on_state(self.instance, state)
             except Exception:
                 log.exception("state handling failed instance=%s", self.instance.id)
+            self._handled_first_state()
         elif body == "ack":
             if not self._fleet.on_ack(self, frame.ack):
                 await self.kick(CloseCode.PROTOCOL_VIOLATION, "ack answers no pending command")

@@ -292,7 +292,9 @@ class Orchestrator:
         self._status = OrchestratorStatus.LISTENING
 
     async def _start_http(self) -> None:
-        from gateway import FleetRunner  # the HTTP server: envelopes for unparsable requests
+        # The HTTP server: envelopes for unparsable requests, every waiting connection
+        # accepted at each loop turn (uvloop accepts one per turn).
+        from gateway import AcceptingSite, FleetRunner
 
         runner = FleetRunner(
             self.build_app(),
@@ -302,7 +304,7 @@ class Orchestrator:
             keepalive_timeout=HEADER_TIMEOUT_S,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.options.host, self.options.port, reuse_address=True)
+        site = AcceptingSite(runner, self.options.host, self.options.port, reuse_address=True)
         try:
             await site.start()
         except BaseException:

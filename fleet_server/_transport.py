@@ -25,6 +25,12 @@ log = logging.getLogger("fleet.server")
 
 # Above the protocol limit so oversize frames reach our own check (close 4004).
 _WS_MAX_MSG: Final = 4 * wire.MAX_FRAME_BYTES
+MAX_JOINING: Final = 128
+"""Agents admitted at once and not joined yet (upgraded, their first State not handled):
+past this, an upgrade is refused with 503 ``NOT_READY`` and ``Retry-After``, so that a
+whole fleet reconnecting at once (a takeover) queues at the door instead of on the
+event loop, where the agents already joined wait for their polls."""
+JOINING_RETRY_AFTER_S: Final = 1
 
 
 class AgentTransport:
@@ -51,6 +57,9 @@ class AgentTransport:
         self._poll_ids = PollIds()
         self._links: set[AgentLink] = set()
         self.closed_links = 0  # agent connections served and ended, ever
+        self.max_joining = MAX_JOINING
+        self.joining = 0  # admitted, first State not handled yet
+        self.refused_joining = 0  # upgrades refused because too many were joining, ever
 
     @property
     def links(self) -> set[AgentLink]:
@@ -72,23 +81,32 @@ class AgentTransport:
             return rejection(ErrorCode.NOT_READY)
         if not self._leads():  # a standby: the agent goes to the leader's agent URL
             return rejection(ErrorCode.NOT_LEADER, leader=self._leader_hint())
+        if self.joining >= self.max_joining:
+            self.refused_joining += 1
+            return rejection(ErrorCode.NOT_READY, {"Retry-After": str(JOINING_RETRY_AFTER_S)})
         # Only now, with the key checked: aiohttp logs offered subprotocols it refuses.
         ws = web.WebSocketResponse(
             protocols=(wire.SUBPROTOCOL,), max_msg_size=_WS_MAX_MSG, autoping=True
         )
         if not ws.can_prepare(request).ok:
             return rejection(ErrorCode.VALIDATION)
-        await ws.prepare(request)
-        link = AgentLink(
-            ws,
-            mint_instance_id(),
-            self._fleet,
-            self._heartbeat_ms,
-            self._poll_ids,
-            ticket_key=self._auth.ticket_key(principal),
-            meter=self._meter,
-            grant=principal.grant,
-        )
+        self.joining += 1  # until the link's first State is handled, or it ends
+        try:
+            await ws.prepare(request)
+            link = AgentLink(
+                ws,
+                mint_instance_id(),
+                self._fleet,
+                self._heartbeat_ms,
+                self._poll_ids,
+                ticket_key=self._auth.ticket_key(principal),
+                meter=self._meter,
+                grant=principal.grant,
+                on_first_state=self._joined,
+            )
+        except BaseException:
+            self.joining -= 1
+            raise
         self._links.add(link)
         if self._auth.revoked(principal):  # revoked while this upgrade was under way
             await link.close(CloseCode.REVOKED, "credential revoked")
@@ -107,6 +125,9 @@ class AgentTransport:
             self.closed_links += 1
             log.info("agent disconnected instance=%s", link.instance.id)
         return ws
+
+    def _joined(self) -> None:
+        self.joining -= 1
 
     def token_instances(self, token_id: str) -> list[str]:
         """The ids of the instances connected with agent token ``token_id`` now."""

@@ -40,12 +40,13 @@ import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -310,9 +311,73 @@ class Profiler:
             except subprocess.TimeoutExpired:
                 proc.terminate()
                 proc.wait(10)
-            if raw.exists():
-                summary = summarize_profile(raw)
-                (self.out_dir / f"{name}.top.txt").write_text(summary)
+            self._summarize(name)
+
+    def start(self, name: str, pid: int, max_seconds: float) -> Recording | None:
+        """py-spy on ``pid`` from now until :meth:`Recording.stop` (or ``max_seconds``),
+        for phases whose end is an event, not a duration; None when profiling is off."""
+        if self.out_dir is None:
+            return None
+        raw = self.out_dir / f"{name}.txt"
+        proc = subprocess.Popen(
+            [
+                self.py_spy,
+                "record",
+                "--nonblocking",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--duration",
+                str(max(1, math.ceil(max_seconds))),
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return Recording(self, name, proc)
+
+    def save_log(self, name: str, server: ServerProcess) -> None:
+        """Keep a server's stderr (stall reports with ``--stall-report-ms``) as
+        ``DIR/<name>.log``."""
+        if self.out_dir is not None:
+            (self.out_dir / f"{name}.log").write_text(server.log_tail(1 << 24))
+
+    def _summarize(self, name: str) -> None:
+        assert self.out_dir is not None
+        raw = self.out_dir / f"{name}.txt"
+        if raw.exists():
+            (self.out_dir / f"{name}.top.txt").write_text(summarize_profile(raw))
+
+
+@dataclass
+class Recording:
+    """One py-spy started by :meth:`Profiler.start`."""
+
+    profiler: Profiler
+    name: str
+    proc: subprocess.Popen[bytes]
+
+    def stop(self, rename: str | None = None) -> None:
+        """End the recording now (py-spy writes its samples on SIGINT); ``rename`` files
+        it under another phase name."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            self.proc.wait(10)
+        out_dir = self.profiler.out_dir
+        assert out_dir is not None
+        name = self.name
+        if rename is not None and (out_dir / f"{name}.txt").exists():
+            (out_dir / f"{name}.txt").replace(out_dir / f"{rename}.txt")
+            name = rename
+        self.profiler._summarize(name)
 
 
 def summarize_profile(path: Path, top: int = 25) -> str:
@@ -557,6 +622,16 @@ def floor_process(heartbeat_ms: int, sse_rate: float = 0.0) -> ServerProcess:
 def loadgen(url: str | tuple[str, ...], sizes: Sizes, agents: int, **options: Any) -> LoadGenerator:
     processes = sizes.processes if agents >= 200 else 1
     return LoadGenerator(LoadConfig(url=url, agents=agents, processes=processes, **options))
+
+
+def _step_downs(runners: Iterable[dict[str, Any]]) -> int:
+    """How many times these orchestrators stepped down (their warning counts)."""
+    return sum(
+        count
+        for runner in runners
+        for kind, count in runner["warnings"].items()
+        if kind.startswith("warning: stepping down")
+    )
 
 
 def _span(values: list[float]) -> str:
@@ -1651,18 +1726,38 @@ class Bench:
             f"takeover: {s.takeover_nodes} orchestrators on etcd (lease {s.lease_ms} ms), "
             f"{n:,} agents × {s.rooms} rooms"
         )
-        with OrchestratorCluster(
-            s.takeover_nodes,
-            heartbeat_ms=s.heartbeat_ms,
-            lease_ms=s.lease_ms,
-            extra=["--settle-ms", str(s.settle_ms)],
-        ) as cluster:
+        with (
+            OrchestratorCluster(
+                s.takeover_nodes,
+                heartbeat_ms=s.heartbeat_ms,
+                lease_ms=s.lease_ms,
+                extra=["--settle-ms", str(s.settle_ms)],
+            ) as cluster,
+            contextlib.ExitStack() as logs,
+        ):
+            for index, node in enumerate(cluster.nodes):  # kept even if the run fails
+                logs.callback(
+                    self.profiler.save_log, f"takeover-{n}-node{index}-pid{node.pid}", node
+                )
             first_leader = cluster.wait_leader()
+            first_leader.reset()
+            join_started = time.monotonic()
             with loadgen(
                 cluster.agent_urls, s, n, rooms=s.rooms, connect_concurrency=s.takeover_connects
             ) as load:
-                load.wait_joined(timeout=60 + n / 100)
+                profile = self.profiler.start(f"takeover-{n}-join", first_leader.pid, 120 + n / 50)
+                joined = load.wait_joined(timeout=max(60 + n / 100, s.takeover_timeout_s))
+                join_s = time.monotonic() - join_started
+                if profile is not None:
+                    profile.stop()
                 first_leader.wait_instances(n, timeout=60)
+                join = first_leader.stats()
+                join_downs = _step_downs([join])
+                log(
+                    f"takeover: {joined:,} agents joined in {join_s:.1f} s; first leader's loop "
+                    f"lag p99 {join['loop_lag_ms']['p99']} ms, max {join['loop_lag_ms']['max']} ms"
+                    f", step-downs {join_downs}"
+                )
                 cluster.wait_recorded(n)
                 time.sleep(s.settle_s)
                 # Whoever leads now (a leader that starved its lease has stepped down).
@@ -1677,21 +1772,27 @@ class Bench:
                 load.reset()
                 started = time.monotonic()
                 leader.proc.kill()
+                storm = {
+                    base_url(node): self.profiler.start(
+                        f"takeover-{n}-storm-{node.pid}", node.pid, s.takeover_timeout_s
+                    )
+                    for node in others
+                }
                 survivors = [base_url(node) for node in others]
                 times = asyncio.run(watch_takeover(survivors, n, started, s.takeover_timeout_s))
                 report = load.report()
                 wall = time.monotonic() - started
                 runners = {base_url(node): node.stats() for node in others}
                 cpu = {base_url(node): node.cpu_seconds() - cpu0[base_url(node)] for node in others}
+                for url, recording in storm.items():
+                    if recording is not None:  # the new leader's as -storm, the other's as -standby
+                        role = "storm" if url == times.leader_url else "storm-standby"
+                        recording.stop(rename=f"takeover-{n}-{role}")
         new_leader = runners.get(times.leader_url or "", {})
         leader_cpu = cpu.get(times.leader_url or "", 0.0)
         lag = new_leader.get("loop_lag_ms", {})
-        step_downs = sum(
-            count
-            for runner in runners.values()
-            for kind, count in runner["warnings"].items()
-            if kind.startswith("warning: stepping down")
-        )
+        gc_longest = new_leader.get("gc", {}).get("longest_ms", ["—"] * 3)
+        step_downs = _step_downs(runners.values())
         label = f"{n:,} agents"
         self.add(
             Row(
@@ -1701,7 +1802,10 @@ class Bench:
                 "s",
                 note=f"{s.takeover_nodes} nodes, leader_lease_ms {s.lease_ms:,}; "
                 f"{before:,} instances on the leader killed"
-                + ("" if first_leader is leader else " (not the first leader)"),
+                + ("" if first_leader is leader else " (not the first leader)")
+                + f"; the join: {joined:,} agents in {join_s:.1f} s, first leader's loop lag "
+                f"p99 {join['loop_lag_ms']['p99']} ms, max {join['loop_lag_ms']['max']} ms, "
+                f"its step-downs {join_downs}",
             )
         )
         first = "—" if times.first_back is None else f"{times.first_back:.2f} s"
@@ -1714,7 +1818,9 @@ class Bench:
                 note=f"first at {first}, "
                 + ", ".join(f"{share} at {t:.1f} s" for share, t in times.back.items())
                 + f"; {times.instances:,} instances at the end; new "
-                f"leader's loop lag p99 {lag.get('p99', '—')} ms, max {lag.get('max', '—')} ms; "
+                f"leader's loop lag p99 {lag.get('p99', '—')} ms, max {lag.get('max', '—')} ms, "
+                f"longest full GC {gc_longest[2]} ms, "
+                f"upgrades refused while joining {new_leader.get('refused_joining', '—')}; "
                 f"step-downs after the kill {step_downs} ({report.closed('ok', 4010):,} "
                 f"agents closed with 4010); CPU from the kill on: new leader "
                 f"{100 * leader_cpu / wall:.0f}%, load generator {100 * report.cpu_s / wall:.0f}% "
@@ -1741,6 +1847,7 @@ class Bench:
             )
         )
         self.extra[f"takeover-{n}"] = {
+            "join": {"seconds": join_s, "first_leader": join},
             "times": times.summary(),
             "recorded": recorded,
             "load": report.summary(),
@@ -1982,10 +2089,19 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="fleet sizes of the takeover scenario (repeatable; default 1,000 and 10,000)",
     )
+    parser.add_argument(
+        "--takeover-timeout",
+        type=float,
+        metavar="S",
+        help="how long the takeover scenario watches after the kill (default 120 s), and "
+        "waits at least for the fleet to join before it",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     if args.takeover_agents:
         sizes = replace(sizes, takeover_agents=tuple(args.takeover_agents))
+    if args.takeover_timeout:
+        sizes = replace(sizes, takeover_timeout_s=args.takeover_timeout)
     if "BENCH_TAKEOVER_CONNECTS" in os.environ:  # what-if: handshakes in flight per worker
         sizes = replace(sizes, takeover_connects=int(os.environ["BENCH_TAKEOVER_CONNECTS"]))
     wanted = set(args.only or SCENARIOS)

@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -308,6 +308,41 @@ async def test_a_leader_frozen_past_two_thirds_of_its_lease_refuses_at_once(
     await wait_for(a.is_leader, LEASE_S + 5)  # renewals on the new clock: it leads again
 
 
+async def test_a_leader_whose_event_loop_is_saturated_keeps_its_lease(
+    elections: Elections,
+) -> None:
+    """Every agent reconnecting at once: the loop runs every callback, but each loop
+    iteration takes about 0.4 s, for more than two leases. The keepalives come from a
+    thread of their own, so the leader never steps down (sent from the loop, each one
+    waited for several iterations and the leader stepped down within a lease)."""
+    a = await elections("a")
+    await wait_for(a.is_leader, 10)
+    changes = elections.changes["a"]
+    lapses = 0
+    with _saturated_loop(hogs=8, each_s=0.05):
+        until = time.monotonic() + 2.5 * LEASE_S
+        while time.monotonic() < until:
+            lapses += not a.is_leader()
+            await asyncio.sleep(0.05)
+    assert lapses == 0
+    assert a.is_leader()
+    assert elections.changes["a"] == changes
+
+
+async def test_a_leader_whose_event_loop_is_stuck_past_its_lease_has_stopped_leading(
+    elections: Elections,
+) -> None:
+    """A loop that does not run at all (a callback that does not return) holds the
+    keepalive thread's renewals back after a third of the lease: the node has stopped
+    leading by its own clock when the loop runs again, and then campaigns afresh."""
+    a = await elections("a")
+    await wait_for(a.is_leader, 10)
+    time.sleep(LEASE_S + 0.5)  # noqa: ASYNC251 - the point: the event loop is stuck
+    assert not a.is_leader()
+    assert a.leader is None
+    await wait_for(a.is_leader, LEASE_S + 10)
+
+
 async def test_a_killed_leader_is_replaced_once_its_lease_expires(
     elections: Elections, etcd: EtcdServer
 ) -> None:
@@ -344,6 +379,28 @@ def test_backoff_doubles_to_its_cap_with_jitter_in_its_upper_half() -> None:
     assert backoff_s(0, lambda: 0.0) == 0.05
     assert backoff_s(100, lambda: 0.0) == 1.5
     assert [backoff_s(n, lambda: 1.0, cap_s=1.0) for n in range(6)] == [0.1, 0.2, 0.4, 0.8, 1, 1]
+
+
+@contextlib.contextmanager
+def _saturated_loop(*, hogs: int, each_s: float) -> Iterator[None]:
+    """``hogs`` callbacks that each keep the event loop busy for ``each_s`` seconds and
+    schedule themselves again: every loop iteration runs them all."""
+    loop = asyncio.get_running_loop()
+    running = [True]
+
+    def hog() -> None:
+        until = time.perf_counter() + each_s
+        while time.perf_counter() < until:
+            pass
+        if running[0]:
+            loop.call_soon(hog)
+
+    for _ in range(hogs):
+        loop.call_soon(hog)
+    try:
+        yield
+    finally:
+        running[0] = False
 
 
 def _leader_id(node: Election) -> str | None:

@@ -3,6 +3,8 @@ ids its game servers may have, and explicit-id creates wait for those servers.""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -14,7 +16,14 @@ from rivalis.fleet.v1 import control_pb2 as pb
 
 from fleet_server import ErrorCode, FleetError, Orchestrator
 from fleet_server._agent_tokens import AgentTokenRecord
-from fleet_server._membership import FileStore, Membership, MembershipError
+from fleet_server._membership import (
+    MAX_SAVE_DELAY_S,
+    SAVE_DELAY_S,
+    FileStore,
+    Membership,
+    MembershipError,
+    Recorder,
+)
 from fleet_server._orphans import OrphanHold
 from tests.support.agents import RawAgents
 from tests.support.clients import AUTH, Http, control_stub, grpc_cause
@@ -75,6 +84,52 @@ def test_the_record_round_trips_through_its_json_form() -> None:
             },
         ],
     }
+
+
+def test_ids_that_need_escaping_are_written_as_json_strings() -> None:
+    odd = ['p_"quoted"', "p_back\\slash", "p_é☃", "p_\u0001ctl", "p_\U0001f600"]
+    record = Membership(
+        processes={uid: 1_700_000_000_000 + n for n, uid in enumerate(odd)},
+        orphans=tuple(OrphanHold(f"room-{uid}", uid, 1_700_000_060_000) for uid in odd),
+        saved_at=7,
+    )
+    data = record.to_json()
+    assert data.isascii()
+    assert Membership.from_json(data) == record
+    assert list(json.loads(data)["processes"]) == odd
+
+
+async def test_writes_of_a_large_record_are_spaced_out_and_still_within_a_second() -> None:
+    """Every write encodes the whole record on the event loop: 0.25 s apart for a
+    small record, up to 0.75 s for 10,000 processes; a change is stored within 1 s."""
+    saves: list[float] = []
+
+    class Store:
+        where = "memory"
+
+        async def save(self, membership: Membership) -> bool:
+            saves.append(time.monotonic())
+            return True
+
+        async def load(self) -> Membership | None:
+            return None
+
+    size = [0]
+    recorder = Recorder(
+        Store(), lambda: Membership(processes={f"p_{n}": 1 for n in range(size[0])})
+    )
+    assert recorder.delay_s == SAVE_DELAY_S == 0.25
+    size[0] = 10_000
+    started = time.monotonic()
+    until = started + 2.0
+    while time.monotonic() < until:  # a process joins every 20 ms, as after a takeover
+        recorder.changed()
+        await asyncio.sleep(0.02)
+    await recorder.close(final=False)
+    assert recorder.delay_s == MAX_SAVE_DELAY_S == 0.75
+    assert saves[0] - started < 0.5  # the first write: a small record so far
+    assert all(b - a >= 0.7 for a, b in itertools.pairwise(saves))
+    assert 2 <= len(saves) <= 4  # 0.25 s apart, it would have been about 8
 
 
 def test_a_record_written_before_agent_tokens_reads_as_none() -> None:

@@ -76,16 +76,18 @@ class OrchestratorCluster:
         return [node for node in self.nodes if node.proc.poll() is None]
 
     def role(self, node: OrchestratorProcess) -> dict[str, Any] | None:
-        """``GET /v1/cluster`` of ``node`` (its ``data``), None when it does not answer."""
+        """``GET /v1/cluster`` of ``node`` (its ``data``), None when it does not answer
+        within 30 s (a leader whose loop is saturated by a joining fleet answers late:
+        seconds for the accept alone once its listen backlog is full)."""
         request = urllib.request.Request(f"{base_url(node)}/v1/cluster", headers=_AUTH)
         try:
-            with urllib.request.urlopen(request, timeout=2) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 data: dict[str, Any] = json.loads(response.read())["data"]
                 return data
         except (OSError, urllib.error.URLError, ValueError, KeyError):
             return None
 
-    def wait_leader(self, timeout: float = 60.0) -> OrchestratorProcess:
+    def wait_leader(self, timeout: float = 180.0) -> OrchestratorProcess:
         """The node that says it leads (and is settled)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

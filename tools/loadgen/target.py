@@ -5,7 +5,8 @@ ephemeral 127.0.0.1 ports with the load generator's keys, prints one JSON line w
 its ports once it listens, then answers commands on stdin, one JSON line each:
 
 - ``stats``: fleet totals, ``instance:stale`` events by the stale agent's behaviour
-  (the load generator names agents ``lg<w>-<i>-<behaviour>``), warnings by kind, the
+  (the load generator names agents ``lg<w>-<i>-<behaviour>``), warnings by kind, agent
+  upgrades refused because too many agents were joining (ever), the
   garbage collector's runs and longest pauses per generation, the event loop's lag
   (how late a 50 ms timer fires: p50, p99, max), and, with
   ``--count-events``, every event by type;
@@ -155,6 +156,7 @@ async def _serve(args: argparse.Namespace) -> None:
                     "events": dict(events),
                     "warnings": dict(handler.counts),
                     "agent_links": len(orch.transport.links),
+                    "refused_joining": orch.transport.refused_joining,
                     "gc": pauses.summary(),
                     "loop_lag_ms": {
                         "p50": round(lag.quantile(0.5) * 1000, 2),

@@ -25,7 +25,7 @@ log = logging.getLogger("fleet.server")
 
 # Above the protocol limit so oversize frames reach our own check (close 4004).
 _WS_MAX_MSG: Final = 4 * wire.MAX_FRAME_BYTES
-MAX_JOINING: Final = 128
+MAX_JOINING: Final = 512
 """Agents admitted at once and not joined yet (upgraded, their first State not handled):
 past this, an upgrade is refused with 503 ``NOT_READY`` and ``Retry-After``, so that a
 whole fleet reconnecting at once (a takeover) queues at the door instead of on the

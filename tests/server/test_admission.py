@@ -32,7 +32,7 @@ async def _refusal(url: str) -> tuple[int, str | None, bytes]:
 
 async def test_the_default_limit_and_its_retry_after() -> None:
     async with harness() as h:
-        assert h.orch.transport.max_joining == MAX_JOINING == 128
+        assert h.orch.transport.max_joining == MAX_JOINING == 512
         assert JOINING_RETRY_AFTER_S == 1
 
 

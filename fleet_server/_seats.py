@@ -160,9 +160,12 @@ def fullest_room(instances: Iterable[Instance], request: SeatRequest) -> _Room |
             if not _instance_open(instance, selector):
                 continue
             for room in instance.rooms.values():
-                # A room known from its ack only has unknown seats: not a candidate
-                # until a snapshot says how many (its creating request has its grant).
-                if not _room_fits(room, request) or instance.provisional(room.raw):
+                # A room known from its ack only has unknown seats: it takes one
+                # reservation (the request that made it, or the first after a create)
+                # and no more until a snapshot says how many seats it has.
+                if not _room_fits(room, request) or (
+                    room.reserved and instance.provisional(room.raw)
+                ):
                     continue
                 key = (-(room.connections + room.reserved), room.public)
                 if best_key is None or key < best_key:

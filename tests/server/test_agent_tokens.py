@@ -13,7 +13,7 @@ import grpc
 import pytest
 from rivalis.fleet.v1 import control_pb2 as pb
 
-from fleet_agent import RoomManager, wire
+from fleet_agent import RoomManager
 from fleet_server import ErrorCode, FleetError
 from fleet_server._agent_tokens import (
     AGENT_TOKEN_PREFIX,
@@ -22,25 +22,13 @@ from fleet_server._agent_tokens import (
 )
 from fleet_server._tokens import ApiTokens, Scope, encode_token
 from tests.support.agents import define_rooms, fleet_agent
-from tests.support.clients import AUTH, Http, control_stub, failure
+from tests.support.clients import AUTH, Http, control_stub, failure, handshake_status
 from tests.support.keys import ADMIN, KEY
 from tests.support.orchestrators import agent_url, new_orchestrator, running_orchestrator
 from tests.support.raw_agent import RawAgent, RawRoom
 from tests.support.waits import wait_for
 
 HEARTBEAT_MS = 60
-
-
-async def _handshake_status(port: int, credential: str) -> int:
-    async with aiohttp.ClientSession() as session:
-        try:
-            ws = await session.ws_connect(
-                f"http://127.0.0.1:{port}/", protocols=(wire.SUBPROTOCOL, credential)
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            return exc.status
-        await ws.close()
-        return 101
 
 
 def _forged(payload: dict[str, Any], admin_key: str = ADMIN) -> str:
@@ -172,8 +160,8 @@ async def test_revocation_kicks_at_once_with_4011_and_refuses_reconnects() -> No
             assert await agent.wait_closed() == 4011
             assert agent.close_reason == "credential revoked"
             assert [i.id for i in orch.fleet.instances] == [keeps.instance_id]
-        assert await _handshake_status(orch.port, minted.token) == 401
-        assert await _handshake_status(orch.port, other.token) == 101
+        assert await handshake_status(orch.port, minted.token) == 401
+        assert await handshake_status(orch.port, other.token) == 101
         await orch.revoke_agent_token(minted.id)  # again: no error
         listed = {t.id: t for t in orch.agent_tokens()}
         assert listed[minted.id].revoked_at is not None and listed[other.id].revoked_at is None
@@ -197,8 +185,8 @@ async def test_a_revocation_survives_a_restart_with_state_path(tmp_path: Path) -
     second = new_orchestrator(state_path=str(state), heartbeat_ms=HEARTBEAT_MS, settle_ms=0)
     await second.listen()
     try:
-        assert await _handshake_status(second.port, revoked.token) == 401
-        assert await _handshake_status(second.port, kept.token) == 101
+        assert await handshake_status(second.port, revoked.token) == 401
+        assert await handshake_status(second.port, kept.token) == 101
         listed = {t.id: t for t in second.agent_tokens()}
         assert listed[revoked.id].revoked_at is not None and listed[kept.id].name == "gs-2"
     finally:
@@ -222,10 +210,10 @@ async def test_token_only_mode_refuses_every_key_and_admits_tokens() -> None:
     async with running_orchestrator(
         heartbeat_ms=HEARTBEAT_MS, agent_key=[], admin_key=ADMIN
     ) as orch:
-        assert await _handshake_status(orch.port, KEY) == 401
-        assert await _handshake_status(orch.port, ADMIN) == 401
+        assert await handshake_status(orch.port, KEY) == 401
+        assert await handshake_status(orch.port, ADMIN) == 401
         minted = orch.create_agent_token()
-        assert await _handshake_status(orch.port, minted.token) == 101
+        assert await handshake_status(orch.port, minted.token) == 101
 
 
 async def test_hostile_tokens_are_refused_uniformly_and_count_toward_the_throttle() -> None:
@@ -246,10 +234,10 @@ async def test_hostile_tokens_are_refused_uniformly_and_count_toward_the_throttl
             _forged({**good, "exp": 1_000}),  # expired
         ]
         for token in hostile:
-            assert await _handshake_status(orch.port, token) == 401
-        assert await _handshake_status(orch.port, minted.token) == 101
-        assert await _handshake_status(orch.port, hostile[0]) == 401  # the sixth failure
-        assert await _handshake_status(orch.port, minted.token) == 429  # throttled now
+            assert await handshake_status(orch.port, token) == 401
+        assert await handshake_status(orch.port, minted.token) == 101
+        assert await handshake_status(orch.port, hostile[0]) == 401  # the sixth failure
+        assert await handshake_status(orch.port, minted.token) == 429  # throttled now
         assert orch.fleet.instances == []
 
 
@@ -257,14 +245,14 @@ async def test_api_tokens_are_not_agent_tokens_and_tokens_off_refuses_them() -> 
     agent_token = AgentTokenBook([ADMIN], "default").mint().token
     api_token = ApiTokens([ADMIN]).mint(Scope.ADMIN).token
     async with running_orchestrator(heartbeat_ms=HEARTBEAT_MS, agent_tokens=False) as orch:
-        assert await _handshake_status(orch.port, agent_token) == 401
+        assert await handshake_status(orch.port, agent_token) == 401
         with pytest.raises(FleetError) as info:
             orch.create_agent_token()
         assert info.value.code is ErrorCode.FORBIDDEN
         assert orch.agent_tokens() == []
     async with running_orchestrator(heartbeat_ms=HEARTBEAT_MS) as orch:
-        assert await _handshake_status(orch.port, api_token) == 401
-        assert await _handshake_status(orch.port, agent_token) == 101  # same admin key
+        assert await handshake_status(orch.port, api_token) == 401
+        assert await handshake_status(orch.port, agent_token) == 101  # same admin key
 
 
 def test_bad_bindings_are_validation_errors_and_mint_nothing() -> None:
@@ -368,4 +356,4 @@ async def test_grpc_creates_lists_and_revokes() -> None:
                 stub.CreateAgentToken(pb.CreateAgentTokenRequest(ttl_s=5), metadata=AUTH)
             )
             assert (code, cause) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION")
-        assert await _handshake_status(orch.port, minted.token) == 401
+        assert await handshake_status(orch.port, minted.token) == 401

@@ -7,13 +7,12 @@ import hashlib
 import hmac
 import re
 
-import aiohttp
 import pytest
 
-from fleet_agent import wire
 from fleet_server import Orchestrator
 from fleet_server._auth import Authenticator, AuthThrottle, KeyRing, fingerprint
 from fleet_server._options import normalize_keys
+from tests.support.clients import handshake_status
 from tests.support.keys import ADMIN, KEY
 from tests.support.orchestrators import running_orchestrator
 
@@ -212,24 +211,12 @@ def test_bucket_cap_evicts_the_least_recently_touched() -> None:
 # --- the agent handshake uses the same throttle ------------------------------------------
 
 
-async def _handshake_status(port: int, key: str) -> int:
-    async with aiohttp.ClientSession() as session:
-        try:
-            ws = await session.ws_connect(
-                f"http://127.0.0.1:{port}/", protocols=(wire.SUBPROTOCOL, key)
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            return exc.status
-        await ws.close()
-        return 101
-
-
 async def test_failed_agent_handshakes_are_throttled_and_then_even_a_valid_key_is_refused() -> None:
     async with running_orchestrator(heartbeat_ms=1000, auth_failure_limit=3) as orch:
-        assert await _handshake_status(orch.port, KEY) == 101  # success costs nothing
+        assert await handshake_status(orch.port, KEY) == 101  # success costs nothing
         for _ in range(2):
-            assert await _handshake_status(orch.port, "wrong-key-0123456789abcdef") == 401
-        assert await _handshake_status(orch.port, ADMIN) == 401  # admin keys never pass
-        assert await _handshake_status(orch.port, "wrong-key-0123456789abcdef") == 429
-        assert await _handshake_status(orch.port, KEY) == 429
+            assert await handshake_status(orch.port, "wrong-key-0123456789abcdef") == 401
+        assert await handshake_status(orch.port, ADMIN) == 401  # admin keys never pass
+        assert await handshake_status(orch.port, "wrong-key-0123456789abcdef") == 429
+        assert await handshake_status(orch.port, KEY) == 429
         assert orch.fleet.instances == []

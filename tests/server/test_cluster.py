@@ -20,7 +20,7 @@ from rivalis.fleet.v1 import control_pb2 as pb
 from fleet_agent import wire
 from fleet_server import ErrorCode, FleetError, Orchestrator
 from tests.support.agents import RawAgents
-from tests.support.clients import AUTH, Http, control_stub, grpc_cause
+from tests.support.clients import AUTH, Http, control_stub, grpc_cause, handshake_status
 from tests.support.etcd import EtcdServer
 from tests.support.keys import KEY
 from tests.support.orchestrators import agent_url, new_orchestrator
@@ -223,19 +223,9 @@ async def test_a_revocation_stored_in_etcd_holds_on_the_new_leader(etcd: EtcdSer
         await first.shutdown()
         assert await leader_of([second]) is second
         await wait_for(lambda: len(second.agent_tokens()) == 2, 5)
-        assert await _handshake(second.port, revoked.token) == 401
-        assert await _handshake(second.port, kept.token) == 101
+        assert await handshake_status(second.port, revoked.token) == 401
+        assert await handshake_status(second.port, kept.token) == 101
         assert {t.id: t.revoked_at is not None for t in second.agent_tokens()} == {
             revoked.id: True,
             kept.id: False,
         }
-
-
-async def _handshake(port: int, credential: str) -> int:
-    async with aiohttp.ClientSession() as session:
-        try:
-            ws = await session.ws_connect(agent_url(port), protocols=(wire.SUBPROTOCOL, credential))
-        except aiohttp.WSServerHandshakeError as exc:
-            return exc.status
-        await ws.close()
-        return 101

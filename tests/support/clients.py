@@ -14,6 +14,8 @@ from multidict import CIMultiDictProxy
 from rivalis.fleet.v1 import control_pb2_grpc
 from yarl import URL
 
+from fleet_agent import wire
+
 from .keys import ADMIN
 
 if TYPE_CHECKING:
@@ -177,3 +179,17 @@ async def failure(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str | None]:
     except grpc.aio.AioRpcError as error:
         return error.code(), grpc_cause(error)
     raise AssertionError("the call succeeded")
+
+
+async def handshake_status(port: int, credential: str) -> int:
+    """The HTTP status of an agent upgrade offering ``credential`` to the orchestrator
+    on ``port`` of 127.0.0.1: 101 when it is accepted (the socket is closed at once)."""
+    async with aiohttp.ClientSession() as session:
+        try:
+            ws = await session.ws_connect(
+                f"http://127.0.0.1:{port}/", protocols=(wire.SUBPROTOCOL, credential)
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+        await ws.close()
+        return 101

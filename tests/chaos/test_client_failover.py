@@ -2,7 +2,8 @@
 a matchmaker creating rooms with client-made ids never gets a room twice, and every
 room it was given is listed on one agent at the end.
 
-``make test``: 1 kill and 1 restart; ``make chaos``: ``CLIENT_TRIES`` (20) each.
+``make chaos`` only (``CLIENT_TRIES``, 20 each there; 1 when run alone); ``make test`` runs
+the short form in ``tests/client``.
 """
 
 from __future__ import annotations

@@ -136,31 +136,82 @@ async def serve(
     (the caller closes with :data:`NO_POLL`); time spent handling frames does not count,
     and a ``heartbeat_ms`` of 0 turns the check off.
     """
-    budget = POLL_MISSES * heartbeat_ms / 1000 if heartbeat_ms > 0 else None
-    loop = asyncio.get_running_loop()
-    waited = 0.0  # seconds spent waiting for messages since the last poll
-    while True:
-        started = loop.time()
-        try:
-            async with asyncio.timeout(
-                None if budget is None else max(budget - waited, _MIN_WAIT_S)
-            ):
+    watch = _PollWatch(POLL_MISSES * heartbeat_ms / 1000) if heartbeat_ms > 0 else None
+    since = 0.0
+    try:
+        while True:
+            if watch is not None:
+                watch.since = since = watch.loop.time()
+            try:
                 data = await _receive(ws)
-        except TimeoutError:
-            return Ended(f"no poll for {POLL_MISSES} heartbeats of {heartbeat_ms} ms", no_poll=True)
-        waited += loop.time() - started
-        if data is None:
-            return Ended(f"closed code={ws.close_code}", close_code=ws.close_code)
-        seen = polls()
-        reply = await handle(data)
-        if polls() != seen:
-            waited = 0.0
-        if reply is None:
-            continue
-        try:
-            await ws.send_bytes(reply)
-        except (ConnectionError, aiohttp.ClientError) as exc:
-            return Ended(f"send failed ({describe(exc)})")
+            except asyncio.CancelledError:
+                if watch is not None and watch.expired():
+                    return Ended(
+                        f"no poll for {POLL_MISSES} heartbeats of {heartbeat_ms} ms", no_poll=True
+                    )
+                raise
+            if watch is not None:
+                watch.waited += watch.loop.time() - since
+                watch.since = None
+            if data is None:
+                return Ended(f"closed code={ws.close_code}", close_code=ws.close_code)
+            seen = polls()
+            reply = await handle(data)
+            if watch is not None and polls() != seen:
+                watch.waited = 0.0
+            if reply is None:
+                continue
+            try:
+                await ws.send_bytes(reply)
+            except (ConnectionError, aiohttp.ClientError) as exc:
+                return Ended(f"send failed ({describe(exc)})")
+    finally:
+        if watch is not None:
+            watch.stop()
+
+
+class _PollWatch:
+    """The liveness check of :func:`serve`: one timer per connection, moved only when it
+    fires, rather than a timeout armed and cancelled around every received message.
+
+    :attr:`waited` is the time spent waiting for messages since the last poll and
+    :attr:`since` when the current wait began (``None`` while a frame is handled). Once
+    they add up to ``budget`` during a wait, the timer cancels the task, and
+    :meth:`expired` tells that cancellation from any other.
+    """
+
+    def __init__(self, budget: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._budget = budget
+        self._fired = False
+        self.waited = 0.0
+        self.since: float | None = None
+        self._timer = self.loop.call_later(budget, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        since = self.since
+        left = self._budget - self.waited - (0.0 if since is None else now - since)
+        if left <= 0 and since is not None:
+            self._fired = True
+            self._task.cancel()
+            return
+        self._timer = self.loop.call_at(now + max(left, _MIN_WAIT_S), self._check)
+
+    def expired(self) -> bool:
+        """Whether the cancellation being raised is this check's alone (it is then
+        consumed, as ``asyncio.timeout`` does)."""
+        if not self._fired:
+            return False
+        self._fired = False
+        return self._task.uncancel() <= self._cancelling
+
+    def stop(self) -> None:
+        self._timer.cancel()
 
 
 async def close(ws: aiohttp.ClientWebSocketResponse, code: int, reason: str = "") -> None:

@@ -18,6 +18,7 @@ from ._config import AgentConfig
 from ._errors import RoomExistsError, describe
 from ._host import RoomHost
 from ._log import logger
+from ._rooms import RoomManager
 from ._snapshot import Snapshot, SnapshotStatus
 
 __all__ = ["FrameHandler"]
@@ -56,6 +57,7 @@ class FrameHandler:
         self._apply_status = apply_status
         self._on_echo = on_echo
         self._takes_options = _takes_options(host)
+        self._manager = _manager(host)
         self.polls = 0
 
     async def handle(self, data: bytes) -> bytes | None:
@@ -86,12 +88,11 @@ class FrameHandler:
         self._on_echo(poll.status)
         known_hash = poll.known_hash if poll.HasField("known_hash") else None
         try:
-            state = self._snapshot.reply(self._host, poll.req_id, known_hash)
+            data = self._snapshot.reply_frame(self._host, poll.req_id, known_hash)
         except Exception:
             logger.exception("cannot build the snapshot; poll left unanswered")
             return None
-        data = wire.encode_frame(agent_pb2.Frame(state=state))
-        if state.full:
+        if len(data) >= _SNAPSHOT_WARNING_BYTES:  # only a full State gets this big
             _check_snapshot_size(len(data))
         return data
 
@@ -105,6 +106,14 @@ class FrameHandler:
             self._apply_status("draining" if op == "drain" else "active")
             return _ack(cmd, ok=True)
         return _ack(cmd, ok=False, error=f"unknown command op {op!r}")
+
+    def _lookup(self, room_id: str | None) -> tuple[int, bool]:
+        """How many rooms the host holds, and whether one has the id ``room_id``."""
+        manager = self._manager
+        if manager is not None:
+            return len(manager._rooms), room_id is not None and room_id in manager._rooms
+        rooms = list(self._host.rooms())
+        return len(rooms), room_id is not None and any(view.id == room_id for view in rooms)
 
     async def _create(self, cmd: agent_pb2.Command) -> agent_pb2.Ack:
         config = self._config
@@ -120,12 +129,12 @@ class FrameHandler:
         if options and not self._takes_options:
             return _ack(cmd, ok=False, error=_NO_OPTIONS)
         try:
-            rooms = list(self._host.rooms())
+            count, exists = self._lookup(room_id)
             max_rooms = config.capacity.max_rooms
-            if max_rooms is not None and len(rooms) >= max_rooms:
+            if max_rooms is not None and count >= max_rooms:
                 return _ack(cmd, ok=False, error=f"capacity reached: max_rooms={max_rooms}")
-            if room_id is not None and any(view.id == room_id for view in rooms):
-                raise RoomExistsError(room_id)
+            if exists:
+                raise RoomExistsError(room_id or "")
             if options:
                 view = await self._host.create_room(cmd.room_type, room_id, options)
             else:
@@ -144,13 +153,21 @@ class FrameHandler:
         if not room_id:
             return _ack(cmd, ok=False, error="destroy needs a room_id")
         try:
-            present = any(view.id == room_id for view in self._host.rooms())
+            _, present = self._lookup(room_id)
             destroyed = present and await self._host.destroy_room(room_id)
         except Exception as exc:
             logger.warning("destroy command failed room=%s: %s", room_id, describe(exc))
             return _ack(cmd, ok=False, error=describe(exc))
         self._snapshot.forget(room_id)
         return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=True, already_gone=not destroyed)
+
+
+def _manager(host: RoomHost) -> RoomManager | None:
+    """``host`` when it is a :class:`RoomManager` listing its own rooms: then its room
+    dict answers what the agent would otherwise learn by listing every room."""
+    if isinstance(host, RoomManager) and type(host).rooms is RoomManager.rooms:
+        return host
+    return None
 
 
 def _takes_options(host: RoomHost) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import secrets
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -54,6 +55,13 @@ class Room:
         self._options: dict[str, Any] = {}
         self._matchmaking: MatchmakingFields = ("", None, False)
         self._seats: SeatLedger | None = None
+        self._notify: Callable[[str], None] | None = None  # set while in a RoomManager
+
+    def _changed(self) -> None:
+        """Tell the manager holding this room that what the fleet sees of it changed."""
+        notify = self._notify
+        if notify is not None:
+            notify(self._id)
 
     @property
     def id(self) -> str:
@@ -71,7 +79,9 @@ class Room:
     def connections(self, value: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"connections must be an int >= 0, got {value!r}")
-        self._connections = value
+        if value != self._connections:
+            self._connections = value
+            self._changed()
 
     @property
     def options(self) -> dict[str, Any]:
@@ -96,6 +106,7 @@ class Room:
         text = wire.object_text(value, wire.MAX_METADATA_BYTES, "metadata")
         _, max_connections, locked = self._matchmaking
         self._matchmaking = ("" if text == "{}" else text, max_connections, locked)
+        self._changed()
 
     @property
     def metadata_text(self) -> str:
@@ -120,6 +131,7 @@ class Room:
             )
         text, _, locked = self._matchmaking
         self._matchmaking = (text, value, locked)
+        self._changed()
 
     @property
     def locked(self) -> bool:
@@ -132,6 +144,7 @@ class Room:
             raise ValueError(f"locked must be a bool, got {value!r}")
         text, max_connections, _ = self._matchmaking
         self._matchmaking = (text, max_connections, value)
+        self._changed()
 
     def accept_ticket(self, ticket: str) -> SeatReservation:
         """Admit the holder of a seat ticket: verify it offline and record its reservation.
@@ -166,14 +179,21 @@ class RoomManager:
 
     Implements :class:`~fleet_agent.RoomHost`; rooms created through :meth:`create` are
     *local* rooms, reported with origin ``local``.
+
+    Every change the fleet sees (a room added or removed, a room's connections,
+    metadata, seats or lock) adds the room's id to each set handed out by
+    :meth:`_track`, so the agent's snapshot reads only the rooms that changed.
     """
 
     def __init__(self) -> None:
         self._factories: dict[str, RoomFactory] = {}
+        self._types: tuple[str, ...] = ()
         self._rooms: dict[str, Room] = {}
         self._reserved: set[str] = set()
         self._listeners: dict[object, DestroyListener] = {}
         self._seats: SeatLedger | None = None
+        self._trackers: dict[int, set[str]] = {}
+        self._next_tracker = 0
 
     # -- definition and lookup -------------------------------------------------------
 
@@ -186,6 +206,7 @@ class RoomManager:
         if room_type in self._factories:
             raise ValueError(f"room type {room_type!r} is already defined")
         self._factories[room_type] = factory
+        self._types = tuple(sorted(self._factories))
 
     def get(self, room_id: str) -> Room | None:
         """The live room with this id, or ``None``."""
@@ -200,7 +221,7 @@ class RoomManager:
     # -- RoomHost --------------------------------------------------------------------
 
     def room_types(self) -> Sequence[str]:
-        return tuple(sorted(self._factories))
+        return self._types
 
     def rooms(self) -> Sequence[Room]:
         return tuple(self._rooms.values())
@@ -253,6 +274,8 @@ class RoomManager:
             await room.on_create()
             room._seats = self._seats  # attach_seat_ledger() may have run meanwhile
             self._rooms[room_id] = room
+            room._notify = self._touch
+            self._touch(room_id)
         finally:
             self._reserved.discard(room_id)
         return room
@@ -262,6 +285,8 @@ class RoomManager:
         room = self._rooms.pop(room_id, None)
         if room is None:
             return False
+        room._notify = None
+        self._touch(room_id)
         try:
             await room.on_destroy()
         finally:
@@ -305,6 +330,22 @@ class RoomManager:
                     await result
             except Exception:
                 logger.exception("room destroy listener failed room=%s", room.id)
+
+    # -- change tracking -------------------------------------------------------------
+
+    def _track(self, owner: object) -> set[str]:
+        """A set that collects the id of every room added, removed or changed from now
+        on (the consumer empties it as it reads), until ``owner`` is garbage-collected."""
+        changed: set[str] = set()
+        token = self._next_tracker
+        self._next_tracker += 1
+        self._trackers[token] = changed
+        weakref.finalize(owner, self._trackers.pop, token, None)
+        return changed
+
+    def _touch(self, room_id: str) -> None:
+        for changed in self._trackers.values():
+            changed.add(room_id)
 
     def _taken(self, room_id: str) -> bool:
         return room_id in self._rooms or room_id in self._reserved

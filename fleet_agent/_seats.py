@@ -71,6 +71,8 @@ class SeatLedger:
 
     def accepted(self) -> tuple[str, ...]:
         """The unexpired accepted ids, sorted (the same tuple while nothing changes)."""
+        if not self._heap:
+            return self._ids  # none: no clock to read
         self._prune(self._now_ms())
         if not self._ids and self._expiry:
             self._ids = tuple(sorted(self._expiry))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Final, TypeAlias
 
@@ -62,8 +62,10 @@ __all__ = [
     "hash64_text",
     "object_text",
     "parse_object_text",
+    "room_entry",
     "room_entry_text",
     "snapshot_hash",
+    "state_frame",
     "varint",
 ]
 
@@ -137,6 +139,61 @@ def varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_TAG_STATE: Final = b"\x1a"  # Frame.state: field 3, length-delimited
+_TAG_ROOM: Final = b"\x72"  # State.rooms: field 14, length-delimited
+_FULL: Final = b"\x10\x01"  # State.full = true: field 2, varint 1
+
+
+def room_entry(row: RoomRow) -> bytes:
+    """One room of a full ``State`` as it sits in the message: the tag of ``rooms``
+    (field 14), the length, then the serialized ``RoomState``. A full State is its other
+    fields with the entries of its rooms between ``room_types`` (13) and ``status`` (15),
+    in the order they are listed, so an entry encoded once serves every reply until the
+    room changes (see :func:`state_frame`)."""
+    room = agent_pb2.RoomState(id=row[0], type=row[1], connections=row[2], origin=row[3])
+    if len(row) == 7:
+        if row[4]:
+            room.metadata = row[4]
+        if row[5] is not None:
+            room.max_connections = row[5]
+        room.locked = row[6]
+    body = room.SerializeToString()
+    return b"".join((_TAG_ROOM, varint(len(body)), body))
+
+
+def state_frame(
+    req_id: str,
+    seq: int,
+    head: bytes,
+    rooms: Sequence[bytes] = (),
+    tail: bytes = b"",
+    *,
+    full: bool = False,
+) -> bytes:
+    """One ``State`` reply as a whole message, header included, byte for byte what
+    ``encode_frame(Frame(state=State(...)))`` gives for the same fields.
+
+    A State is written in field order: ``req_id`` (1), ``full`` (2) and ``seq`` (3),
+    which change with every reply, then ``head``: the serialized fields 4 to 13 (``hash``
+    and, in a full reply, the identity and ``room_types``), then ``rooms``: the
+    :func:`room_entry` of each room in id order, then ``tail``: the serialized fields 15
+    and 16 (``status``, ``accepted_reservations``). A hash-only reply is ``head`` = the
+    ``hash`` field alone, without rooms or tail.
+    """
+    raw = req_id.encode()
+    size = len(raw)
+    prefix = b"\x0a" + (bytes((size,)) if size < 0x80 else varint(size)) + raw if raw else b""
+    if full:
+        prefix += _FULL
+    if seq:
+        prefix += b"\x18" + (bytes((seq,)) if seq < 0x80 else varint(seq))
+    if not rooms and not tail:  # a hash-only reply: a few dozen bytes
+        body = prefix + head
+        return b"".join((HEADER, _TAG_STATE, varint(len(body)), body))
+    size = len(prefix) + len(head) + sum(map(len, rooms)) + len(tail)
+    return b"".join((HEADER, _TAG_STATE, varint(size), prefix, head, *rooms, tail))
 
 
 def encode_frame(frame: agent_pb2.Frame) -> bytes:
@@ -280,12 +337,14 @@ def snapshot_hash(
     status: str,
     accepted_reservations: Sequence[str] = (),
     entry_text: Callable[[RoomRow], str] = room_entry_text,
+    entries: Iterable[str] | None = None,
 ) -> str:
     """The agent's snapshot hash (SPEC §2, docs/matchmaking.md §2); see :data:`RoomRow`.
 
     ``entry_text`` turns a row into its canonical text (:func:`room_entry_text`); a caller
-    that keeps the texts of unchanged rooms passes a cached lookup. A snapshot without
-    metadata, room capacity, locks or accepted reservations hashes as before them.
+    that keeps the texts of unchanged rooms passes a cached lookup, or passes ``entries``,
+    the texts of every room already in id order (``rooms`` is then not read). A snapshot
+    without metadata, room capacity, locks or accepted reservations hashes as before them.
     """
     value: dict[str, object] = {
         "name": name,
@@ -300,7 +359,9 @@ def snapshot_hash(
     }
     if accepted_reservations:
         value["acceptedReservations"] = sorted(accepted_reservations)
-    entries = ",".join(entry_text(row) for row in sorted(rooms, key=_ROW_ORDER))
+    if entries is None:
+        entries = (entry_text(row) for row in sorted(rooms, key=_ROW_ORDER))
+    joined = ",".join(entries)
     # "rooms" and then "status" are the last keys in code-point order
-    text = f'{_dumps(value)[:-1]},"rooms":[{entries}],"status":{_dumps(status)}}}'
+    text = f'{_dumps(value)[:-1]},"rooms":[{joined}],"status":{_dumps(status)}}}'
     return hash64_text(text)

@@ -3,7 +3,7 @@
 ``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
 (``--quick``) runs scaled-down sizes in about two minutes. ``--only NAME`` runs some
 scenarios (steady, scaling, reads, placement, single, memory, streams, metrics, takeover,
-ha, seats), ``--profile DIR`` samples the orchestrator with py-spy during each measured
+ha, seats, agent), ``--profile DIR`` samples the orchestrator with py-spy during each measured
 phase and writes the collapsed stacks and a hot-spot summary per phase there, ``--json
 PATH`` saves the rows.
 
@@ -19,6 +19,9 @@ the same fleet and the create floor, checks that no room was over-committed and 
 every reservation; then it compares the polls of a quiet fleet whose rooms all carry
 unchanging metadata with the same fleet without: as they come (one forced full reply in
 twelve), all hash-only, all full.
+
+``agent`` (:mod:`tools.bench_agent`) measures the real agent inside a game server: its
+CPU per create and per hash-only reply, next to a bare WebSocket client's.
 
 Every server runs in its own process: the orchestrator under test
 (:mod:`tools.loadgen.target`) and the floor (:mod:`tools.floors`, a bare aiohttp server
@@ -2056,6 +2059,7 @@ SCENARIOS: Final = (
     "takeover",
     "ha",
     "seats",
+    "agent",
 )
 
 
@@ -2105,6 +2109,8 @@ def main(argv: list[str] | None = None) -> int:
     if "BENCH_TAKEOVER_CONNECTS" in os.environ:  # what-if: handshakes in flight per worker
         sizes = replace(sizes, takeover_connects=int(os.environ["BENCH_TAKEOVER_CONNECTS"]))
     wanted = set(args.only or SCENARIOS)
+    from tools import bench_agent  # imports this module: not at the top
+
     bench = Bench(sizes, Profiler(args.profile), args.quick)
     started = time.monotonic()
     info = machine()
@@ -2122,6 +2128,7 @@ def main(argv: list[str] | None = None) -> int:
         ("ha", "ha" in wanted, bench.ha),
         ("seats", "seats" in wanted, bench.seats),
         ("seats (metadata polls)", "seats" in wanted, bench.seat_polls),
+        ("agent", "agent" in wanted, lambda: bench_agent.agent(bench)),
     ]
     for name, run, scenario in plan:
         if run:
@@ -2141,6 +2148,7 @@ def main(argv: list[str] | None = None) -> int:
                 "takeover",
                 "ha",
                 "seats",
+                "agent",
             )
         )
     }

@@ -72,6 +72,8 @@ class _Capture:
     """Fields 4 to 13 of a full reply (hash, identity, room types); made at first use."""
     tail: bytes = b""
     """Fields 15 and 16 (status, accepted reservations); made at first use."""
+    rooms: bytes = b""
+    """Every room entry, joined in id order; made at first use."""
 
 
 def _view_row(view: RoomView, origin: str) -> _RoomRow:
@@ -165,8 +167,9 @@ class Snapshot:
             capture.tail = agent_pb2.State(
                 status=capture.status, accepted_reservations=capture.accepted
             ).SerializeToString()
+            capture.rooms = b"".join(self._rooms.entries)
         return wire.state_frame(
-            req_id, self.seq, capture.full_head, self._rooms.entries, capture.tail, full=True
+            req_id, self.seq, capture.full_head, (capture.rooms,), capture.tail, full=True
         )
 
     def reply(self, host: RoomHost, req_id: str, known_hash: str | None) -> agent_pb2.State:

@@ -169,7 +169,8 @@ async def test_every_change_reaches_the_next_reply_as_a_fresh_scan_sees_it() -> 
         if "r01é" in tracked._fleet_rooms:
             scan.mark_fleet("r01é")
         assert scan.current_hash(Scanned(manager)) == digest
-        assert tracked.reply(manager, "p", None).rooms == scan.reply(Scanned(manager), "p", None).rooms
+        scanned = scan.reply(Scanned(manager), "p", None)
+        assert tracked.reply(manager, "p", None).rooms == scanned.rooms
 
 
 async def test_a_poll_after_no_change_reads_no_room(monkeypatch: pytest.MonkeyPatch) -> None:

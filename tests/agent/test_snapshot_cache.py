@@ -203,7 +203,7 @@ async def test_a_computed_connections_property_is_read_at_every_poll() -> None:
     class Counted(Room):
         players = 0
 
-        @property  # type: ignore[override]
+        @property  # type: ignore[misc]
         def connections(self) -> int:
             return self.players
 

@@ -30,10 +30,11 @@ from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._orphans import OrphanHolds
 from ._placement import Placement, ValidationError, check_pin, choose
 from ._read_model import ReadModel
+from ._replies import DeltaBaseError, Reply, apply_reply
 from ._roster import Roster
 from ._seat_service import SeatService
 from ._seats import SeatLedger
-from ._snapshot import SnapshotRejectedError, parse_snapshot
+from ._snapshot import Snapshot, SnapshotRejectedError, parse_snapshot
 from ._sync import SyncFlusher
 
 __all__ = ["Fleet"]
@@ -262,22 +263,33 @@ class Fleet:
         snapshot = instance.snapshot
         self.orphans.hold(snapshot.process_uid if snapshot is not None else instance.id, held)
 
-    def on_state(self, instance: Instance, state: agent_pb2.State) -> None:
-        """A State that answered the outstanding poll."""
+    def on_state(self, instance: Instance, state: agent_pb2.State | Reply) -> None:
+        """A State that answered the outstanding poll: one frame, or a reply in parts or
+        a delta (docs/snapshots-at-scale.md) whose rooms are parsed."""
         if instance.removed:
             return
-        if not state.full:
+        if isinstance(state, agent_pb2.State) and not state.full:
             if self.orphans and instance.snapshot is not None:
                 self.orphans.release(instance.snapshot.process_uid)
             self._emit(self._read.touch(instance, self._clock_ms()))
             return
         sink = self._links.get(instance.id)
         grant = sink.grant if sink is not None else None
+        touched: frozenset[str] | None = None
         try:
-            snapshot = parse_snapshot(state, instance.snapshot, grant)
+            if isinstance(state, Reply):
+                snapshot, touched = apply_reply(state, instance.snapshot, grant)
+            else:
+                snapshot = parse_snapshot(state, instance.snapshot, grant)
         except SnapshotRejectedError as exc:
             log.warning("snapshot rejected instance=%s reason=%s", instance.id, exc)
             return
+        except DeltaBaseError as exc:
+            log.warning("delta dropped instance=%s reason=%s", instance.id, exc)
+            return
+        self._take(instance, snapshot, touched)
+
+    def _take(self, instance: Instance, snapshot: Snapshot, touched: frozenset[str] | None) -> None:
         if instance.joined and snapshot.seq <= instance.last_seq:
             log.warning(
                 "snapshot dropped instance=%s seq=%d last_applied=%d",
@@ -288,7 +300,7 @@ class Fleet:
             return
         first = not instance.joined
         try:
-            events = self._read.apply_snapshot(instance, snapshot, self._clock_ms())
+            events = self._read.apply_snapshot(instance, snapshot, self._clock_ms(), touched)
         except Exception:
             log.exception("snapshot apply failed instance=%s", instance.id)
             return

@@ -24,6 +24,7 @@ from ._commands import PendingCommand
 from ._fleet import Fleet
 from ._instance import Instance
 from ._metrics import NULL_METER, Meter
+from ._replies import FEATURES, PartError, Reply, ReplyParts, is_extended
 
 __all__ = ["AgentLink", "CloseCode", "poll_message"]
 
@@ -72,6 +73,7 @@ class AgentLink:
         self._heartbeat_ms = heartbeat_ms
         self._poll_ids = poll_ids
         self._outstanding: str | None = None
+        self._parts: ReplyParts | None = None  # a reply in parts, until its last part
         self._missed = 0
         self._polls = 0
         self._closing = False
@@ -97,6 +99,7 @@ class AgentLink:
                         instance_id=self.instance.id,
                         protocol_version=wire.PROTOCOL_MAJOR,
                         heartbeat_ms=self._heartbeat_ms,
+                        features=FEATURES,
                     )
                 )
             )
@@ -216,12 +219,22 @@ class AgentLink:
             if self._outstanding is None or state.req_id != self._outstanding:
                 await self.kick(CloseCode.PROTOCOL_VIOLATION, "state answers no outstanding poll")
                 return
+            reply: agent_pb2.State | Reply = state
+            if self._parts is not None or (state.full and is_extended(state)):
+                try:
+                    done = self._collect(state)
+                except PartError as exc:
+                    await self.kick(CloseCode.PROTOCOL_VIOLATION, str(exc))
+                    return
+                if done is None:
+                    return
+                reply = done
             self._outstanding = None
             self._missed = 0
             self._meter.poll_rtt(time.monotonic() - self._polled_at)
             self.instance.mark_fresh()
             try:
-                self._fleet.on_state(self.instance, state)
+                self._fleet.on_state(self.instance, reply)
             except Exception:
                 log.exception("state handling failed instance=%s", self.instance.id)
             self._handled_first_state()
@@ -232,6 +245,21 @@ class AgentLink:
             await self.kick(
                 CloseCode.PROTOCOL_VIOLATION, f"unexpected {body or 'empty'} frame from agent"
             )
+
+    def _collect(self, state: agent_pb2.State) -> Reply | None:
+        """Take one frame of a reply in parts (or a delta); the reply once complete."""
+        parts = self._parts
+        snapshot = self.instance.snapshot
+        if parts is None:
+            parts = ReplyParts(state, snapshot.rooms if snapshot is not None else None)
+        else:
+            parts.add(state)
+        self._missed = 0  # a part is a sign of life
+        if not parts.complete:
+            self._parts = parts
+            return None
+        self._parts = None
+        return parts.reply
 
 
 def _string_field(tag: bytes, text: str) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 from ._events import Event, EventType
@@ -162,17 +163,35 @@ class ReadModel(PublicIds):
 
     # --- mutations --------------------------------------------------------------
 
-    def apply_snapshot(self, instance: Instance, snapshot: Snapshot, now_ms: int) -> list[Event]:
+    def apply_snapshot(
+        self,
+        instance: Instance,
+        snapshot: Snapshot,
+        now_ms: int,
+        touched: AbstractSet[str] | None = None,
+    ) -> list[Event]:
         """Apply a validated full reply; the overlay and holds are dropped.
 
         A reply whose content equals the applied snapshot (the forced full replies of a
         quiet instance) only settles the overlay: nothing is re-derived or re-hashed.
+        ``touched`` (a delta's rooms) limits the reconcile to those rooms and the overlay.
         """
         previous = instance.apply(snapshot, now_ms)
         joined = previous is None
         self._clear_holds(instance)
-        if previous is not None and same_content(previous, snapshot):
+        if previous is not None and not touched and same_content(previous, snapshot):
             return self._settle_overlay(instance)
+        if (
+            touched is not None
+            and previous is not None
+            and previous.endpoint_url == snapshot.endpoint_url
+        ):
+            raws = set(touched).union(instance.settle_overlay())
+            self._track_name(instance, snapshot, previous.name)
+            self._dirty(instance)
+            changes = [(raw, instance.effective_room(raw)) for raw in raws]
+            changes.sort(key=_present)  # the gone ones first, as in a whole reconcile
+            return self._reconcile(instance, changes, whole=True)
         instance.clear_overlay()
         if joined:
             self._join_counter += 1
@@ -405,3 +424,7 @@ class ReadModel(PublicIds):
             return None
         self._emitted_hash = stats.state_hash
         return (EventType.SYNC, stats)
+
+
+def _present(change: tuple[str, object]) -> bool:
+    return change[1] is not None

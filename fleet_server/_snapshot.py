@@ -8,7 +8,7 @@ id (unaddressable) and a room id listed twice (ambiguous) are refused too.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 from urllib.parse import urlsplit
@@ -44,8 +44,12 @@ __all__ = [
     "ReportedRoom",
     "Snapshot",
     "SnapshotRejectedError",
+    "build_snapshot",
     "canonical_metadata",
+    "checked_fields",
     "parse_snapshot",
+    "read_rooms_into",
+    "room_failure",
 ]
 
 _ORIGINS: Final = {"": True, "local": True, "fleet": False}  # origin -> local
@@ -135,8 +139,21 @@ def _read_rooms(
     if len(state.rooms) > MAX_ROOMS:
         return None
     rooms: dict[str, ReportedRoom] = {}
+    return rooms if read_rooms_into(state.rooms, known, rooms) else None
+
+
+def read_rooms_into(
+    listed: Iterable[agent_pb2.RoomState],
+    known: Mapping[str, ReportedRoom] | None,
+    rooms: dict[str, ReportedRoom],
+    seen: Mapping[str, ReportedRoom] | None = None,
+) -> bool:
+    """Add the ``listed`` rooms to ``rooms`` in one pass; False as soon as one is off
+    (its reason is then :func:`room_failure`'s) or an id is listed twice (in ``rooms``
+    or in ``seen``, the rooms of earlier parts)."""
     origins = _ORIGINS
-    for room in state.rooms:
+    earlier = seen if seen is not None else {}
+    for room in listed:
         room_id = room.id
         room_type = room.type
         connections = room.connections
@@ -148,23 +165,41 @@ def _read_rooms(
             or len(room_type) > MAX_ROOM_TYPE
             or connections > MAX_CONNECTIONS
             or room_id in rooms
+            or room_id in earlier
         ):
-            return None
+            return False
         if room.metadata or room.locked or room.HasField("max_connections"):
             prior = known.get(room_id) if known is not None else None
             extras = _room_extras(room, prior.metadata if prior is not None else None)
             if extras is None:
-                return None
+                return False
             rooms[room_id] = ReportedRoom(room_type, connections, local, *extras)
         else:
             rooms[room_id] = ReportedRoom(room_type, connections, local)
-    return rooms
+    return True
+
+
+def room_failure(
+    listed: Iterable[agent_pb2.RoomState], seen: Mapping[str, ReportedRoom]
+) -> str | None:
+    """The first SPEC §4 failure among ``listed`` rooms (``seen`` are ids listed before)."""
+    ids: set[str] = set()
+    for room in listed:
+        reason = _room_reason(room)
+        if reason is None and _ORIGINS.get(room.origin) is None:
+            reason = "room origin must be fleet or local"
+        if reason is None and (room.id in seen or room.id in ids):
+            reason = "room id listed twice"
+        if reason is not None:
+            return reason
+        ids.add(room.id)
+    return None
 
 
 def parse_snapshot(
     state: agent_pb2.State, previous: Snapshot | None = None, grant: AgentGrant | None = None
 ) -> Snapshot:
-    """Validate ``state`` (a full reply) and return it as a :class:`Snapshot`.
+    """Validate ``state`` (a full reply in one frame) and return it as a :class:`Snapshot`.
 
     Well-formed rooms are read in one pass; when anything in that pass is off, the
     checks run again in the SPEC's order so the reason is the first failure. With
@@ -173,15 +208,35 @@ def parse_snapshot(
     agent token the agent joined with) the name and labels must carry what it binds.
     """
     rooms = _read_rooms(state, previous.rooms if previous is not None else None)
+    labels = checked_fields(state, previous, room_limit=MAX_ROOMS)
+    if rooms is None:
+        rooms = _checked_rooms(state)
+    return build_snapshot(state, rooms, labels, grant)
+
+
+def checked_fields(
+    state: agent_pb2.State, previous: Snapshot | None, *, room_limit: int | None
+) -> Mapping[str, str]:
+    """Check every non-room field but the status and capacity, in the SPEC's order;
+    returns the labels (``previous``'s mapping when unchanged). ``room_limit`` None: the
+    room count is checked elsewhere (a reply in parts)."""
     labels: Mapping[str, str] = dict(state.labels)
     if previous is not None and labels == previous.labels:
         labels = previous.labels
-        _check_fields(state, previous.endpoint_url, check_labels=False)
+        _check_fields(state, previous.endpoint_url, room_limit, check_labels=False)
     else:
-        _check_fields(state, previous.endpoint_url if previous is not None else None)
-    if rooms is None:
-        rooms = _checked_rooms(state)
-    elif state.status not in _STATUSES:
+        _check_fields(state, previous.endpoint_url if previous is not None else None, room_limit)
+    return labels
+
+
+def build_snapshot(
+    state: agent_pb2.State,
+    rooms: Mapping[str, ReportedRoom],
+    labels: Mapping[str, str],
+    grant: AgentGrant | None,
+) -> Snapshot:
+    """The :class:`Snapshot` of checked ``rooms`` and fields, after the last checks."""
+    if state.status not in _STATUSES:
         raise SnapshotRejectedError("status must be active or draining")
     capacity = state.capacity
     max_connections = capacity.max_connections if capacity.HasField("max_connections") else None
@@ -229,7 +284,11 @@ def _check_accepted(accepted: tuple[str, ...]) -> None:
 
 
 def _check_fields(
-    state: agent_pb2.State, checked_url: str | None, *, check_labels: bool = True
+    state: agent_pb2.State,
+    checked_url: str | None,
+    room_limit: int | None,
+    *,
+    check_labels: bool = True,
 ) -> None:
     """Every check but the rooms', in the SPEC's order (room checks sit in between);
     ``checked_url`` passed them before, and labels are skipped when already checked."""
@@ -242,8 +301,8 @@ def _check_fields(
     for room_type in state.room_types:
         if len(room_type) > MAX_ROOM_TYPE:
             raise SnapshotRejectedError(f"room_types entry longer than {MAX_ROOM_TYPE} chars")
-    if len(state.rooms) > MAX_ROOMS:
-        raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS} entries")
+    if room_limit is not None and len(state.rooms) > room_limit:
+        raise SnapshotRejectedError(f"rooms has more than {room_limit} entries")
     if state.endpoint_url != checked_url:
         _check_url(state.endpoint_url)
     if not check_labels:
@@ -258,23 +317,29 @@ def _check_fields(
             raise SnapshotRejectedError(f"label value longer than {MAX_LABEL_VALUE} chars")
 
 
+def _room_reason(room: agent_pb2.RoomState) -> str | None:
+    """The first of one room's own SPEC §4 failures, or None."""
+    if not room.id:
+        return "room id is empty"
+    if len(room.id) > MAX_ROOM_ID:
+        return f"room id longer than {MAX_ROOM_ID} chars"
+    if len(room.type) > MAX_ROOM_TYPE:
+        return f"room type longer than {MAX_ROOM_TYPE} chars"
+    if room.connections > MAX_CONNECTIONS:
+        return f"room connections above {MAX_CONNECTIONS}"
+    if room.metadata and canonical_metadata(room.metadata) is None:
+        return f"room metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes"
+    if room.HasField("max_connections") and room.max_connections > MAX_CONNECTIONS:
+        return f"room max_connections above {MAX_CONNECTIONS}"
+    return None
+
+
 def _checked_rooms(state: agent_pb2.State) -> dict[str, ReportedRoom]:
     """The rooms, checked one rule at a time in the SPEC's order (after the fields)."""
     for room in state.rooms:
-        if not room.id:
-            raise SnapshotRejectedError("room id is empty")
-        if len(room.id) > MAX_ROOM_ID:
-            raise SnapshotRejectedError(f"room id longer than {MAX_ROOM_ID} chars")
-        if len(room.type) > MAX_ROOM_TYPE:
-            raise SnapshotRejectedError(f"room type longer than {MAX_ROOM_TYPE} chars")
-        if room.connections > MAX_CONNECTIONS:
-            raise SnapshotRejectedError(f"room connections above {MAX_CONNECTIONS}")
-        if room.metadata and canonical_metadata(room.metadata) is None:
-            raise SnapshotRejectedError(
-                f"room metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes"
-            )
-        if room.HasField("max_connections") and room.max_connections > MAX_CONNECTIONS:
-            raise SnapshotRejectedError(f"room max_connections above {MAX_CONNECTIONS}")
+        reason = _room_reason(room)
+        if reason is not None:
+            raise SnapshotRejectedError(reason)
     if state.status not in _STATUSES:
         raise SnapshotRejectedError("status must be active or draining")
     rooms: dict[str, ReportedRoom] = {}

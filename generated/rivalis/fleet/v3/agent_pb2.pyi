@@ -82,22 +82,31 @@ class Hello(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
     HEARTBEAT_MS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.str
     """minted per accepted connection, never reused"""
     protocol_version: _builtins.int
     """3"""
     heartbeat_ms: _builtins.int
     """the poll interval"""
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What this orchestrator accepts beyond one-frame full replies: "parts" (a reply in
+        several State frames) and "deltas" (docs/snapshots-at-scale.md). Unknown names are
+        ignored; an agent uses a feature only when its connection's Hello lists it.
+        """
+
     def __init__(
         self,
         *,
         instance_id: _builtins.str = ...,
         protocol_version: _builtins.int = ...,
         heartbeat_ms: _builtins.int = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_ms", b"heartbeat_ms", "instance_id", b"instance_id", "protocol_version", b"protocol_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "heartbeat_ms", b"heartbeat_ms", "instance_id", b"instance_id", "protocol_version", b"protocol_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,6 +186,10 @@ class State(_message.Message):
     ROOMS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     ACCEPTED_RESERVATIONS_FIELD_NUMBER: _builtins.int
+    BASE_HASH_FIELD_NUMBER: _builtins.int
+    REMOVED_ROOMS_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
     req_id: _builtins.str
     full: _builtins.bool
     seq: _builtins.int
@@ -191,6 +204,15 @@ class State(_message.Message):
     auto_create: _builtins.bool
     status: _builtins.str
     """"active" | "draining" """
+    base_hash: _builtins.str
+    """A delta (the orchestrator's Hello lists "deltas"): rooms lists only the rooms added
+    or changed since the snapshot with this hash, removed_rooms the ones gone.
+    """
+    part: _builtins.int
+    """A reply in several frames (the Hello lists "parts"): part 1..parts, in order, same
+    req_id, seq, hash, base_hash; non-room fields in part 1 only. 0 = one frame.
+    """
+    parts: _builtins.int
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -205,6 +227,8 @@ class State(_message.Message):
         until each one's expiry; the orchestrator ends them when it applies this State.
         """
 
+    @_builtins.property
+    def removed_rooms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -224,10 +248,14 @@ class State(_message.Message):
         rooms: _abc.Iterable[Global___RoomState] | None = ...,
         status: _builtins.str = ...,
         accepted_reservations: _abc.Iterable[_builtins.str] | None = ...,
+        base_hash: _builtins.str = ...,
+        removed_rooms: _abc.Iterable[_builtins.str] | None = ...,
+        part: _builtins.int = ...,
+        parts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_reservations", b"accepted_reservations", "agent_version", b"agent_version", "auto_create", b"auto_create", "capacity", b"capacity", "endpoint_url", b"endpoint_url", "full", b"full", "hash", b"hash", "labels", b"labels", "name", b"name", "process_uid", b"process_uid", "protocol_version", b"protocol_version", "req_id", b"req_id", "room_types", b"room_types", "rooms", b"rooms", "seq", b"seq", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_reservations", b"accepted_reservations", "agent_version", b"agent_version", "auto_create", b"auto_create", "base_hash", b"base_hash", "capacity", b"capacity", "endpoint_url", b"endpoint_url", "full", b"full", "hash", b"hash", "labels", b"labels", "name", b"name", "part", b"part", "parts", b"parts", "process_uid", b"process_uid", "protocol_version", b"protocol_version", "removed_rooms", b"removed_rooms", "req_id", b"req_id", "room_types", b"room_types", "rooms", b"rooms", "seq", b"seq", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,157 @@
+"""Replies in parts and deltas (docs/snapshots-at-scale.md).
+
+A reply in parts arrives as several ``State`` frames answering one poll; each part's
+rooms are parsed as it arrives (:class:`ReplyParts`) and only the parsed rooms are kept.
+A delta lists the rooms added or changed since the applied snapshot and the ids gone;
+:func:`apply_reply` builds the whole snapshot from it and names the rooms it touched,
+so the read model reconciles only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from rivalis.fleet.v3 import agent_pb2
+
+from ._agent_tokens import AgentGrant
+from ._snapshot import (
+    ReportedRoom,
+    Snapshot,
+    SnapshotRejectedError,
+    build_snapshot,
+    checked_fields,
+    read_rooms_into,
+    room_failure,
+)
+
+__all__ = [
+    "FEATURES",
+    "MAX_PARTS",
+    "MAX_ROOMS_IN_PARTS",
+    "DeltaBaseError",
+    "PartError",
+    "Reply",
+    "ReplyParts",
+    "apply_reply",
+    "is_extended",
+]
+
+FEATURES: Final = ("parts", "deltas")
+"""What the orchestrator's Hello lists."""
+MAX_PARTS: Final = 64
+MAX_ROOMS_IN_PARTS: Final = 200_000
+"""The room limit of a snapshot sent in parts or built from deltas (one frame: 50,000)."""
+
+
+class PartError(Exception):
+    """A part that breaks the protocol (the agent is kicked); the message says how."""
+
+
+class DeltaBaseError(Exception):
+    """A delta whose base is not the applied snapshot; the reply is dropped."""
+
+
+@dataclass(slots=True)
+class Reply:
+    """A full reply or a delta whose rooms are parsed: the fields from ``header``."""
+
+    header: agent_pb2.State
+    rooms: dict[str, ReportedRoom] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    reason: str | None = None  # the first room failure; the reply is then rejected
+
+    @property
+    def delta(self) -> bool:
+        return bool(self.header.base_hash)
+
+    def take(self, state: agent_pb2.State, known: Mapping[str, ReportedRoom] | None) -> None:
+        """Parse the rooms one frame lists (nothing more once one has failed)."""
+        if self.reason is not None:
+            return
+        if len(self.rooms) + len(state.rooms) > MAX_ROOMS_IN_PARTS:
+            self.reason = f"rooms has more than {MAX_ROOMS_IN_PARTS} entries"
+            return
+        if not self.rooms:
+            if not read_rooms_into(state.rooms, known, self.rooms):
+                self.rooms.clear()
+                self.reason = room_failure(state.rooms, {}) or "room id listed twice"
+        else:
+            rooms: dict[str, ReportedRoom] = {}
+            if read_rooms_into(state.rooms, known, rooms, self.rooms):
+                self.rooms.update(rooms)
+            else:
+                self.reason = room_failure(state.rooms, self.rooms) or "room id listed twice"
+        self.removed.extend(state.removed_rooms)
+
+
+def is_extended(state: agent_pb2.State) -> bool:
+    """Whether a full State uses parts or is a delta (else the one-frame path takes it)."""
+    return bool(state.parts or state.part or state.base_hash or state.removed_rooms)
+
+
+class ReplyParts:
+    """Collects the frames of one reply: part 1 first, then each next part in order."""
+
+    def __init__(self, first: agent_pb2.State, known: Mapping[str, ReportedRoom] | None) -> None:
+        if first.parts > MAX_PARTS:
+            raise PartError(f"a reply in more than {MAX_PARTS} parts")
+        if first.part > 1 or (first.parts > 1 and first.part != 1):
+            raise PartError("a reply's first part is not part 1")
+        self.parts = max(1, first.parts)
+        self.next = 2
+        self._known = known
+        self.reply = Reply(first)
+        self.reply.take(first, known)
+
+    @property
+    def complete(self) -> bool:
+        return self.next > self.parts
+
+    def add(self, state: agent_pb2.State) -> None:
+        """Take the next part; :class:`PartError` when it is not the one expected."""
+        first = self.reply.header
+        if state.part != self.next:
+            raise PartError("a part out of order")
+        if (
+            state.parts != first.parts
+            or state.seq != first.seq
+            or state.hash != first.hash
+            or state.base_hash != first.base_hash
+            or not state.full
+        ):
+            raise PartError("a part that disagrees with its first part")
+        self.next += 1
+        self.reply.take(state, self._known)
+
+
+def apply_reply(
+    reply: Reply, previous: Snapshot | None, grant: AgentGrant | None
+) -> tuple[Snapshot, frozenset[str] | None]:
+    """The snapshot a reply makes, and for a delta the ids it touched (None: every room).
+
+    :class:`SnapshotRejectedError` when a check fails (the reason names it),
+    :class:`DeltaBaseError` when a delta is not based on ``previous``.
+    """
+    header = reply.header
+    labels = checked_fields(header, previous, room_limit=None)
+    if reply.reason is not None:
+        raise SnapshotRejectedError(reply.reason)
+    if not reply.delta:
+        if reply.removed:
+            raise SnapshotRejectedError("removed_rooms only in a delta")
+        return build_snapshot(header, reply.rooms, labels, grant), None
+    if previous is None or previous.hash != header.base_hash:
+        raise DeltaBaseError("base is not the applied snapshot")
+    rooms = dict(previous.rooms)
+    for room_id in reply.removed:
+        if room_id in reply.rooms:
+            raise SnapshotRejectedError("a room both changed and removed")
+        if rooms.pop(room_id, None) is None:
+            raise SnapshotRejectedError("removed_rooms lists a room the base does not")
+    rooms.update(reply.rooms)
+    if len(rooms) > MAX_ROOMS_IN_PARTS:
+        raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS_IN_PARTS} entries")
+    touched = frozenset(reply.rooms).union(reply.removed)
+    return build_snapshot(header, rooms, labels, grant), touched

@@ -359,7 +359,7 @@ class FleetAgent:
 
     def _joined(self, hello: agent_pb2.Hello) -> None:
         self._instance_id = hello.instance_id
-        self._snapshot.reset_seq()
+        self._snapshot.reset_seq(hello.features)
         draining = self._snapshot.status == "draining"
         self._status = AgentStatus.DRAINING if draining else AgentStatus.CONNECTED
         logger.info(

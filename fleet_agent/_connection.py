@@ -60,8 +60,9 @@ _LEADER_HEADER: Final = "Fleet-Leader"
 _MAX_MESSAGE_BYTES: Final = 2 * wire.MAX_FRAME_BYTES
 """Above 4 MiB so that oversize frames reach the codec (logged) instead of a 1009 close."""
 
-HandleFrame = Callable[[bytes], Awaitable[bytes | None]]
-"""Turns one received message into the reply to send, if any."""
+HandleFrame = Callable[[bytes], Awaitable[bytes | list[bytes] | None]]
+"""Turns one received message into the reply to send, if any (a reply in parts is a
+list of messages, sent back to back)."""
 
 
 class AttemptFailed(Exception):
@@ -162,7 +163,11 @@ async def serve(
             if reply is None:
                 continue
             try:
-                await ws.send_bytes(reply)
+                if isinstance(reply, bytes):
+                    await ws.send_bytes(reply)
+                else:
+                    for part in reply:
+                        await ws.send_bytes(part)
             except (ConnectionError, aiohttp.ClientError) as exc:
                 return Ended(f"send failed ({describe(exc)})")
     finally:

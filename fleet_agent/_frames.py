@@ -18,6 +18,7 @@ from ._config import AgentConfig
 from ._errors import RoomExistsError, describe
 from ._host import RoomHost
 from ._log import logger
+from ._reply_parts import MAX_PARTS, PARTS
 from ._rooms import RoomManager
 from ._snapshot import Snapshot, SnapshotStatus
 
@@ -60,7 +61,7 @@ class FrameHandler:
         self._manager = _manager(host)
         self.polls = 0
 
-    async def handle(self, data: bytes) -> bytes | None:
+    async def handle(self, data: bytes) -> bytes | list[bytes] | None:
         """The encoded reply to one received message, if it needs one."""
         try:
             frame = wire.decode_frame(data)
@@ -83,15 +84,25 @@ class FrameHandler:
         logger.warning("dropped a %s frame: not one an agent accepts", body or "empty")
         return None
 
-    def _on_poll(self, poll: agent_pb2.Poll) -> bytes | None:
+    def _on_poll(self, poll: agent_pb2.Poll) -> bytes | list[bytes] | None:
         self.polls += 1
         self._on_echo(poll.status)
         known_hash = poll.known_hash if poll.HasField("known_hash") else None
+        snapshot = self._snapshot
         try:
-            data = self._snapshot.reply_frame(self._host, poll.req_id, known_hash)
+            if snapshot.features:
+                frames = snapshot.reply_frames(self._host, poll.req_id, known_hash)
+            else:
+                data = snapshot.reply_frame(self._host, poll.req_id, known_hash)
         except Exception:
             logger.exception("cannot build the snapshot; poll left unanswered")
             return None
+        if snapshot.features:
+            if len(frames) > MAX_PARTS or (
+                PARTS not in snapshot.features and len(frames[0]) >= _SNAPSHOT_WARNING_BYTES
+            ):
+                _check_snapshot_size(sum(map(len, frames)))
+            return frames
         if len(data) >= _SNAPSHOT_WARNING_BYTES:  # only a full State gets this big
             _check_snapshot_size(len(data))
         return data

@@ -99,6 +99,10 @@ class RoomEntries:
             changed = self.put(row) or changed
         return changed
 
+    def entry(self, room_id: str) -> bytes:
+        """The encoded entry of the room ``room_id`` (which must be kept)."""
+        return self.entries[bisect_left(self.ids, room_id)]
+
     def changes_since(self, version: int) -> RoomChanges | None:
         """The rooms changed and removed after ``version`` (a value :attr:`version` had),
         each list in id order; ``None`` when removals that old are no longer all known."""

@@ -18,16 +18,17 @@ per change, a full reply joins the kept room entries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Final, Literal, TypeAlias
 
 from rivalis.fleet.v3 import agent_pb2
 
-from . import wire
+from . import _reply_parts, wire
 from ._host import RoomHost, RoomView
 from ._options import Capacity
+from ._reply_parts import DELTAS, PARTS, delta_fields, frames_of
 from ._room_entries import RoomChanges, RoomEntries
 from ._rooms import Room, RoomManager
 from ._seats import SeatLedger
@@ -117,6 +118,9 @@ class Snapshot:
         self._pending: set[str] | None = None  # ids the tracked host changed since
         self._volatile: set[str] = set()  # tracked rooms whose connections is computed
         self._identity_fields = _identity_fields(identity)
+        self.features: frozenset[str] = frozenset()
+        """What the connection's orchestrator accepts (``Hello.features``)."""
+        self._sent: _Capture | None = None  # the last full reply or delta sent
 
     # -- provenance ------------------------------------------------------------------
 
@@ -137,9 +141,12 @@ class Snapshot:
 
     # -- replies ---------------------------------------------------------------------
 
-    def reset_seq(self) -> None:
-        """A new connection: the next reply has seq 1."""
+    def reset_seq(self, features: Iterable[str] = ()) -> None:
+        """A new connection, whose orchestrator accepts ``features``: the next reply has
+        seq 1 and is full."""
         self.seq = 0
+        self.features = frozenset(features)
+        self._sent = None
 
     def current_hash(self, host: RoomHost) -> str:
         """The hash of what the host holds now."""
@@ -162,15 +169,57 @@ class Snapshot:
         self.seq += 1
         if known_hash is not None and known_hash == capture.hash:
             return wire.state_frame(req_id, self.seq, capture.hash_head)
+        head, tail = self._full_parts(capture)
+        return wire.state_frame(req_id, self.seq, head, (self._joined(capture),), tail, full=True)
+
+    def _joined(self, capture: _Capture) -> bytes:
+        """Every room entry of ``capture``, joined once."""
+        if not capture.rooms and self._rooms.entries:
+            capture.rooms = b"".join(self._rooms.entries)
+        return capture.rooms
+
+    def reply_frames(self, host: RoomHost, req_id: str, known_hash: str | None) -> list[bytes]:
+        """The frames answering a Poll: as :meth:`reply_frame`, or with the features the
+        orchestrator accepts, a delta and/or a reply in parts (docs/snapshots-at-scale.md)."""
+        if not self.features:
+            return [self.reply_frame(host, req_id, known_hash)]
+        capture = self._capture(host)
+        sent, self._sent = self._sent, capture
+        if known_hash is not None and known_hash == capture.hash:
+            self._sent = sent
+            self.seq += 1
+            return [wire.state_frame(req_id, self.seq, capture.hash_head)]
+        head, tail = self._full_parts(capture)
+        self.seq += 1
+        base, items = self._delta(sent, known_hash)
+        if not base:
+            items = [self._joined(capture)]
+            if PARTS in self.features and len(items[0]) + len(head) + len(tail) > _budget():
+                items = self._rooms.entries  # cut at room boundaries
+        if PARTS not in self.features:
+            return [wire.state_frame(req_id, self.seq, head, items, tail + base, full=True)]
+        return frames_of(req_id, self.seq, head, capture.hash_head, items, tail, base)
+
+    def _delta(self, sent: _Capture | None, known_hash: str | None) -> tuple[bytes, list[bytes]]:
+        """The ``base_hash`` field and the entries of a delta against ``sent``, when the
+        orchestrator holds it (``known_hash``); ``b""`` when a full reply is due."""
+        if DELTAS not in self.features or sent is None or known_hash != sent.hash:
+            return b"", []
+        changes = self._rooms.changes_since(sent.version)
+        if changes is None:
+            return b"", []
+        base, items = delta_fields(sent.hash, changes.removed)
+        items[:0] = map(self._rooms.entry, changes.changed)
+        return base, items
+
+    def _full_parts(self, capture: _Capture) -> tuple[bytes, bytes]:
+        """The fields of a full reply before and after the rooms, made once per capture."""
         if not capture.full_head:
             capture.full_head = capture.hash_head + self._identity_fields + _types(capture)
             capture.tail = agent_pb2.State(
                 status=capture.status, accepted_reservations=capture.accepted
             ).SerializeToString()
-            capture.rooms = b"".join(self._rooms.entries)
-        return wire.state_frame(
-            req_id, self.seq, capture.full_head, (capture.rooms,), capture.tail, full=True
-        )
+        return capture.full_head, capture.tail
 
     def reply(self, host: RoomHost, req_id: str, known_hash: str | None) -> agent_pb2.State:
         """:meth:`reply_frame` as a message."""
@@ -313,3 +362,7 @@ def _identity_fields(ident: Identity) -> bytes:
 def _types(capture: _Capture) -> bytes:
     """Field 13 (room_types, sorted) of a full State."""
     return agent_pb2.State(room_types=sorted(capture.room_types)).SerializeToString()
+
+
+def _budget() -> int:
+    return _reply_parts.PART_BUDGET

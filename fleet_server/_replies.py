@@ -43,6 +43,10 @@ FEATURES: Final = ("parts", "deltas")
 MAX_PARTS: Final = 64
 MAX_ROOMS_IN_PARTS: Final = 200_000
 """The room limit of a snapshot sent in parts or built from deltas (one frame: 50,000)."""
+DIFF_FROM: Final = 5_000
+"""A full reply in parts with at least this many rooms (the forced full replies of a big
+agent) is compared with the applied snapshot room by room, and only the rooms that
+differ are reconciled."""
 
 
 class PartError(Exception):
@@ -141,7 +145,10 @@ def apply_reply(
     if not reply.delta:
         if reply.removed:
             raise SnapshotRejectedError("removed_rooms only in a delta")
-        return build_snapshot(header, reply.rooms, labels, grant), None
+        snapshot = build_snapshot(header, reply.rooms, labels, grant)
+        if previous is None or len(reply.rooms) < DIFF_FROM:
+            return snapshot, None
+        return snapshot, _differing(previous.rooms, reply.rooms)
     if previous is None or previous.hash != header.base_hash:
         raise DeltaBaseError("base is not the applied snapshot")
     rooms = dict(previous.rooms)
@@ -154,3 +161,12 @@ def apply_reply(
         raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS_IN_PARTS} entries")
     touched = frozenset(reply.rooms).union(reply.removed)
     return build_snapshot(header, rooms, labels, grant), touched
+
+
+def _differing(
+    applied: Mapping[str, ReportedRoom], reported: Mapping[str, ReportedRoom]
+) -> frozenset[str]:
+    """The ids whose room differs between two snapshots' rooms (also added or gone)."""
+    touched = {room_id for room_id, room in reported.items() if applied.get(room_id) != room}
+    touched.update(room_id for room_id in applied if room_id not in reported)
+    return frozenset(touched)

@@ -2,7 +2,8 @@
 
 ``python -m tools.agent_poller`` listens on an ephemeral 127.0.0.1 port for agents (any
 key), sends each one a Hello with heartbeat 0 (the agent's liveness check off: polls
-come only in bursts), prints one JSON line with its port, then answers on stdin:
+come only in bursts) that accepts replies in parts, prints one JSON line with its port,
+then answers on stdin:
 
 - ``polls N hash``: N Polls in a row to the first agent, each sent once the previous
   reply arrived, carrying the hash of the agent's current snapshot (one Poll without a
@@ -33,7 +34,9 @@ from tools._loops import run
 
 _HELLO: Final = wire.encode_frame(
     agent_pb2.Frame(
-        hello=agent_pb2.Hello(instance_id="i_poller", protocol_version=3, heartbeat_ms=0)
+        hello=agent_pb2.Hello(
+            instance_id="i_poller", protocol_version=3, heartbeat_ms=0, features=("parts",)
+        )
     )
 )
 
@@ -58,11 +61,10 @@ class Poller:
     async def _ask(self, ws: web.WebSocketResponse, known: str | None) -> agent_pb2.State:
         self.sent += 1
         await ws.send_bytes(poll_message(f"poll_{self.sent}", known, "active"))
-        message = await ws.receive()
-        if message.type is not WSMsgType.BINARY:
-            raise ConnectionError(f"agent link ended: {message.type}")
-        state = wire.decode_frame(message.data).state
-        state.ByteSize()
+        data = await _receive(ws)
+        state = wire.decode_frame(data).state
+        for _ in range(1, state.parts):  # the rest of a reply in parts
+            await _receive(ws)
         return state
 
     async def burst(self, count: int, mode: str) -> dict[str, object]:
@@ -76,16 +78,29 @@ class Poller:
         full = 0
         size = 0
         started = time.perf_counter()
-        for _ in range(count):
-            self.sent += 1
-            await ws.send_bytes(poll_message(f"poll_{self.sent}", known, "active"))
-            message = await ws.receive()
-            if message.type is not WSMsgType.BINARY:
-                return {"error": f"agent link ended: {message.type}"}
-            size = len(message.data)
-            full += size > 64  # a hash-only State is ~40 bytes
+        try:
+            for _ in range(count):
+                self.sent += 1
+                await ws.send_bytes(poll_message(f"poll_{self.sent}", known, "active"))
+                data = await _receive(ws)
+                size = len(data)
+                if size > 64:  # a hash-only State is ~40 bytes
+                    full += 1
+                    parts = wire.decode_frame(data).state.parts if known is None else 0
+                    for _ in range(1, parts):
+                        size += len(await _receive(ws))
+        except ConnectionError as exc:
+            return {"error": str(exc)}
         seconds = time.perf_counter() - started
         return {"polls": count, "full": full, "bytes": size, "seconds": seconds}
+
+
+async def _receive(ws: web.WebSocketResponse) -> bytes:
+    message = await ws.receive()
+    if message.type is not WSMsgType.BINARY:
+        raise ConnectionError(f"agent link ended: {message.type}")
+    data: bytes = message.data
+    return data
 
 
 async def _serve() -> None:

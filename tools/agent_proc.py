@@ -9,8 +9,10 @@ knows its hash, else the full one) and each create with an ack, the least work t
 exchanges could cost.
 
 Once joined (a Hello came) it prints one JSON line (``pid``, ``port`` 0), then answers
-``stats`` (rooms, polls, commands) and ``quit`` (or end of input) on stdin, one JSON
-line each, like :mod:`tools.loadgen.target`.
+``stats`` (rooms, connections, polls, commands), ``churn F`` (the real agent changes
+F of its rooms per second, see :class:`Churn`) and ``quit`` (or end of input) on stdin,
+one JSON line each, like :mod:`tools.loadgen.target`. ``--metadata-bytes N`` gives each
+of the real agent's rooms about N bytes of metadata.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import sys
 from collections.abc import Callable
 from typing import Final
@@ -41,21 +44,76 @@ _TAG_HELLO: Final = 0x0A
 
 
 class Counts:
-    def __init__(self, rooms: Callable[[], int]) -> None:
+    def __init__(self, rooms: Callable[[], int], connections: Callable[[], int] = int) -> None:
         self.rooms = rooms
+        self.connections = connections
         self.polls = 0
         self.commands = 0
 
     def report(self) -> dict[str, int]:
-        return {"rooms": self.rooms(), "polls": self.polls, "commands": self.commands}
+        return {
+            "rooms": self.rooms(),
+            "connections": self.connections(),
+            "polls": self.polls,
+            "commands": self.commands,
+        }
 
 
-async def _real(url: str, rooms: int, name: str) -> tuple[Counts, Callable[[], object]]:
+def _metadata(index: int, size: int) -> dict[str, object]:
+    """A room's metadata of about ``size`` bytes of canonical JSON."""
+    return {"room": index, "pad": "x" * max(0, size - 24)}
+
+
+class Churn:
+    """Changes ``rate`` of the rooms per second (in 10 ticks a second): most get a new
+    ``connections``, one in twenty is replaced by a new room (destroy + create)."""
+
+    def __init__(self, manager: RoomManager, metadata_bytes: int) -> None:
+        self.manager = manager
+        self.metadata_bytes = metadata_bytes
+        self.rate = 0.0
+        self.changes = 0
+        self._random = random.Random(1)
+        self._made = 0
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        carry = 0.0
+        while True:
+            await asyncio.sleep(0.1)
+            carry += len(self.manager) * self.rate / 10
+            count, carry = int(carry), carry - int(carry)
+            if count:
+                await self._change(count)
+
+    async def _change(self, count: int) -> None:
+        manager, rnd = self.manager, self._random
+        ids = rnd.sample(list(manager._rooms), min(count, len(manager)))
+        for n, room_id in enumerate(ids):
+            room = manager.get(room_id)
+            if room is None:
+                continue
+            if n % 20 == 19:
+                await manager.destroy(room_id)
+                self._made += 1
+                fresh = await manager.create(ROOM_TYPE, f"churn{self._made:08d}")
+                if self.metadata_bytes:
+                    fresh.metadata = _metadata(self._made, self.metadata_bytes)
+            else:
+                room.connections = (room.connections + 1 + rnd.randrange(7)) % 8
+            self.changes += 1
+
+
+async def _real(
+    url: str, rooms: int, name: str, metadata_bytes: int = 0
+) -> tuple[Counts, Callable[[], object], RoomManager]:
     manager = RoomManager()
     manager.define(ROOM_TYPE, Room)
     for index in range(rooms):
         room = await manager.create(ROOM_TYPE)
         room.connections = index % 8
+        if metadata_bytes:
+            room.metadata = _metadata(index, metadata_bytes)
     agent = FleetAgent(
         manager,
         url=url,
@@ -65,8 +123,10 @@ async def _real(url: str, rooms: int, name: str) -> tuple[Counts, Callable[[], o
         connect_timeout_ms=60_000,
     )
     await agent.connect()
-    counts = Counts(lambda: len(manager))
-    return counts, agent.disconnect
+    counts = Counts(
+        lambda: len(manager), lambda: sum(room.connections for room in manager._rooms.values())
+    )
+    return counts, agent.disconnect, manager
 
 
 class FloorAgent:
@@ -154,8 +214,10 @@ class FloorAgent:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    churn: Churn | None = None
     if args.mode == "real":
-        counts, leave = await _real(args.url, args.rooms, args.name)
+        counts, leave, manager = await _real(args.url, args.rooms, args.name, args.metadata_bytes)
+        churn = Churn(manager, args.metadata_bytes)
     else:
         floor = FloorAgent(args.url, args.rooms, args.name)
         await floor.connect()
@@ -169,8 +231,14 @@ async def _serve(args: argparse.Namespace) -> None:
             line = (await reader.readline()).strip()
             if not line or line == b"quit":
                 break
+            words = line.decode().split()
             if line == b"stats":
                 reply: dict[str, object] = dict(counts.report())
+                if churn is not None:
+                    reply["changes"] = churn.changes
+            elif words[0] == "churn" and len(words) == 2 and churn is not None:
+                churn.rate = float(words[1])
+                reply = {"churn": churn.rate}
             else:
                 reply = {"error": "unknown command"}
             print(json.dumps(reply), flush=True)
@@ -186,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", required=True, help="the orchestrator's agent URL")
     parser.add_argument("--rooms", type=int, default=0, help="rooms held from the start")
     parser.add_argument("--name", default="bench-agent")
+    parser.add_argument(
+        "--metadata-bytes", type=int, default=0, help="metadata of about N bytes per room (real)"
+    )
     add_loop_option(parser)
     args = parser.parse_args(argv)
     run(_serve(args), args.loop)

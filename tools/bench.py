@@ -21,7 +21,10 @@ unchanging metadata with the same fleet without: as they come (one forced full r
 twelve), all hash-only, all full.
 
 ``agent`` (:mod:`tools.bench_agent`) measures the real agent inside a game server: its
-CPU per create and per hash-only reply, next to a bare WebSocket client's.
+CPU per create and per hash-only reply, next to a bare WebSocket client's. ``bigagent``
+(:mod:`tools.bench_big_agent`) joins one agent with 100,000 rooms × 256 B of metadata
+(replies in parts, then deltas; CONTRACT §15), churns 1 % of its rooms per second and
+checks that the orchestrator stays in sync.
 
 Every server runs in its own process: the orchestrator under test
 (:mod:`tools.loadgen.target`) and the floor (:mod:`tools.floors`, a bare aiohttp server
@@ -2060,6 +2063,7 @@ SCENARIOS: Final = (
     "ha",
     "seats",
     "agent",
+    "bigagent",
 )
 
 
@@ -2109,7 +2113,7 @@ def main(argv: list[str] | None = None) -> int:
     if "BENCH_TAKEOVER_CONNECTS" in os.environ:  # what-if: handshakes in flight per worker
         sizes = replace(sizes, takeover_connects=int(os.environ["BENCH_TAKEOVER_CONNECTS"]))
     wanted = set(args.only or SCENARIOS)
-    from tools import bench_agent  # imports this module: not at the top
+    from tools import bench_agent, bench_big_agent  # import this module: not at the top
 
     bench = Bench(sizes, Profiler(args.profile), args.quick)
     started = time.monotonic()
@@ -2129,6 +2133,7 @@ def main(argv: list[str] | None = None) -> int:
         ("seats", "seats" in wanted, bench.seats),
         ("seats (metadata polls)", "seats" in wanted, bench.seat_polls),
         ("agent", "agent" in wanted, lambda: bench_agent.agent(bench)),
+        ("bigagent", "bigagent" in wanted, lambda: bench_big_agent.big_agent(bench)),
     ]
     for name, run, scenario in plan:
         if run:
@@ -2149,6 +2154,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ha",
                 "seats",
                 "agent",
+                "bigagent",
             )
         )
     }

@@ -55,9 +55,13 @@ class AgentSizes:
 QUICK: Final = AgentSizes(settle_s=1.5, creates_per_agent=250, hash_polls=1_500, full_polls=10)
 
 
-def agent_process(mode: str, url: str, rooms: int, name: str) -> ServerProcess:
+def agent_process(
+    mode: str, url: str, rooms: int, name: str, metadata_bytes: int = 0
+) -> ServerProcess:
     args = [mode, "--url", url, "--rooms", str(rooms), "--name", name, "--loop", LOOP]
-    return ServerProcess("tools.agent_proc", args, ready_timeout=120.0)
+    if metadata_bytes:
+        args += ["--metadata-bytes", str(metadata_bytes)]
+    return ServerProcess("tools.agent_proc", args, ready_timeout=300.0)
 
 
 @contextlib.contextmanager
@@ -101,13 +105,13 @@ def create_burst(bench: Bench, sizes: AgentSizes, mode: str) -> tuple[float, int
 
 
 def poll_burst(
-    bench: Bench, sizes: AgentSizes, mode: str, rooms: int
+    bench: Bench, sizes: AgentSizes, mode: str, rooms: int, metadata_bytes: int = 0
 ) -> tuple[float, float, int, int]:
     """Agent CPU seconds per hash-only reply and per full reply, the full replies among
     the hash-only ones (0 when all went as meant) and the size of a full reply."""
     with ServerProcess("tools.agent_poller", []) as poller:
         url = f"ws://{HOST}:{poller.port}/"
-        with agent_process(mode, url, rooms, f"bench-{mode}") as proc:
+        with agent_process(mode, url, rooms, f"bench-{mode}", metadata_bytes) as proc:
             timeout = 60 + sizes.hash_polls * rooms / 1e6
             poller.command("polls 20 hash", timeout)  # warm up
             with bench.profiler.phase(f"agent-polls-{rooms}-{mode}", proc.pid, 1.0):

@@ -310,3 +310,24 @@ def test_a_reply_beyond_the_room_limit_is_rejected(monkeypatch: pytest.MonkeyPat
     collected.add(second)
     assert collected.complete
     assert collected.reply.reason == "rooms has more than 5 entries"
+
+
+async def test_a_big_full_reply_reconciles_only_the_rooms_that_differ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_replies, "DIFF_FROM", 2)
+    async with harness(heartbeat_ms=100) as h:
+        agent, poll = await joined_by_hand(h, rooms=30)
+        mark = len(h.events)
+        agent.rooms["r000004"].connections = 9
+        del agent.rooms["r000007"]
+        agent.rooms["late"] = RawRoom("match")
+        await send_all(agent, split(agent.state(poll.req_id, True), 3))
+        await h.applied(agent)
+        fleet = h.orch.fleet
+        assert fleet.stats.rooms == 30 and fleet.get_room("r000007") is None
+        room = fleet.get_room("r000004")
+        assert room is not None and room.connections == 9
+        assert [e.id for e in h.of("room:create", mark)] == ["late"]
+        assert [e.id for e in h.of("room:destroy", mark)] == ["r000007"]
+        assert not h.of("room:update", mark)

@@ -9,11 +9,21 @@
   payload)`` into the bytes its surface sends — and each event is encoded once per
   encoder, however many subscriptions share it.
 
+Each emit hands every subscription of an encoder one shared *chunk*: the events of
+that emit, each encoded once, and their concatenation (joined once, on first use). A
+consumer takes everything queued in one go (:meth:`Subscription.batch` per event,
+:meth:`Subscription.joined` as one text), so its cost per loop turn does not grow with
+the number of events, nor an event's cost with the number of subscriptions beyond
+one queue append per emit.
+
 One overflow rule for every subscription: its queue holds at most ``max_items`` events
 (and, when given, ``max_bytes`` bytes plus one event); an event that finds it full cuts
 the subscription off — its queue is dropped, it leaves the hub, ``overflowed`` is set,
 its ``on_overflow`` hook runs at once and the drop is counted per kind
 (:attr:`EventHub.dropped`). A consumer that keeps up is never cut.
+
+Emission order is one order for every listener and subscription: an emit from inside a
+listener is delivered after the events of the emit that called it.
 """
 
 from __future__ import annotations
@@ -51,9 +61,31 @@ Encoder = Callable[[str, Any], bytes]
 Event = tuple[str, Any]
 
 
+class _Chunk:
+    """The events of one emit, encoded for one encoder; shared by its subscriptions."""
+
+    __slots__ = ("_joined", "items", "last", "size")
+
+    def __init__(self, items: list[bytes]) -> None:
+        self.items = items
+        self.size = sum(map(len, items))
+        self.last = len(items[-1])
+        self._joined: bytes | None = None
+
+    @property
+    def joined(self) -> bytes:
+        """The events' bytes end to end, joined once for every subscription."""
+        joined = self._joined
+        if joined is None:
+            items = self.items
+            joined = self._joined = items[0] if len(items) == 1 else b"".join(items)
+        return joined
+
+
 @dataclass(eq=False, slots=True)
 class Subscription:
-    """One consumer's bounded queue of encoded events; read it with :meth:`batch`."""
+    """One consumer's bounded queue of encoded events; read it with :meth:`batch` or
+    :meth:`joined`."""
 
     _hub: EventHub
     kind: str
@@ -61,14 +93,15 @@ class Subscription:
     _max_items: int
     _max_bytes: int | None
     _on_overflow: Callable[[], None] | None
-    _items: deque[bytes] = field(default_factory=deque)
+    _chunks: deque[_Chunk] = field(default_factory=deque)
+    _count: int = 0
     _size: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     ended: bool = False
     overflowed: bool = False
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
     @property
     def buffered(self) -> int:
@@ -77,33 +110,59 @@ class Subscription:
 
     def push(self, data: bytes) -> None:
         """Queue one encoded event, or cut the subscription off if its queue is full."""
+        self.offer(_Chunk([data]))
+
+    def offer(self, chunk: _Chunk) -> None:
+        """Queue a chunk of events, or cut the subscription off if one of them finds the
+        queue full (the same rule as one event at a time)."""
         if self.ended:
             return
-        if len(self._items) >= self._max_items or (
-            self._max_bytes is not None and self._size >= self._max_bytes
+        count = len(chunk.items)
+        if self._count + count > self._max_items or (
+            self._max_bytes is not None and self._size + chunk.size - chunk.last >= self._max_bytes
         ):
-            self._items.clear()
-            self._size = 0
-            self.overflowed = True
-            self.ended = True
-            self._hub.release(self, dropped=True)
-            self._wake.set()
-            if self._on_overflow is not None:
-                self._on_overflow()
+            self._cut()
             return
-        self._items.append(data)
-        self._size += len(data)
+        self._chunks.append(chunk)
+        self._count += count
+        self._size += chunk.size
         self._wake.set()
+
+    def _cut(self) -> None:
+        self._chunks.clear()
+        self._count = self._size = 0
+        self.overflowed = True
+        self.ended = True
+        self._hub.release(self, dropped=True)
+        self._wake.set()
+        if self._on_overflow is not None:
+            self._on_overflow()
+
+    async def _take(self) -> deque[_Chunk]:
+        while not self._chunks and not self.ended:
+            self._wake.clear()
+            await self._wake.wait()
+        chunks, self._chunks = self._chunks, deque()
+        self._count = self._size = 0
+        return chunks
 
     async def batch(self) -> list[bytes]:
         """Every queued event, waiting for one; empty once ended (or cut off) and empty."""
-        while not self._items and not self.ended:
-            self._wake.clear()
-            await self._wake.wait()
-        items = list(self._items)
-        self._items.clear()
-        self._size = 0
+        chunks = await self._take()
+        if len(chunks) == 1:
+            return list(chunks[0].items)
+        items: list[bytes] = []
+        for chunk in chunks:
+            items.extend(chunk.items)
         return items
+
+    async def joined(self) -> bytes:
+        """Every queued event's bytes end to end (one write), waiting for one; empty
+        once ended (or cut off) and empty."""
+        chunks = await self._take()
+        if len(chunks) == 1:
+            return chunks[0].joined
+        return b"".join([chunk.joined for chunk in chunks])
 
     def end(self) -> None:
         """Stop after what is queued (shutdown): :meth:`batch` returns it, then nothing."""
@@ -125,6 +184,8 @@ class EventHub:
         self._groups: dict[Encoder, list[Subscription]] = {}
         self._counts: Counter[str] = Counter()  # open subscriptions per kind
         self._tasks: set[asyncio.Task[None]] = set()
+        self._emitting = False
+        self._deferred: list[Event] = []  # emitted by a listener while emitting
         self.dropped: Counter[str] = Counter()  # subscriptions cut off, per kind
 
     # --- listeners ------------------------------------------------------------------
@@ -199,15 +260,34 @@ class EventHub:
     # --- delivery -------------------------------------------------------------------
 
     def emit(self, events: Iterable[Event]) -> None:
-        for event_type, payload in events:
-            for encoder, group in list(self._groups.items()):
+        """Deliver ``events`` in order: each subscription gets them as one chunk per
+        encoder, then the listeners run event by event."""
+        if self._emitting:  # a listener emitting: after the events being delivered
+            self._deferred.extend(events)
+            return
+        self._emitting = True
+        try:
+            batch = list(events)
+            while batch:
+                self._deliver(batch)
+                batch, self._deferred = self._deferred, []
+        finally:
+            self._emitting = False
+            self._deferred = []
+
+    def _deliver(self, events: list[Event]) -> None:
+        for encoder, group in list(self._groups.items()):
+            items: list[bytes] = []
+            for event_type, payload in events:
                 try:
-                    data = encoder(event_type, payload)
+                    items.append(encoder(event_type, payload))
                 except Exception:
                     log.exception("event encoding failed event=%s", event_type)
-                    continue
+            if items:
+                chunk = _Chunk(items)
                 for subscription in list(group):
-                    subscription.push(data)
+                    subscription.offer(chunk)
+        for event_type, payload in events:
             for callback in list(self._listeners[event_type]):
                 try:
                     result = callback(payload)

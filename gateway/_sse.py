@@ -144,8 +144,10 @@ class EventStreams:
 
     @staticmethod
     async def _pump(subscription: Subscription, response: EventSourceResponse) -> None:
-        while frames := await subscription.batch():
-            await response.write(b"".join(frames))
+        # Everything queued since the last write goes out as one write, the same bytes
+        # object for every stream that takes the same chunks.
+        while data := await subscription.joined():
+            await response.write(data)
 
     @staticmethod
     async def _finish(response: EventSourceResponse) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+import socket
 import time
+from typing import Any
 
 import aiohttp
 import pytest
 
-from fleet_server import Orchestrator
+from fleet_server import Orchestrator, RoomInfo
 from tests.support.keys import ADMIN, KEY
 from tests.support.raw_agent import RawRoom
 from tests.support.waits import wait_for
@@ -169,3 +172,57 @@ async def test_a_consumer_that_falls_behind_is_cut_off(
     assert any("consumer too slow" in r.getMessage() for r in caplog.records)
     async with await open_stream(gw) as fresh:
         assert fresh.status == 200
+
+
+def _rooms(prefix: str, count: int, metadata_bytes: int = 0) -> list[tuple[str, Any]]:
+    """``count`` room:update events (ids ``<prefix><i>``), each with that much metadata."""
+    metadata = {"blob": "x" * metadata_bytes} if metadata_bytes else {}
+    return [
+        ("room:update", RoomInfo(f"{prefix}{i}", "m", 0, "i", "", False, metadata))
+        for i in range(count)
+    ]
+
+
+async def _stalled_stream(gw: Gateway) -> socket.socket:
+    """A ``GET /v1/events`` whose client never reads past the headers, on a socket with a
+    small receive buffer so that the server's writes back up soon."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", gw.port))
+    head = f"GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\r\n"
+    await loop.sock_sendall(sock, head.encode())
+    assert (await loop.sock_recv(sock, 1024)).startswith(b"HTTP/1.1 200")
+    return sock
+
+
+async def test_a_burst_does_not_cut_a_stream_that_reads_but_a_stalled_one_is_cut(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fleet.http")
+    monkeypatch.setattr("gateway._sse.BUFFER_BYTES", 256 * 1024)
+    hub = gw.orch._hub
+    async with await open_stream(gw) as stream:
+        reader = SseReader(stream)
+        assert await reader.frame() == [": connected"]
+        stalled = await _stalled_stream(gw)
+        await wait_for(lambda: hub.count("sse") == 2)
+        try:
+            for i in range(100):  # 8 × 16 KiB: the stalled stream's socket, then its queue
+                hub.emit(_rooms(f"big{i}-", 8, 16 * 1024))
+                for k in range(8):
+                    assert (await reader.event("room:update"))["id"] == f"big{i}-{k}"
+                if hub.dropped["sse"]:
+                    break
+            assert hub.dropped["sse"] == 1, "the stalled stream was never cut"
+            assert any("consumer too slow" in r.getMessage() for r in caplog.records)
+            # A burst within the queue's bound (one larger would cut any stream, as it is
+            # queued in one loop turn) is read in full and in order by a stream that reads.
+            burst = _rooms("b", 1200)  # about 150 KiB
+            hub.emit(burst)
+            for _, room in burst:
+                assert (await reader.event("room:update"))["id"] == room.id
+            assert hub.dropped["sse"] == 1 and hub.count("sse") == 1
+        finally:
+            stalled.close()

@@ -10,8 +10,9 @@ import aiohttp
 import grpc
 import pytest
 from rivalis.fleet.v1 import control_pb2 as pb
+from rivalis.fleet.v1 import control_pb2_grpc
 
-from fleet_server import Orchestrator
+from fleet_server import Orchestrator, RoomInfo
 from fleet_server._events import EVENT_TYPES
 from gateway import _grpc_watch
 from gateway._grpc_messages import event_bytes
@@ -201,25 +202,63 @@ async def test_the_stream_cap_is_separate_from_the_sse_cap(
         sse.close()
 
 
-async def test_a_consumer_that_falls_behind_is_ended_with_sse_limit(
-    orch: Orchestrator, stub: FleetControlAsyncStub, agents: RawAgents
+def _rooms(prefix: str, count: int, metadata_bytes: int = 0) -> list[tuple[str, Any]]:
+    """``count`` room:update events (ids ``<prefix><i>``), each with that much metadata."""
+    metadata = {"blob": "x" * metadata_bytes} if metadata_bytes else {}
+    return [
+        ("room:update", RoomInfo(f"{prefix}{i}", "m", 0, "i", "", False, metadata))
+        for i in range(count)
+    ]
+
+
+async def test_a_burst_does_not_cut_a_stream_that_reads_but_a_stalled_one_is_cut(
+    orch: Orchestrator,
+    stub: FleetControlAsyncStub,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    await agents()
-    call = await open_watch(stub)
-    stats = orch.fleet.stats
-    orch._hub.emit([("sync", stats)] * 2000)  # at once: the stream cannot keep up
-    with pytest.raises(grpc.aio.AioRpcError) as ended:
-        while True:
-            event = await asyncio.wait_for(call.read(), 5)
-            assert event is not grpc.aio.EOF
-    assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert grpc_cause(ended.value) == "SSE_LIMIT"
-    await wait_for(lambda: watch_streams(orch) == 0)
-    # Others are unaffected: a new stream works.
-    again = await open_watch(stub)
-    await orch.fleet.create_room("match", room_id="after")
-    assert (await next_event(again)).room.id == "after"
-    again.cancel()
+    monkeypatch.setattr(_grpc_watch, "QUEUE_BYTES", 128 * 1024)
+    reader = await open_watch(stub)
+    received: list[str] = []
+
+    async def read() -> None:
+        async for event in reader:
+            if event.type == "room:update":
+                received.append(event.room.id)
+
+    reading = asyncio.create_task(read())
+    # The stalled client never reads, on its own connection without BDP probing, so its
+    # flow-control window stays at 64 KiB and holds the server's sends.
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{orch.grpc_port}", options=[("grpc.http2.bdp_probe", 0)]
+    ) as stalled_channel:
+        stalled = await open_watch(control_pb2_grpc.FleetControlStub(stalled_channel))
+        sent: list[str] = []
+        for i in range(100):  # 16 KiB each: the stalled stream's window, then its queue fill
+            big = _rooms(f"big{i}-", 1, 16 * 1024)
+            orch._hub.emit(big)
+            sent.append(big[0][1].id)
+            await wait_for(lambda: received == sent, 5, message="a big event was not read")
+            if orch._hub.dropped["grpc"]:
+                break
+        assert orch._hub.dropped["grpc"] == 1, "the stalled stream was never cut"
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while True:
+                event = await asyncio.wait_for(stalled.read(), 5)
+                assert event is not grpc.aio.EOF
+        assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert grpc_cause(ended.value) == "SSE_LIMIT"
+        assert "watch stream fell behind ip=127.0.0.1" in caplog.text
+    # A burst of more events than the old 1,024-event queue, all queued in one loop turn:
+    # the reader gets every one, in order, and keeps its stream.
+    burst = _rooms("b", 1100)
+    orch._hub.emit(burst)
+    sent += [room.id for _, room in burst]
+    await wait_for(lambda: len(received) == len(sent), 10, message="the burst was not read")
+    assert received == sent
+    assert orch._hub.dropped["grpc"] == 1 and not reading.done() and watch_streams(orch) == 1
+    reader.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
 
 
 async def test_cancelling_a_stream_frees_its_slot_and_subscription(

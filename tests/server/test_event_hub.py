@@ -67,3 +67,50 @@ def test_event_types_are_the_contract_strings() -> None:
         "room:update",
         "sync",
     ]
+
+
+async def test_an_emit_is_one_shared_chunk_joined_once_for_every_subscription() -> None:
+    hub = EventHub()
+
+    def encoder(kind: str, payload: Any) -> bytes:
+        return bytes(payload)
+
+    subs = [hub.subscribe("sse", encoder, limit=5, max_items=10) for _ in range(3)]
+    hub.emit([(EventType.ROOM_CREATE, b"a;"), (EventType.ROOM_DESTROY, b"b;")])
+    hub.emit([(EventType.SYNC, b"c;")])
+    first = [await s.joined() for s in subs if s is not None]
+    assert first == [b"a;b;c;"] * 3 and len(subs[0] or []) == 0
+    hub.emit([(EventType.ROOM_CREATE, b"d;"), (EventType.SYNC, b"e;")])
+    again = [await s.joined() for s in subs if s is not None]
+    assert again == [b"d;e;"] * 3 and again[0] is again[1] is again[2]  # joined once
+
+
+async def test_a_multi_event_emit_overflows_exactly_as_one_event_at_a_time_would() -> None:
+    hub = EventHub()
+    by_count = hub.subscribe("a", lambda k, p: p, limit=5, max_items=3)
+    by_bytes = hub.subscribe("b", lambda k, p: p + b"", limit=5, max_items=99, max_bytes=4)
+    assert by_count is not None and by_bytes is not None
+    hub.emit([(EventType.SYNC, b"xx"), (EventType.SYNC, b"yy"), (EventType.SYNC, b"zzzz")])
+    # three events fit three slots; 2 + 2 bytes were queued when the third came: cut
+    assert not by_count.overflowed and await by_count.batch() == [b"xx", b"yy", b"zzzz"]
+    assert by_bytes.overflowed and hub.dropped["b"] == 1
+    hub.emit([(EventType.SYNC, b"1"), (EventType.SYNC, b"2")])
+    hub.emit([(EventType.SYNC, b"3"), (EventType.SYNC, b"4")])  # a fourth event: cut
+    assert by_count.overflowed and await by_count.batch() == [] and hub.dropped["a"] == 1
+
+
+async def test_an_emit_from_a_listener_follows_the_events_being_delivered() -> None:
+    hub = EventHub()
+    sub = hub.subscribe("sse", lambda k, p: p, limit=5, max_items=10)
+    heard: list[bytes] = []
+
+    def on_create(payload: bytes) -> None:
+        heard.append(payload)
+        hub.emit([(EventType.SYNC, b"nested")])
+
+    hub.on(EventType.ROOM_CREATE, on_create)
+    hub.on(EventType.ROOM_DESTROY, heard.append)
+    hub.on(EventType.SYNC, heard.append)
+    hub.emit([(EventType.ROOM_CREATE, b"create"), (EventType.ROOM_DESTROY, b"destroy")])
+    assert heard == [b"create", b"destroy", b"nested"]
+    assert sub is not None and await sub.batch() == heard

@@ -216,8 +216,8 @@ class FleetControlServicer:
         replay: after a reconnect, re-read GetStats and ListInstances. The stream ends
         with OK on orchestrator shutdown, and with RESOURCE_EXHAUSTED + SSE_LIMIT when the
         orchestrator already serves its maximum of concurrent WatchEvents streams (100
-        by default) or when this consumer falls so far behind that its buffer (1024
-        events) is full.
+        by default) or when this consumer stops reading and its buffer (8 MiB of
+        events, as for SSE) fills.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

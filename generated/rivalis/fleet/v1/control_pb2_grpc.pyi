@@ -105,8 +105,8 @@ class FleetControlStub:
     replay: after a reconnect, re-read GetStats and ListInstances. The stream ends
     with OK on orchestrator shutdown, and with RESOURCE_EXHAUSTED + SSE_LIMIT when the
     orchestrator already serves its maximum of concurrent WatchEvents streams (100
-    by default) or when this consumer falls so far behind that its buffer (1024
-    events) is full.
+    by default) or when this consumer stops reading and its buffer (8 MiB of
+    events, as for SSE) fills.
     """
     GetCluster: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.ClusterInfo]
     """This node's role in its cluster, the leader and the live members. Answered by
@@ -179,8 +179,8 @@ class FleetControlAsyncStub(FleetControlStub):
     replay: after a reconnect, re-read GetStats and ListInstances. The stream ends
     with OK on orchestrator shutdown, and with RESOURCE_EXHAUSTED + SSE_LIMIT when the
     orchestrator already serves its maximum of concurrent WatchEvents streams (100
-    by default) or when this consumer falls so far behind that its buffer (1024
-    events) is full.
+    by default) or when this consumer stops reading and its buffer (8 MiB of
+    events, as for SSE) fills.
     """
     GetCluster: _aio.UnaryUnaryMultiCallable[_control_pb2.GetClusterRequest, _control_pb2.ClusterInfo]  # type: ignore[assignment]
     """This node's role in its cluster, the leader and the live members. Answered by
@@ -316,8 +316,8 @@ class FleetControlServicer(metaclass=_abc_1.ABCMeta):
         replay: after a reconnect, re-read GetStats and ListInstances. The stream ends
         with OK on orchestrator shutdown, and with RESOURCE_EXHAUSTED + SSE_LIMIT when the
         orchestrator already serves its maximum of concurrent WatchEvents streams (100
-        by default) or when this consumer falls so far behind that its buffer (1024
-        events) is full.
+        by default) or when this consumer stops reading and its buffer (8 MiB of
+        events, as for SSE) fills.
         """
 
     @_abc_1.abstractmethod

@@ -135,7 +135,8 @@ async def serve(
     ``polls`` counts the polls handled so far. Once the agent has waited
     :data:`POLL_MISSES` heartbeats for a message without a poll among them, it stops
     (the caller closes with :data:`NO_POLL`); time spent handling frames does not count,
-    and a ``heartbeat_ms`` of 0 turns the check off.
+    a reply in N parts adds N heartbeats to the wait, and a ``heartbeat_ms`` of 0 turns the
+    check off.
     """
     watch = _PollWatch(POLL_MISSES * heartbeat_ms / 1000) if heartbeat_ms > 0 else None
     since = 0.0
@@ -168,6 +169,10 @@ async def serve(
                 else:
                     for part in reply:
                         await ws.send_bytes(part)
+                    if watch is not None and len(reply) > 1:
+                        # The orchestrator reads a reply in parts before it polls again:
+                        # one more heartbeat of patience per part.
+                        watch.waited -= len(reply) * heartbeat_ms / 1000
             except (ConnectionError, aiohttp.ClientError) as exc:
                 return Ended(f"send failed ({describe(exc)})")
     finally:

@@ -222,7 +222,7 @@ class AgentLink:
             reply: agent_pb2.State | Reply = state
             if self._parts is not None or (state.full and is_extended(state)):
                 try:
-                    done = self._collect(state)
+                    done = await self._collect(state)
                 except PartError as exc:
                     await self.kick(CloseCode.PROTOCOL_VIOLATION, str(exc))
                     return
@@ -246,17 +246,22 @@ class AgentLink:
                 CloseCode.PROTOCOL_VIOLATION, f"unexpected {body or 'empty'} frame from agent"
             )
 
-    def _collect(self, state: agent_pb2.State) -> Reply | None:
-        """Take one frame of a reply in parts (or a delta); the reply once complete."""
+    async def _collect(self, state: agent_pb2.State) -> Reply | None:
+        """Take one frame of a reply in parts (or a delta); the reply once complete. The
+        rooms are parsed a batch per loop turn, so a 4 MiB part never holds the loop."""
         parts = self._parts
-        snapshot = self.instance.snapshot
         if parts is None:
+            snapshot = self.instance.snapshot
             parts = ReplyParts(state, snapshot.rooms if snapshot is not None else None)
         else:
             parts.add(state)
+        self._parts = parts
         self._missed = 0  # a part is a sign of life
+        for _ in parts.batches(state):
+            await asyncio.sleep(0)
+            if self._closing:
+                return None
         if not parts.complete:
-            self._parts = parts
             return None
         self._parts = None
         return parts.reply

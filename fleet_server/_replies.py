@@ -9,7 +9,7 @@ so the read model reconciles only those.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -43,6 +43,8 @@ FEATURES: Final = ("parts", "deltas")
 MAX_PARTS: Final = 64
 MAX_ROOMS_IN_PARTS: Final = 200_000
 """The room limit of a snapshot sent in parts or built from deltas (one frame: 50,000)."""
+BATCH: Final = 2_000
+"""Rooms parsed per loop turn: a 4 MiB part holds up to about 12,000 rooms with metadata."""
 DIFF_FROM: Final = 5_000
 """A full reply in parts with at least this many rooms (the forced full replies of a big
 agent) is compared with the applied snapshot room by room, and only the rooms that
@@ -70,24 +72,25 @@ class Reply:
     def delta(self) -> bool:
         return bool(self.header.base_hash)
 
-    def take(self, state: agent_pb2.State, known: Mapping[str, ReportedRoom] | None) -> None:
-        """Parse the rooms one frame lists (nothing more once one has failed)."""
+    def take(
+        self, listed: Sequence[agent_pb2.RoomState], known: Mapping[str, ReportedRoom] | None
+    ) -> None:
+        """Parse some of the rooms a frame lists (nothing more once one has failed)."""
         if self.reason is not None:
             return
-        if len(self.rooms) + len(state.rooms) > MAX_ROOMS_IN_PARTS:
+        if len(self.rooms) + len(listed) > MAX_ROOMS_IN_PARTS:
             self.reason = f"rooms has more than {MAX_ROOMS_IN_PARTS} entries"
             return
         if not self.rooms:
-            if not read_rooms_into(state.rooms, known, self.rooms):
+            if not read_rooms_into(listed, known, self.rooms):
                 self.rooms.clear()
-                self.reason = room_failure(state.rooms, {}) or "room id listed twice"
+                self.reason = room_failure(listed, {}) or "room id listed twice"
         else:
             rooms: dict[str, ReportedRoom] = {}
-            if read_rooms_into(state.rooms, known, rooms, self.rooms):
+            if read_rooms_into(listed, known, rooms, self.rooms):
                 self.rooms.update(rooms)
             else:
-                self.reason = room_failure(state.rooms, self.rooms) or "room id listed twice"
-        self.removed.extend(state.removed_rooms)
+                self.reason = room_failure(listed, self.rooms) or "room id listed twice"
 
 
 def is_extended(state: agent_pb2.State) -> bool:
@@ -96,7 +99,9 @@ def is_extended(state: agent_pb2.State) -> bool:
 
 
 class ReplyParts:
-    """Collects the frames of one reply: part 1 first, then each next part in order."""
+    """Collects the frames of one reply: part 1 first, then each next part in order.
+    Each frame's rooms are parsed by :meth:`take`, in batches the caller may spread over
+    several loop turns (:data:`BATCH` rooms each)."""
 
     def __init__(self, first: agent_pb2.State, known: Mapping[str, ReportedRoom] | None) -> None:
         if first.parts > MAX_PARTS:
@@ -105,16 +110,15 @@ class ReplyParts:
             raise PartError("a reply's first part is not part 1")
         self.parts = max(1, first.parts)
         self.next = 2
-        self._known = known
+        self.known = known
         self.reply = Reply(first)
-        self.reply.take(first, known)
 
     @property
     def complete(self) -> bool:
         return self.next > self.parts
 
     def add(self, state: agent_pb2.State) -> None:
-        """Take the next part; :class:`PartError` when it is not the one expected."""
+        """Check the next part (:class:`PartError` when it is not the one expected)."""
         first = self.reply.header
         if state.part != self.next:
             raise PartError("a part out of order")
@@ -127,7 +131,15 @@ class ReplyParts:
         ):
             raise PartError("a part that disagrees with its first part")
         self.next += 1
-        self.reply.take(state, self._known)
+
+    def batches(self, state: agent_pb2.State) -> Iterator[None]:
+        """Parse ``state``'s rooms, yielding after each :data:`BATCH` of them."""
+        listed = state.rooms
+        for start in range(0, len(listed), BATCH):
+            self.reply.take(listed[start : start + BATCH], self.known)
+            if start + BATCH < len(listed):
+                yield
+        self.reply.removed.extend(state.removed_rooms)
 
 
 def apply_reply(

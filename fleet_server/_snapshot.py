@@ -20,6 +20,7 @@ from fleet_agent.wire import (
     MAX_METADATA_BYTES,
     MAX_RESERVATION_ID,
     canonical_json,
+    canonical_text,
     parse_object_text,
 )
 
@@ -74,13 +75,23 @@ class ReportedRoom(NamedTuple):
 @functools.lru_cache(maxsize=4096)
 def canonical_metadata(text: str) -> str | None:
     """The canonical text of a room's reported metadata (docs/matchmaking.md §1), or None
-    when it is not a JSON object within the limit; computed once per distinct text."""
+    when it is not a JSON object within the limit; computed once per distinct text. A
+    flat object of strings, integers, booleans and nulls (the usual metadata) is written
+    back without the normalizing copy; already canonical, ``text`` itself is returned."""
     try:
         value = parse_object_text(text, MAX_METADATA_BYTES, "metadata")
-        canonical = canonical_json(value)
+        if all(type(item) in _PLAIN for item in value.values()):
+            canonical = canonical_text(value)
+            if canonical == text:
+                return text
+        else:
+            canonical = canonical_json(value)
     except (ValueError, TypeError, RecursionError):
         return None
     return canonical if len(canonical.encode()) <= MAX_METADATA_BYTES else None
+
+
+_PLAIN: Final = frozenset((str, int, bool, type(None)))
 
 
 def _room_extras(

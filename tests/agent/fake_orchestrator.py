@@ -54,10 +54,18 @@ class Link:
             await self.ws.send_bytes(data)
 
     async def hello(
-        self, instance_id: str = "i_1", *, protocol_version: int = 3, heartbeat_ms: int = 5000
+        self,
+        instance_id: str = "i_1",
+        *,
+        protocol_version: int = 3,
+        heartbeat_ms: int = 5000,
+        features: tuple[str, ...] = (),
     ) -> None:
         hello = agent_pb2.Hello(
-            instance_id=instance_id, protocol_version=protocol_version, heartbeat_ms=heartbeat_ms
+            instance_id=instance_id,
+            protocol_version=protocol_version,
+            heartbeat_ms=heartbeat_ms,
+            features=features,
         )
         await self.send(agent_pb2.Frame(hello=hello))
 

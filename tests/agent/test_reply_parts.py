@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable, Iterator
 
@@ -122,6 +123,30 @@ async def test_an_orchestrator_without_features_gets_one_frame_full_replies(
     again = await link.poll(known_hash=first.hash)
     assert again.full and not again.base_hash and not again.parts
     assert len(again.rooms) == 1
+
+
+async def test_after_a_reply_in_parts_the_agent_waits_longer_for_the_next_poll(
+    monkeypatch: pytest.MonkeyPatch,
+    make_agent: MakeAgent,
+    fake: FakeOrchestrator,
+    rooms: CountingRooms,
+) -> None:
+    monkeypatch.setattr(_reply_parts, "PART_BUDGET", 2048)
+    for i in range(200):
+        await rooms.create("match", f"r{i:04d}")
+    connecting = asyncio.create_task(make_agent().connect())
+    link = await fake.next_link()
+    await link.hello(heartbeat_ms=100, features=("parts",))
+    await asyncio.wait_for(connecting, 5)
+    await link.send_poll()
+    first = (await link.recv()).state
+    assert first.parts >= 3
+    for _ in range(1, first.parts):
+        await link.recv()
+    await asyncio.sleep(0.45)  # past the 3 heartbeats of a one-frame reply, within 3 + parts
+    assert not link.closed.is_set()
+    again = await link.poll(known_hash=first.hash)
+    assert not again.full
 
 
 def _after(

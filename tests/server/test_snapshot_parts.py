@@ -304,10 +304,12 @@ def test_a_reply_beyond_the_room_limit_is_rejected(monkeypatch: pytest.MonkeyPat
     first = agent_pb2.State(req_id="p", full=True, seq=1, hash="h", part=1, parts=2)
     first.rooms.add(id="a", type="match")
     collected = _replies.ReplyParts(first, None)
+    list(collected.batches(first))
     second = agent_pb2.State(req_id="p", full=True, seq=1, hash="h", part=2, parts=2)
     for i in range(5):
         second.rooms.add(id=f"b{i}", type="match")
     collected.add(second)
+    list(collected.batches(second))
     assert collected.complete
     assert collected.reply.reason == "rooms has more than 5 entries"
 

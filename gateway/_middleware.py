@@ -149,6 +149,15 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
 
 async def _read_body(request: web.Request) -> bytes:
     """The whole body, refusing it as soon as it passes :data:`BODY_LIMIT`."""
+    content = request.content
+    if content.is_eof():  # all of it arrived with the head: no wait, no timer
+        try:
+            whole = content.read_nowait()
+        except (HttpProcessingError, web.RequestPayloadError, ConnectionError) as exc:
+            raise FleetError(ErrorCode.VALIDATION, "request body could not be read") from exc
+        if len(whole) > BODY_LIMIT:
+            raise _PayloadTooLargeError
+        return whole
     body = bytearray()
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):

@@ -14,13 +14,14 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from fleet_server._interfaces import ErrorCode, FleetError, rejection
 
 __all__ = ["NO_DATA", "encode", "envelope", "found", "json_body", "ok", "rejected"]
 
 JSON_TYPE: Final = "application/json"
+_JSON_HEADERS: Final[dict[str, str]] = {hdrs.CONTENT_TYPE: f"{JSON_TYPE}; charset=utf-8"}
 
 
 class _NoData(enum.Enum):
@@ -41,9 +42,11 @@ def encode(payload: Any) -> bytes:
 def json_body(
     body: bytes, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        body=body, status=status, headers=headers, content_type=JSON_TYPE, charset="utf-8"
-    )
+    # the header aiohttp would build from content_type and charset, given as it is
+    if headers is None:
+        return web.Response(body=body, status=status, headers=_JSON_HEADERS)
+    merged: dict[str, str] = {**headers, **_JSON_HEADERS}
+    return web.Response(body=body, status=status, headers=merged)
 
 
 def ok(

@@ -109,12 +109,30 @@ class PlacementIndex:
         if snapshot is not None and not instance.removed and instance.join_seq is not None:
             load = _load(instance, snapshot)
             filed = self._filed.get(instance_id)
-            if filed is not None and filed[0] is snapshot and filed[1] == load:
+            if filed is not None and filed[0] is snapshot:  # types and capacity as filed
+                if filed[1] != load:
+                    self._move(instance_id, load)
+                    self._filed[instance_id] = (snapshot, load)
                 return
         self._filed.pop(instance_id, None)
         self._refile(instance, snapshot, load)
         if load is not None and snapshot is not None and instance_id in self._keys:
             self._filed[instance_id] = (snapshot, load)
+
+    def _move(self, instance_id: str, load: Load) -> None:
+        """Re-key a filed instance whose load alone changed (a create started, ended)."""
+        keys = self._keys[instance_id]
+        for room_type, current in keys.items():
+            index = self._types[room_type]
+            entry = index.key(load)
+            if entry == current:
+                continue
+            entries = index.entries
+            position = bisect.bisect_left(entries, current)
+            if position < len(entries) and entries[position] == current:
+                del entries[position]
+            bisect.insort(entries, entry)
+            keys[room_type] = entry
 
     def _refile(self, instance: Instance, snapshot: Snapshot | None, load: Load | None) -> None:
         instance_id = instance.id

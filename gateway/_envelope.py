@@ -14,11 +14,21 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
+import orjson
 from aiohttp import hdrs, web
 
-from fleet_server._interfaces import ErrorCode, FleetError, rejection
+from fleet_server._interfaces import ErrorCode, FleetError, RoomInfo, rejection
 
-__all__ = ["NO_DATA", "encode", "envelope", "found", "json_body", "ok", "rejected"]
+__all__ = [
+    "NO_DATA",
+    "encode",
+    "envelope",
+    "found",
+    "json_body",
+    "ok",
+    "rejected",
+    "room_body",
+]
 
 JSON_TYPE: Final = "application/json"
 _JSON_HEADERS: Final[dict[str, str]] = {hdrs.CONTENT_TYPE: f"{JSON_TYPE}; charset=utf-8"}
@@ -37,6 +47,17 @@ _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 def encode(payload: Any) -> bytes:
     """Compact JSON, the encoding of every body (the failure helper's too)."""
     return _ENCODER.encode(payload).encode()
+
+
+def room_body(room: RoomInfo) -> bytes:
+    """The success envelope of one room, as :func:`encode` writes it. Without metadata a
+    room holds only strings, small integers, booleans and nulls, which ``orjson`` writes
+    byte for byte as the standard encoder does (same escapes, no ASCII escaping), in a
+    tenth of the time; with metadata (any JSON, floats included) the standard one."""
+    data = room.to_dict()
+    if room.metadata:
+        return encode(envelope(data))
+    return orjson.dumps({"status": "OK", "data": data})
 
 
 def json_body(

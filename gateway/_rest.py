@@ -34,7 +34,7 @@ from fleet_server._interfaces import (
 )
 
 from ._cors import install_cors
-from ._envelope import encode, envelope, found, json_body, ok, rejected
+from ._envelope import encode, envelope, found, json_body, ok, rejected, room_body
 from ._middleware import CONTEXT, GUARD, AuthMode, Guard, RoutePolicy, raw_path
 from ._openapi import serve_document
 from ._paging import page
@@ -256,7 +256,7 @@ class RestApi:
         room = await self._fleet.create_room(
             create.type, room_id=create.room_id, placement=create.placement, options=create.options
         )
-        return ok(room.to_dict(), status=201)
+        return json_body(room_body(room), status=201)
 
     async def reserve_seats(self, request: web.Request) -> web.StreamResponse:
         body = seat_body(request[CONTEXT].body, request.content_type)

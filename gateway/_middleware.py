@@ -178,6 +178,12 @@ class RoutePolicy:
     any_role: bool = False  # a standby serves it too
     keys_only: bool = False  # an API token is refused (403): minting tokens
 
+    @property
+    def shares_context(self) -> bool:
+        """Whether the handler reads the :data:`CONTEXT` (its body, or the SSE stream's
+        client IP); the others are spared storing it on the request."""
+        return self.reads_body or self.auth is AuthMode.ADMIN_OR_QUERY
+
 
 class Guard:
     """Every route of an app behind one gate: throttle → auth → body cap, envelope, logs.
@@ -241,6 +247,7 @@ class Guard:
 
     def _wrap(self, handler: Handler, policy: RoutePolicy | None, label: str) -> Handler:
         admit, done = self._admit, self._done
+        shares = policy is not None and policy.shares_context
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             debug = log.isEnabledFor(logging.DEBUG)
@@ -255,7 +262,8 @@ class Guard:
                     else:
                         ip = self._auth.client_ip(request.remote, request.headers)
                         context = RequestContext(ip, policy.audited)
-                        request[CONTEXT] = context
+                        if shares:
+                            request[CONTEXT] = context
                         refusal = admit(request, context, policy)
                         if refusal is None and policy.reads_body:
                             refusal = await _admit_body(request, context)

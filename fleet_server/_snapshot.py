@@ -136,6 +136,7 @@ def _read_rooms(
         return None
     rooms: dict[str, ReportedRoom] = {}
     origins = _ORIGINS
+    new = tuple.__new__
     for room in state.rooms:
         room_id = room.id
         room_type = room.type
@@ -156,8 +157,8 @@ def _read_rooms(
             if extras is None:
                 return None
             rooms[room_id] = ReportedRoom(room_type, connections, local, *extras)
-        else:
-            rooms[room_id] = ReportedRoom(room_type, connections, local)
+        else:  # ReportedRoom(room_type, connections, local), without its Python __new__
+            rooms[room_id] = new(ReportedRoom, (room_type, connections, local, "", None, False))
     return rooms
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv install etcd chromium protos lint test run run-ha bench bench-quick fuzz chaos clean
+.PHONY: venv install etcd chromium wrk protos lint test run run-ha bench bench-quick fuzz chaos clean
 
 venv: $(PY)
 
@@ -58,6 +58,19 @@ chromium:
 		command -v chromedriver >/dev/null || { echo "chromium-driver installed no chromedriver" >&2; exit 1; }; \
 	fi
 
+# The bench drives GET /v1/stats and its floor with wrk too (docs/performance.md):
+# Debian's wrk, installed when missing; without it the bench says so and that row fails.
+wrk:
+	@if ! command -v wrk >/dev/null 2>&1; then \
+		echo "wrk not found: installing the Debian package wrk (apt-get, as root)"; \
+		if [ "$$(id -u)" = 0 ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
+				|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+					apt-get install -y -qq wrk >/dev/null; } \
+				|| echo "wrk could not be installed: the bench's wrk row will fail" >&2; \
+		else echo "installing wrk needs root: the bench's wrk row will fail" >&2; fi; \
+	fi
+
 run: install
 	$(PY) -m examples.run_fleet $(RUN_ARGS)
 
@@ -65,10 +78,10 @@ run: install
 run-ha: install etcd
 	$(PY) -m examples.run_ha $(RUN_ARGS)
 
-bench: install
+bench: install wrk
 	$(PY) tools/bench.py $(BENCH_ARGS)
 
-bench-quick: install
+bench-quick: install wrk
 	$(PY) tools/bench.py --quick $(BENCH_ARGS)
 
 # Long runs of what `make test` runs briefly (docs/reliability.md): a 60 s churn, the

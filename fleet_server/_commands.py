@@ -3,6 +3,11 @@
 A command settles exactly once: by its ack, its timeout, its link's teardown or a
 failed send. The engine keeps the table; the :class:`~fleet_server._fleet.Fleet`
 decides what each outcome does to reservations and the read model.
+
+Every command has the same timeout, so commands expire in the order they started: the
+engine keeps them in start order and one timer, armed for the oldest one's deadline,
+expires whatever is due when it fires (a settled command just leaves the table, with no
+timer of its own to cancel). The Command frame is written as bytes, like polls.
 """
 
 from __future__ import annotations
@@ -15,11 +20,20 @@ from typing import Final, Literal, Protocol
 
 from rivalis.fleet.v3 import agent_pb2
 
+from fleet_agent import wire
+
 from ._agent_tokens import AgentGrant
 from ._errors import ErrorCode, FleetError
 from ._instance import Instance
 
-__all__ = ["MAX_IN_FLIGHT", "CommandOp", "CommandSink", "Commands", "PendingCommand"]
+__all__ = [
+    "MAX_IN_FLIGHT",
+    "CommandOp",
+    "CommandSink",
+    "Commands",
+    "PendingCommand",
+    "command_message",
+]
 
 MAX_IN_FLIGHT: Final = 32
 
@@ -33,7 +47,9 @@ class CommandSink(Protocol):
     ticket_key: bytes  # seat tickets for this agent's rooms are signed with it
     grant: AgentGrant | None  # the agent token it joined with: what its snapshots must say
 
-    def send(self, frame: agent_pb2.Frame) -> Awaitable[None]: ...
+    def send_encoded(self, data: bytes) -> Awaitable[None]:
+        """Send one encoded frame (header included)."""
+        ...
 
 
 @dataclass(eq=False, slots=True)
@@ -45,10 +61,10 @@ class PendingCommand:
     room_id: str
     room_type: str
     future: asyncio.Future[agent_pb2.Ack]
-    timer: asyncio.TimerHandle | None = field(default=None)
     options: str = ""  # a create's options: canonical JSON object text
     sent: bool = False  # handed to the socket: the agent may have run it
     started: float = 0.0  # time.monotonic() when registered
+    deadline: float = field(default=0.0)  # loop time when it times out
 
 
 Outcome = Callable[[PendingCommand, agent_pb2.Ack | FleetError], None]
@@ -62,6 +78,8 @@ class Commands:
         self._timeout_ms = timeout_ms
         self._counter = 0
         self._on_settle = on_settle
+        self._by_age: dict[str, PendingCommand] = {}  # in flight, in start order
+        self._timer: asyncio.TimerHandle | None = None  # at the oldest one's deadline
 
     def start(
         self,
@@ -80,35 +98,34 @@ class Commands:
             )
         self._counter += 1
         loop = asyncio.get_running_loop()
+        cmd_id = f"cmd_{self._counter}"
         pending = PendingCommand(
-            cmd_id=f"cmd_{self._counter}",
-            op=op,
-            instance=instance,
-            sink=sink,
-            room_id=room_id,
-            room_type=room_type,
-            future=loop.create_future(),
-            options=options,
-            started=time.monotonic(),
+            cmd_id,
+            op,
+            instance,
+            sink,
+            room_id,
+            room_type,
+            loop.create_future(),
+            options,
+            False,
+            time.monotonic(),
+            loop.time() + self._timeout,
         )
-        sink.pending[pending.cmd_id] = pending
-        pending.timer = loop.call_later(self._timeout, self._expire, pending)
+        sink.pending[cmd_id] = pending
+        self._by_age[cmd_id] = pending
+        if self._timer is None:
+            self._timer = loop.call_at(pending.deadline, self._expire_due)
         return pending
 
     async def run(self, pending: PendingCommand) -> agent_pb2.Ack:
         """Send a registered command and wait for it to settle."""
-        frame = agent_pb2.Frame(
-            cmd=agent_pb2.Command(
-                cmd_id=pending.cmd_id,
-                op=pending.op,
-                room_id=pending.room_id,
-                room_type=pending.room_type,
-                options=pending.options,
-            )
+        data = command_message(
+            pending.cmd_id, pending.op, pending.room_id, pending.room_type, pending.options
         )
         pending.sent = True
         try:
-            await pending.sink.send(frame)
+            await pending.sink.send_encoded(data)
         except Exception as exc:
             self.settle(
                 pending,
@@ -155,9 +172,7 @@ class Commands:
     def settle(self, pending: PendingCommand, outcome: agent_pb2.Ack | FleetError) -> None:
         if pending.sink.pending.pop(pending.cmd_id, None) is None:
             return
-        if pending.timer is not None:
-            pending.timer.cancel()
-            pending.timer = None
+        del self._by_age[pending.cmd_id]
         self._on_settle(pending, outcome)
         if pending.future.done():
             return
@@ -166,12 +181,43 @@ class Commands:
         else:
             pending.future.set_result(outcome)
 
-    def _expire(self, pending: PendingCommand) -> None:
-        pending.timer = None
-        self.settle(
-            pending,
-            FleetError(
-                ErrorCode.COMMAND_TIMEOUT,
-                f"command {pending.cmd_id} ({pending.op}) got no ack within {self._timeout_ms} ms",
-            ),
-        )
+    def _expire_due(self) -> None:
+        """Time out every command whose deadline has passed, oldest first; re-arm the
+        timer for the oldest one left."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        by_age = self._by_age
+        while by_age:
+            pending = next(iter(by_age.values()))
+            if pending.deadline > now:
+                self._timer = loop.call_at(pending.deadline, self._expire_due)
+                return
+            self.settle(
+                pending,
+                FleetError(
+                    ErrorCode.COMMAND_TIMEOUT,
+                    f"command {pending.cmd_id} ({pending.op}) got no ack within "
+                    f"{self._timeout_ms} ms",
+                ),
+            )
+
+
+def _string_field(tag: bytes, text: str) -> bytes:
+    raw = text.encode()
+    return tag + wire.varint(len(raw)) + raw
+
+
+def command_message(cmd_id: str, op: str, room_id: str, room_type: str, options: str) -> bytes:
+    """``wire.encode_frame(Frame(cmd=Command(...)))``, written directly (empty strings
+    are left out, as protobuf leaves them out)."""
+    body = _string_field(b"\x0a", cmd_id) if cmd_id else b""
+    if op:
+        body += _string_field(b"\x12", op)
+    if room_id:
+        body += _string_field(b"\x1a", room_id)
+    if room_type:
+        body += _string_field(b"\x22", room_type)
+    if options:
+        body += _string_field(b"\x2a", options)
+    return wire.HEADER + b"\x22" + wire.varint(len(body)) + body

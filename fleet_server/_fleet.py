@@ -28,7 +28,7 @@ from ._membership import Membership
 from ._metrics import NULL_METER, CensusRow, Meter
 from ._models import FleetStats, InstanceInfo, RoomInfo
 from ._orphans import OrphanHolds
-from ._placement import Placement, ValidationError, check_pin, choose
+from ._placement import DEFAULT, Placement, ValidationError, check_pin, choose
 from ._read_model import ReadModel
 from ._replies import DeltaBaseError, Reply, apply_reply
 from ._roster import Roster
@@ -182,7 +182,7 @@ class Fleet:
         if room_id is not None and (not isinstance(room_id, str) or not is_valid_room_id(room_id)):
             raise ValidationError("room id must match ^[A-Za-z0-9_-]{1,64}$")
         if placement is None:
-            placement = Placement()
+            placement = DEFAULT
         elif not isinstance(placement, Placement):
             raise ValidationError("placement must be a Placement")
         options_text = _options_text(options)

@@ -262,8 +262,7 @@ class Instance:
         return info.rooms if info is not None else self.info().rooms
 
     def acked_room_info(self, raw: str, room_type: str) -> RoomInfo:
-        """An acked create as a room of this instance, whether listed or not (it is not
-        once the instance has left)."""
+        """An acked create as a room of this instance, listed or not (once it has left)."""
         room = self._rooms.get(raw)
         if room is not None:
             return room.room_info()
@@ -292,8 +291,7 @@ class Instance:
         return info
 
     def hash_entry(self) -> bytes:
-        """This instance's canonical stateHash entry, UTF-8: the canonical JSON of
-        ``info().to_dict()`` without its unhashed fields."""
+        """The canonical stateHash entry (UTF-8): ``info().to_dict()`` less unhashed fields."""
         entry = self._hash_entry
         if entry is None:
             snap, rooms = self._applied()
@@ -317,8 +315,7 @@ class Instance:
     # --- agent replies ------------------------------------------------------------
 
     def apply(self, snapshot: Snapshot, now_ms: int) -> Snapshot | None:
-        """Take a validated full reply; returns the snapshot it replaces. An override
-        the reply's status agrees with is settled."""
+        """Take a validated full reply (an override it agrees with settles); returns the old."""
         previous = self._snapshot
         self._snapshot = snapshot
         self._last_seq = snapshot.seq
@@ -384,10 +381,7 @@ class Instance:
                 delta -= existing.connections
                 out.dropped.append(existing)
             elif existing is None:
-                room = _Room(raw, encode_public_id(raw), self, reported)
-                rooms[raw] = room
-                delta += room.connections
-                out.created.append(room)
+                out.created.append(self.add_room(raw, encode_public_id(raw), reported))
             else:
                 if existing.local != reported.local:
                     out.flipped[existing] = existing.room_info()
@@ -405,6 +399,13 @@ class Instance:
         if self._connections is not None:
             self._connections += delta
         return out
+
+    def add_room(self, raw: str, base: str, reported: ReportedRoom) -> _Room:
+        """List a room not listed yet (what ``apply_changes`` does for a new one)."""
+        room = self._rooms[raw] = _Room(raw, base, self, reported)
+        if self._connections is not None:
+            self._connections += room.connections
+        return room
 
     def reset_rooms(self) -> None:
         """Forget every room's views (the endpoint they copy changed)."""

@@ -6,10 +6,10 @@ several orchestrators in one process never share a series. Three kinds of figure
 - *gauges at scrape time*: instances by status, rooms by type, connections, reserved
   seats, event streams and their drops, leadership, loop lag — read from the read model
   and the event hub only when ``/metrics`` is scraped (:class:`_ScrapeCollector`);
-- *hot-path tallies*: poll round trips and HTTP requests, a list append or a dict
-  increment per message, folded into a histogram and a counter by the loop-lag task's
-  tick and at scrape time;
-- *library metrics* for the rare events: commands, kicks, evictions, auth failures.
+- *hot-path tallies*: poll round trips, HTTP requests and settled commands, a list
+  append or a dict increment per message, folded into histograms and counters by the
+  loop-lag task's tick and at scrape time (before the registry reads them);
+- *library metrics* for the rare events: kicks, evictions, auth failures.
 
 The core's edges report through the :class:`Meter` protocol; :data:`NULL_METER` is the
 second implementation, used when the metrics are off and by parts built alone (tests).
@@ -213,7 +213,9 @@ class FleetMetrics:
         registry = self.registry
         self._rtt = Tally(POLL_BUCKETS)
         self.poll_rtt: Final = self._rtt.observe
-        self.lag: Final = LoopLag(on_tick=self._rtt.fold)
+        self._settled: list[tuple[str, str, float]] = []  # commands not folded in yet
+        self.lag: Final = LoopLag(on_tick=self.fold)
+        registry.register(_Folding(self.fold))  # first: the tallies are in when read
         self._commands = CounterMetric(
             "fleet_commands", "Commands settled", ("op", "outcome"), registry=registry
         )
@@ -246,12 +248,20 @@ class FleetMetrics:
         self.http[method, route, code] += 1
 
     def command(self, op: str, outcome: str, seconds: float) -> None:
-        children = self._children.get((op, outcome))
-        if children is None:  # once per (op, outcome): labels() takes a lock and a lookup
-            children = (self._commands.labels(op, outcome), self._durations.labels(op))
-            self._children[op, outcome] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self._settled.append((op, outcome, seconds))
+
+    def fold(self) -> None:
+        """Move the tallies into their histograms and counters (the loop-lag tick, and
+        every scrape before the registry reads them)."""
+        self._rtt.fold()
+        settled, self._settled = self._settled, []
+        for op, outcome, seconds in settled:
+            children = self._children.get((op, outcome))
+            if children is None:  # once per (op, outcome): labels() takes a lock and a lookup
+                children = (self._commands.labels(op, outcome), self._durations.labels(op))
+                self._children[op, outcome] = children
+            children[0].inc()
+            children[1].observe(seconds)
 
     def kick(self, reason: str) -> None:
         self._kicks.labels(reason).inc()
@@ -312,6 +322,20 @@ def capped(types: Counter[str], limit: int = MAX_ROOM_TYPES) -> Iterator[tuple[s
     yield from ranked[:limit]
     if len(ranked) > limit:
         yield OTHER_TYPE, sum(count for _, count in ranked[limit:])
+
+
+class _Folding:
+    """A collector of no series that folds the tallies when the registry is read."""
+
+    def __init__(self, fold: Callable[[], None]) -> None:
+        self._fold = fold
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        self._fold()
+        return iter(())
 
 
 class _ScrapeCollector:

@@ -249,7 +249,13 @@ class Orchestrator:
         endpoint at ``/`` always; the REST ``/v1`` routes, SSE and the dashboard (``GET
         /`` from a browser, ``/dashboard``) when ``api`` is on."""
         # the HTTP surfaces over this core
-        from gateway import mount_dashboard, mount_health, mount_metrics, mount_rest
+        from gateway import (
+            mount_agents,
+            mount_dashboard,
+            mount_health,
+            mount_metrics,
+            mount_rest,
+        )
 
         services = self._services()
         app = web.Application(handler_args={"access_log": None})
@@ -259,7 +265,7 @@ class Orchestrator:
             self._end_streams = mount_rest(app, services)  # ends SSE streams first on shutdown
             mount_dashboard(app, agents=self.transport.handle)
         else:
-            app.router.add_get("/", self.transport.handle)
+            mount_agents(app, services, self.transport.handle)
         return app
 
     # --- lifecycle ----------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, Literal, cast, get_args
 
 from ._errors import ErrorCode, FleetError
@@ -12,7 +13,14 @@ from ._instance import Instance
 from ._read_model import ReadModel
 from ._selectors import MAX_SELECTORS, Selector, selectors_from_json
 
-__all__ = ["Placement", "PlacementStrategy", "ValidationError", "check_pin", "choose"]
+__all__ = [
+    "DEFAULT",
+    "Placement",
+    "PlacementStrategy",
+    "ValidationError",
+    "check_pin",
+    "choose",
+]
 
 PlacementStrategy = Literal["least-loaded", "most-loaded", "random"]
 STRATEGIES: Final = frozenset(get_args(PlacementStrategy))
@@ -60,7 +68,9 @@ class Placement:
 
     def predicates(self) -> tuple[Selector, ...]:
         """The selectors to try in order: ``labels`` alone is the one-selector shorthand."""
-        return cast(tuple[Selector, ...], self.selectors) or (Selector(labels=self.labels),)
+        if self.selectors:
+            return cast(tuple[Selector, ...], self.selectors)
+        return (Selector(labels=self.labels),) if self.labels else _ANY
 
 
 def _selectors(value: object) -> tuple[Selector, ...]:
@@ -83,6 +93,10 @@ def _selector_json(selector: Selector) -> dict[str, object]:
             {"key": e.key, "op": e.op, "values": list(e.values)} for e in selector.expressions
         ],
     }
+
+
+_ANY: Final = (Selector(),)  # the one selector of a placement without labels
+DEFAULT: Final = Placement()
 
 
 def check_pin(instance: Instance, force: bool) -> None:
@@ -118,14 +132,17 @@ def _choose_one(
     read: ReadModel, room_type: str, placement: Placement, selector: Selector, rng: random.Random
 ) -> Instance | None:
     labels, expressions = selector.labels, selector.expressions
+    fits: Callable[[Instance], bool]
+    if expressions:
 
-    def fits(instance: Instance) -> bool:
-        if not instance.fits(room_type, labels):
-            return False
-        snapshot = instance.snapshot
-        return not expressions or (
-            snapshot is not None and all(e.holds(snapshot.labels) for e in expressions)
-        )
+        def fits(instance: Instance) -> bool:
+            if not instance.fits(room_type, labels):
+                return False
+            snapshot = instance.snapshot
+            return snapshot is not None and all(e.holds(snapshot.labels) for e in expressions)
+
+    else:  # one Python frame per candidate: the tie runs check up to 64 of them
+        fits = partial(Instance.fits, room_type=room_type, labels=labels)
 
     if placement.strategy != "random" and read.index.ordered(room_type):
         return read.index.choose(room_type, placement.strategy == "most-loaded", fits, rng)

@@ -96,11 +96,46 @@ class PlacementIndex:
         self._types: dict[str, _TypeIndex] = {}
         self._keys: dict[str, dict[str, Entry]] = {}  # instance id -> type -> entry
         self._capacity: dict[str, tuple[bool, bool]] = {}  # instance id -> (no conn, no rooms)
+        # What each filed instance was last filed from: its snapshot and its load. The
+        # same snapshot object and an equal load file it exactly as it is (an acked
+        # create: one room more and one in flight less).
+        self._filed: dict[str, tuple[Snapshot, Load]] = {}
 
     def refresh(self, instance: Instance) -> None:
         """Re-file ``instance`` after its snapshot, rooms, in-flight count or holds changed."""
         instance_id = instance.id
         snapshot = instance.snapshot
+        load: Load | None = None
+        if snapshot is not None and not instance.removed and instance.join_seq is not None:
+            load = _load(instance, snapshot)
+            filed = self._filed.get(instance_id)
+            if filed is not None and filed[0] is snapshot:  # types and capacity as filed
+                if filed[1] != load:
+                    self._move(instance_id, load)
+                    self._filed[instance_id] = (snapshot, load)
+                return
+        self._filed.pop(instance_id, None)
+        self._refile(instance, snapshot, load)
+        if load is not None and snapshot is not None and instance_id in self._keys:
+            self._filed[instance_id] = (snapshot, load)
+
+    def _move(self, instance_id: str, load: Load) -> None:
+        """Re-key a filed instance whose load alone changed (a create started, ended)."""
+        keys = self._keys[instance_id]
+        for room_type, current in keys.items():
+            index = self._types[room_type]
+            entry = index.key(load)
+            if entry == current:
+                continue
+            entries = index.entries
+            position = bisect.bisect_left(entries, current)
+            if position < len(entries) and entries[position] == current:
+                del entries[position]
+            bisect.insort(entries, entry)
+            keys[room_type] = entry
+
+    def _refile(self, instance: Instance, snapshot: Snapshot | None, load: Load | None) -> None:
+        instance_id = instance.id
         wanted: Iterable[str] = ()
         if snapshot is not None and snapshot.auto_create and not instance.removed:
             wanted = snapshot.room_types
@@ -120,7 +155,6 @@ class PlacementIndex:
                 self._leave(instance, room_type)
         self._capacity[instance_id] = capacity
         keys = self._keys.setdefault(instance_id, {})
-        load: Load | None = None
         for room_type in new_types:
             index = self._types.get(room_type)
             if index is None:
@@ -153,6 +187,7 @@ class PlacementIndex:
             self._leave(instance, room_type)
         self._keys.pop(instance.id, None)
         self._capacity.pop(instance.id, None)
+        self._filed.pop(instance.id, None)
 
     def _leave(self, instance: Instance, room_type: str) -> None:
         index = self._types.get(room_type)
@@ -175,6 +210,8 @@ class PlacementIndex:
                 del index.entries[position]
 
     def _rekey(self, index: _TypeIndex, room_type: str) -> None:
+        for instance_id in index.members:  # entries re-derived: file each anew next time
+            self._filed.pop(instance_id, None)
         for entry in index.entries:
             self._keys.setdefault(entry[3], {})[room_type] = entry
         if index.ratio_modes is None:

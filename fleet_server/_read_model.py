@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from ._events import Event, EventType
 from ._fleet_hash import EMPTY_HASH, SyncJob, fleet_digest
+from ._ids import encode_public_id
 from ._instance import Change, Instance, RoomChanges, _Room
 from ._models import FleetStats, InstanceInfo, RoomInfo, same_content
 from ._placement_index import PlacementIndex
@@ -215,7 +216,18 @@ class ReadModel(PublicIds):
         if not instance.joined or instance.removed:
             return []
         instance.overlay_create(raw, room_type)
-        return self._reconcile(instance, [(raw, instance.effective_room(raw))])
+        reported = instance.effective_room(raw)
+        if reported is not None and raw not in instance.rooms:
+            base = encode_public_id(raw)
+            if base not in self._claims:  # the usual acked create: a new room, its id free
+                room = instance.add_room(raw, base, reported)
+                self._claims[base] = room
+                room.public = base
+                self._public[base] = room
+                self._dirty(instance)
+                self.index.refresh(instance)
+                return [(EventType.ROOM_CREATE, room.room_info())]
+        return self._reconcile(instance, [(raw, reported)])
 
     def hide(self, instance: Instance, raw: str) -> list[Event]:
         if not instance.joined or instance.removed:

@@ -164,6 +164,7 @@ def read_rooms_into(
     or in ``seen``, the rooms of earlier parts)."""
     origins = _ORIGINS
     earlier = seen if seen is not None else {}
+    new = tuple.__new__
     for room in listed:
         room_id = room.id
         room_type = room.type
@@ -185,8 +186,8 @@ def read_rooms_into(
             if extras is None:
                 return False
             rooms[room_id] = ReportedRoom(room_type, connections, local, *extras)
-        else:
-            rooms[room_id] = ReportedRoom(room_type, connections, local)
+        else:  # ReportedRoom(room_type, connections, local), without its Python __new__
+            rooms[room_id] = new(ReportedRoom, (room_type, connections, local, "", None, False))
     return True
 
 

@@ -9,13 +9,14 @@ from ._dashboard import mount_dashboard
 from ._grpc import GrpcServer, start_grpc
 from ._listener import AcceptingSite
 from ._metrics import mount_metrics
-from ._rest import mount_health, mount_rest
+from ._rest import mount_agents, mount_health, mount_rest
 from ._server import FleetRunner
 
 __all__ = [
     "AcceptingSite",
     "FleetRunner",
     "GrpcServer",
+    "mount_agents",
     "mount_dashboard",
     "mount_health",
     "mount_metrics",

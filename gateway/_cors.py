@@ -3,9 +3,10 @@
 Off unless origins are configured. A listed ``Origin`` (or any, with ``*``) gets
 ``Access-Control-Allow-Origin`` and ``Access-Control-Expose-Headers: ETag`` on every
 response — errors and SSE streams included — through the app's response-prepare
-signal. ``OPTIONS`` is never routed: the gateway's middleware hands every ``OPTIONS``
-request to :func:`answer_options` before auth, so with CORS on a preflight is answered
-``204``; otherwise it is ``404 NOT_FOUND``. With CORS off nothing is installed.
+signal. ``OPTIONS`` is never routed: the gateway's guard (its last route takes them
+all) hands every ``OPTIONS`` request to :func:`answer_options` before auth, so with
+CORS on a preflight is answered ``204``; otherwise it is ``404 NOT_FOUND``. With CORS
+off nothing is installed.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from typing import Final
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from ._middleware import GUARD
+
 __all__ = ["ASSETS", "CSP", "PAGE_PATHS", "is_browser", "mount_dashboard"]
 
 CSP: Final = (
@@ -61,7 +63,8 @@ def is_browser(request: web.BaseRequest) -> bool:
 
 def mount_dashboard(app: web.Application, *, agents: Handler) -> None:
     """The page at ``/dashboard`` and, for browsers, at ``/`` (``agents`` answers every
-    other request to ``/``), and its assets under ``/dashboard/``."""
+    other request to ``/``), and its assets under ``/dashboard/``, behind the app's guard
+    (mount the health routes first: they make it)."""
 
     async def page(request: web.Request) -> web.StreamResponse:
         return _serve(PAGE, "text/html")
@@ -71,8 +74,9 @@ def mount_dashboard(app: web.Application, *, agents: Handler) -> None:
             return _serve(PAGE, "text/html")
         return await agents(request)
 
-    app.router.add_get("/", root)
-    app.router.add_get("/dashboard", page)
+    guard = app[GUARD]
+    guard.add(app, "GET", "/", root, head=True)
+    guard.add(app, "GET", "/dashboard", page, head=True)
     for name, content_type in ASSETS.items():
 
         async def asset(
@@ -80,4 +84,4 @@ def mount_dashboard(app: web.Application, *, agents: Handler) -> None:
         ) -> web.StreamResponse:
             return _serve(name, content_type)
 
-        app.router.add_get(f"/{_FOLDER}/{name}", asset)
+        guard.add(app, "GET", f"/{_FOLDER}/{name}", asset, head=True)

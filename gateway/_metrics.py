@@ -16,7 +16,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from fleet_server._interfaces import Services
 
-from ._middleware import AuthMode
+from ._middleware import AuthMode, RoutePolicy
 from ._rest import install_guard
 
 __all__ = ["METRICS_PATH", "mount_metrics"]
@@ -26,8 +26,6 @@ METRICS_PATH: Final = "/metrics"
 
 def mount_metrics(app: web.Application, services: Services) -> None:
     guard = install_guard(app, services)
-    route = app.router.add_route(
-        "GET", METRICS_PATH, make_aiohttp_handler(services.metrics.registry)
-    )
     auth = AuthMode.ADMIN if services.options.metrics_auth else AuthMode.NONE
-    guard.protect(route, auth=auth, any_role=True)
+    handler = make_aiohttp_handler(services.metrics.registry)
+    guard.add(app, "GET", METRICS_PATH, handler, RoutePolicy(auth, any_role=True))

@@ -9,14 +9,16 @@ UNAUTHORIZED``) → the token's scope (``403 FORBIDDEN``: a ``read`` token on an
 ``503 NOT_LEADER`` with the leader's URL (every route but ``/v1/cluster``) → the 64 KiB
 body cap (``413 PAYLOAD_TOO_LARGE``) → the handler, which validates its input (``400``).
 
-All of it runs in one middleware, :meth:`Guard.middleware`, which also turns whatever
-escapes into the envelope — a :class:`~fleet_server.FleetError` into its code's status,
-aiohttp's own HTTP errors into ``NOT_FOUND``/``METHOD_NOT_ALLOWED``/``PAYLOAD_TOO_LARGE``/
-``VALIDATION``, and anything else into ``500 INTERNAL`` (logged with method and path) —
-so a client never sees HTML or a traceback. It then counts the request
+All of it runs in the wrapper :meth:`Guard.add` puts around every route's handler (the
+app has no middleware, whose machinery aiohttp runs per request), which also turns
+whatever escapes into the envelope — a :class:`~fleet_server.FleetError` into its code's
+status, aiohttp's own HTTP errors into ``NOT_FOUND``/``METHOD_NOT_ALLOWED``/
+``PAYLOAD_TOO_LARGE``/``VALIDATION``, and anything else into ``500 INTERNAL`` (logged with
+method and path) — so a client never sees HTML or a traceback. It then counts the request
 (``fleet_http_requests_total`` by method, route template and status), writes the access
 line (``fleet.http``, DEBUG, never a query string; built only when DEBUG is on) and, for
 the audited routes, the audit line (``fleet.audit``, INFO, also for refused requests).
+Requests no route takes reach the guard's last route (:meth:`Guard.add_fallback`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from ._envelope import rejected
 __all__ = [
     "BODY_LIMIT",
     "CONTEXT",
+    "GUARD",
     "UNMATCHED",
     "AuthMode",
     "Guard",
@@ -55,7 +58,6 @@ __all__ = [
     "RoutePolicy",
     "from_http_exception",
     "raw_path",
-    "route_label",
 ]
 
 log = logging.getLogger("fleet.http")
@@ -85,16 +87,6 @@ class RequestContext:
 
 
 CONTEXT: Final = web.RequestKey("fleet_request_context", RequestContext)
-
-
-def route_label(request: web.Request) -> str:
-    """The template of the route ``request`` matched, or :data:`UNMATCHED`."""
-    info = request.match_info
-    resource = info.route.resource
-    if resource is None or info.http_exception is not None:
-        return UNMATCHED
-    template: str = resource.canonical
-    return template
 
 
 def raw_path(request: web.BaseRequest) -> str:
@@ -149,6 +141,15 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
 
 async def _read_body(request: web.Request) -> bytes:
     """The whole body, refusing it as soon as it passes :data:`BODY_LIMIT`."""
+    content = request.content
+    if content.is_eof():  # all of it arrived with the head: no wait, no timer
+        try:
+            whole = content.read_nowait()
+        except (HttpProcessingError, web.RequestPayloadError, ConnectionError) as exc:
+            raise FleetError(ErrorCode.VALIDATION, "request body could not be read") from exc
+        if len(whole) > BODY_LIMIT:
+            raise _PayloadTooLargeError
+        return whole
     body = bytearray()
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):
@@ -177,14 +178,25 @@ class RoutePolicy:
     any_role: bool = False  # a standby serves it too
     keys_only: bool = False  # an API token is refused (403): minting tokens
 
+    @property
+    def shares_context(self) -> bool:
+        """Whether the handler reads the :data:`CONTEXT` (its body, or the SSE stream's
+        client IP); the others are spared storing it on the request."""
+        return self.reads_body or self.auth is AuthMode.ADMIN_OR_QUERY
+
 
 class Guard:
-    """The one middleware of an app: preflight, throttle → auth → body cap, envelope, logs.
+    """Every route of an app behind one gate: throttle → auth → body cap, envelope, logs.
 
-    Routes registered with :meth:`protect` pass the throttle, the admin key and the body
-    cap before their handler runs; every other route (health, the agent endpoint, the
-    OpenAPI document) goes straight to its handler. Either way, whatever escapes becomes
-    the envelope, and the access and audit lines are written after the response.
+    Each route is registered through :meth:`add`, which wraps its handler: a route with
+    a :class:`RoutePolicy` passes the throttle, the credential and the body cap before
+    its handler runs; every other route (health, the agent endpoint, the OpenAPI
+    document, the dashboard) goes straight to it. Either way, whatever escapes becomes
+    the envelope, the request is counted under its route template, and the access and
+    audit lines are written after the response. A last route, added when the app starts,
+    takes every request no other route takes: ``OPTIONS`` (:func:`answer_options`),
+    unknown paths (404) and known paths with another method (405). The app has no
+    middleware: aiohttp calls the wrapped handler directly.
     """
 
     def __init__(self, services: Services) -> None:
@@ -192,84 +204,120 @@ class Guard:
         self._meter = services.meter
         self._cluster = services.cluster
         self._query_auth = services.options.sse_query_auth
-        self._policies: dict[web.AbstractRoute, RoutePolicy] = {}
+        self._fallback: web.AbstractResource | None = None
         self.cors: CorsPolicy | None = None
 
-    def protect(
+    def add(
         self,
-        route: web.AbstractRoute,
+        app: web.Application,
+        method: str,
+        path: str,
+        handler: Handler,
+        policy: RoutePolicy | None = None,
         *,
-        auth: AuthMode,
-        audited: bool = False,
-        reads_body: bool = False,
-        any_role: bool = False,
-        keys_only: bool = False,
-    ) -> None:
-        """Guard ``route`` (a route of this guard's app) with ``auth``; NONE leaves it open.
-        Unless ``any_role``, a node that does not lead answers ``NOT_LEADER``."""
-        if auth is AuthMode.NONE:
-            self._policies.pop(route, None)
-            return
-        self._policies[route] = RoutePolicy(auth, audited, reads_body, any_role, keys_only)
+        head: bool = False,
+    ) -> web.AbstractRoute:
+        """Serve ``method path`` (and ``HEAD`` with ``head``) with ``handler`` behind the
+        guard; a ``policy`` whose auth is NONE leaves the route open."""
+        if policy is not None and policy.auth is AuthMode.NONE:
+            policy = None
+        resource = app.router.add_resource(path)
+        guarded = self._wrap(handler, policy, resource.canonical)
+        if head:
+            resource.add_route(hdrs.METH_HEAD, guarded)
+        return resource.add_route(method, guarded)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        debug = log.isEnabledFor(logging.DEBUG)
-        started = time.perf_counter() if debug else 0.0
-        context: RequestContext | None = None
-        response: web.StreamResponse
-        status: int | None = None  # None: cancelled
-        try:
+    def add_fallback(self, app: web.Application) -> None:
+        """The route of every request no other route takes (added last, at startup)."""
+        if self._fallback is None:
+            self._fallback = app.router.add_resource("/{tail:.*}")
+            self._fallback.add_route(hdrs.METH_ANY, self._wrap(self._unmatched, None, UNMATCHED))
+
+    async def _unmatched(self, request: web.Request) -> web.StreamResponse:
+        """``OPTIONS`` anywhere, or the 404 / 405 aiohttp's router would have raised."""
+        if request.method == hdrs.METH_OPTIONS:
+            return answer_options(request, self.cors)
+        allowed: set[str] = set()
+        for resource in request.app.router.resources():
+            if resource is not self._fallback:
+                allowed |= (await resource.resolve(request))[1]
+        if allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
+        raise web.HTTPNotFound()
+
+    def _wrap(self, handler: Handler, policy: RoutePolicy | None, label: str) -> Handler:
+        admit, done = self._admit, self._done
+        shares = policy is not None and policy.shares_context
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            debug = log.isEnabledFor(logging.DEBUG)
+            started = time.perf_counter() if debug else 0.0
+            context: RequestContext | None = None
+            response: web.StreamResponse
+            status: int | None = None  # None: cancelled
             try:
-                if request.method == hdrs.METH_OPTIONS:
-                    response = answer_options(request, self.cors)
-                else:
-                    policy = self._policies.get(request.match_info.route)
+                try:
                     if policy is None:
                         response = await handler(request)
                     else:
                         ip = self._auth.client_ip(request.remote, request.headers)
                         context = RequestContext(ip, policy.audited)
-                        request[CONTEXT] = context
-                        refusal = self._admit(request, context, policy)
+                        if shares:
+                            request[CONTEXT] = context
+                        refusal = admit(request, context, policy)
                         if refusal is None and policy.reads_body:
                             refusal = await _admit_body(request, context)
                         response = refusal if refusal is not None else await handler(request)
-            except web.HTTPException as exc:
-                if exc.status < 400:
-                    status = exc.status
+                except web.HTTPException as exc:
+                    if exc.status < 400:
+                        status = exc.status
+                        raise
+                    response = from_http_exception(exc)
+                except FleetError as exc:
+                    response = rejection_of(exc, leader=self._hint(exc.code))
+                    if exc.code is ErrorCode.REQUEST_TIMEOUT:
+                        response = _ClosingResponse.of(response)
+                except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                     raise
-                response = from_http_exception(exc)
-            except FleetError as exc:
-                response = rejection_of(exc, leader=self._hint(exc.code))
-                if exc.code is ErrorCode.REQUEST_TIMEOUT:
-                    response = _ClosingResponse.of(response)
-            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-                raise
-            except Exception:
-                log.exception("request failed method=%s path=%s", request.method, raw_path(request))
-                response = rejected(ErrorCode.INTERNAL)
-            status = response.status
-            return response
-        finally:
-            if status is not None:
-                method = request.method if request.method in _METHODS else "other"
-                self._meter.http_request(method, route_label(request), status)
-            if debug or (context is not None and context.audited):
-                outcome = "cancelled" if status is None else str(status)
-                ip = context.ip if context is not None else (request.remote or "unknown")
-                path = raw_path(request)
-                if debug:
-                    log.debug(
-                        "%s %s %s ip=%s %.1fms",
-                        request.method,
-                        path,
-                        outcome,
-                        ip,
-                        (time.perf_counter() - started) * 1000,
-                    )
-                if context is not None and context.audited:
-                    self._auth.audit(f"{request.method} {path}", context.principal, ip, outcome)
+                except Exception:
+                    path = raw_path(request)
+                    log.exception("request failed method=%s path=%s", request.method, path)
+                    response = rejected(ErrorCode.INTERNAL)
+                status = response.status
+                return response
+            finally:
+                done(request, label, status, context, debug, started)
+
+        return guarded
+
+    def _done(
+        self,
+        request: web.Request,
+        label: str,
+        status: int | None,
+        context: RequestContext | None,
+        debug: bool,
+        started: float,
+    ) -> None:
+        """Count the request and write its access and audit lines."""
+        if status is not None:
+            method = request.method if request.method in _METHODS else "other"
+            self._meter.http_request(method, label, status)
+        if debug or (context is not None and context.audited):
+            outcome = "cancelled" if status is None else str(status)
+            ip = context.ip if context is not None else (request.remote or "unknown")
+            path = raw_path(request)
+            if debug:
+                log.debug(
+                    "%s %s %s ip=%s %.1fms",
+                    request.method,
+                    path,
+                    outcome,
+                    ip,
+                    (time.perf_counter() - started) * 1000,
+                )
+            if context is not None and context.audited:
+                self._auth.audit(f"{request.method} {path}", context.principal, ip, outcome)
 
     def _admit(
         self, request: web.Request, context: RequestContext, policy: RoutePolicy
@@ -325,3 +373,6 @@ async def _admit_body(request: web.Request, context: RequestContext) -> web.Resp
     except _PayloadTooLargeError:
         return rejected(ErrorCode.PAYLOAD_TOO_LARGE)
     return None
+
+
+GUARD: Final = web.AppKey("fleet_gateway_guard", Guard)

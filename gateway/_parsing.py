@@ -179,6 +179,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every body (``json.loads`` with an option builds one per call).
+# ``NaN`` and ``Infinity`` are not JSON; a byte-order mark fails the parse either way.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _optional_str(obj: Mapping[str, Any], key: str, what: str) -> str | None:
     value = obj.get(key)
     if value is None:
@@ -228,7 +233,7 @@ def _json_object_body(body: bytes, content_type: str, keys: frozenset[str]) -> d
     if content_type != "application/json":
         raise ValidationError("content type must be application/json")
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        value = _DECODER.decode(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ValidationError("body must be a JSON object") from None
     if not isinstance(value, dict):

@@ -2,8 +2,9 @@
 
 Handlers translate HTTP onto the orchestrator's fleet service and back: they parse
 (:mod:`._parsing`), call the fleet service, and answer with the envelope. The route
-table (:meth:`RestApi.routes`) is the single list of what is served; the guard, the
-app's one middleware (:mod:`._middleware`), supplies auth, limits and error mapping.
+table (:meth:`RestApi.routes`) is the single list of what is served; the guard
+(:mod:`._middleware`), wrapped around every handler, supplies auth, limits and error
+mapping.
 
 ``{id}`` and ``{roomId}`` are taken verbatim from the raw request path, never
 percent-decoded: public room ids are themselves percent-encoded (``caf%C3%A9``,
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -25,6 +26,7 @@ from fleet_server._interfaces import (
     ClusterService,
     ErrorCode,
     FleetService,
+    FleetStats,
     InstanceInfo,
     RoomInfo,
     Services,
@@ -32,8 +34,8 @@ from fleet_server._interfaces import (
 )
 
 from ._cors import install_cors
-from ._envelope import encode, envelope, found, json_body, ok, rejected
-from ._middleware import CONTEXT, AuthMode, Guard, raw_path
+from ._envelope import encode, envelope, found, json_body, ok, rejected, room_body
+from ._middleware import CONTEXT, GUARD, AuthMode, Guard, RoutePolicy, raw_path
 from ._openapi import serve_document
 from ._paging import page
 from ._parsing import (
@@ -47,9 +49,14 @@ from ._parsing import (
 )
 from ._sse import EventStreams
 
-__all__ = ["RestApi", "Route", "install_guard", "mount_health", "mount_rest"]
-
-_GUARD: Final = web.AppKey("fleet_gateway_guard", Guard)
+__all__ = [
+    "RestApi",
+    "Route",
+    "install_guard",
+    "mount_agents",
+    "mount_health",
+    "mount_rest",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +121,7 @@ class RestApi:
         self._cluster = cluster
         self._auth = auth
         self._bodies: dict[str, tuple[str, bytes]] = {}
+        self._stats: tuple[FleetStats | None, str, bytes] = (None, "", b"")  # tag, body
 
     def routes(self) -> list[Route]:
         return [
@@ -190,11 +198,14 @@ class RestApi:
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
         stats = self._fleet.stats
-        tag = etag(stats.state_hash)
+        cached = self._stats
+        if cached[0] is not stats:  # the read model keeps one FleetStats per state
+            tag = etag(stats.state_hash)
+            cached = self._stats = (stats, tag, encode(envelope(stats.to_dict())))
+        tag = cached[1]
         if not_modified(request, tag):
             return web.Response(status=304, headers={hdrs.ETAG: tag})
-        body = self._cached_body("stats", stats.state_hash, lambda: envelope(stats.to_dict()))
-        return json_body(body, headers={hdrs.ETAG: tag})
+        return json_body(cached[2], headers={hdrs.ETAG: tag})
 
     async def instances(self, request: web.Request) -> web.StreamResponse:
         limit, cursor = page_params(request.query)
@@ -245,7 +256,7 @@ class RestApi:
         room = await self._fleet.create_room(
             create.type, room_id=create.room_id, placement=create.placement, options=create.options
         )
-        return ok(room.to_dict(), status=201)
+        return json_body(room_body(room), status=201)
 
     async def reserve_seats(self, request: web.Request) -> web.StreamResponse:
         body = seat_body(request[CONTEXT].body, request.content_type)
@@ -295,18 +306,22 @@ class RestApi:
 
 
 def install_guard(app: web.Application, services: Services) -> Guard:
-    """The app's guard, installed as its only middleware on first use."""
-    guard = app.get(_GUARD)
+    """The app's guard, made on first use; it adds its last route when the app starts."""
+    guard = app.get(GUARD)
     if guard is None:
-        guard = app[_GUARD] = Guard(services)
-        app.middlewares.append(guard.middleware)
+        guard = app[GUARD] = Guard(services)
+
+        async def add_fallback(app: web.Application) -> None:
+            guard.add_fallback(app)
+
+        app.on_startup.append(add_fallback)
     return guard
 
 
 def mount_health(app: web.Application, services: Services) -> None:
     """``GET /healthz`` and ``GET /readyz`` (no auth, never throttled), and the envelope
     for every failure on ``app`` — unknown routes and wrong methods included."""
-    install_guard(app, services)
+    guard = install_guard(app, services)
     is_ready = services.is_ready
     cluster = services.cluster
 
@@ -320,8 +335,13 @@ def mount_health(app: web.Application, services: Services) -> None:
             return rejection(ErrorCode.NOT_LEADER, leader=cluster.leader_hint("api"))
         return ok()
 
-    app.router.add_route("GET", "/healthz", healthz)
-    app.router.add_route("GET", "/readyz", readyz)
+    guard.add(app, "GET", "/healthz", healthz)
+    guard.add(app, "GET", "/readyz", readyz)
+
+
+def mount_agents(app: web.Application, services: Services, handler: Handler) -> None:
+    """The agent endpoint alone at ``/``, behind the guard (the API off: no dashboard)."""
+    install_guard(app, services).add(app, "GET", "/", handler, head=True)
 
 
 def mount_rest(app: web.Application, services: Services) -> Callable[[], Awaitable[None]]:
@@ -338,12 +358,8 @@ def mount_rest(app: web.Application, services: Services) -> Callable[[], Awaitab
     )
     api = RestApi(services.fleet, streams, services.cluster, services.auth, services.agent_tokens)
     for route in api.routes():
-        guard.protect(
-            app.router.add_route(route.method, route.path, route.handler),
-            auth=route.auth,
-            audited=route.audited,
-            reads_body=route.reads_body,
-            any_role=route.any_role,
-            keys_only=route.keys_only,
+        policy = RoutePolicy(
+            route.auth, route.audited, route.reads_body, route.any_role, route.keys_only
         )
+        guard.add(app, route.method, route.path, route.handler, policy)
     return streams.close

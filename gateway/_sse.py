@@ -132,7 +132,7 @@ class EventStreams:
             pass  # the client went away
         except Exception:
             if not response.prepared:
-                raise  # nothing sent yet: the envelope middleware answers
+                raise  # nothing sent yet: the guard answers with the envelope
             log.exception("sse stream failed ip=%s", ip)  # mid-stream: the stream just ends
         finally:
             self._release(stream, subscription)

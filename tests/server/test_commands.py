@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from rivalis.fleet.v3 import agent_pb2
 
+from fleet_agent import wire
 from fleet_server import ErrorCode, FleetError, Placement
 from tests.support.raw_agent import RawRoom
 from tests.support.waits import wait_for
@@ -100,14 +101,14 @@ async def test_failing_command_send_is_disconnected_at_once_and_holds_nothing(
     async with harness(command_timeout_ms=200) as h:
         agent = await h.join(max_rooms=1)
         link = h.link(agent)
-        original = link.send
+        original = link.send_encoded
 
-        async def failing(frame: agent_pb2.Frame) -> None:
-            if frame.WhichOneof("body") == "cmd":
+        async def failing(data: bytes) -> None:
+            if wire.decode_frame(data).WhichOneof("body") == "cmd":
                 raise ConnectionResetError("socket went away")
-            await original(frame)
+            await original(data)
 
-        monkeypatch.setattr(link, "send", failing)
+        monkeypatch.setattr(link, "send_encoded", failing)
         fleet = h.orch.fleet
         with pytest.raises(FleetError) as info:
             await fleet.create_room("match", room_id="unsent")

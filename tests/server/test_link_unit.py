@@ -6,6 +6,7 @@ import pytest
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
+from fleet_server._commands import command_message
 from fleet_server._link import poll_message
 
 
@@ -22,3 +23,18 @@ def test_poll_message_is_the_protobuf_encoding(
     assert poll_message(req_id, known_hash, status) == expected
     decoded = wire.decode_frame(expected).poll
     assert decoded.HasField("known_hash") is (known_hash is not None)
+
+
+@pytest.mark.parametrize("cmd_id", ["cmd_1", "cmd_" + "9" * 200])
+@pytest.mark.parametrize("op", ["create", "destroy", "drain"])
+@pytest.mark.parametrize("room_id", ["", "r1", "é" * 70])
+@pytest.mark.parametrize("room_type", ["", "match"])
+@pytest.mark.parametrize("options", ["", '{"map":"harbor"}', '{"x":"' + "y" * 4000 + '"}'])
+def test_command_message_is_the_protobuf_encoding(
+    cmd_id: str, op: str, room_id: str, room_type: str, options: str
+) -> None:
+    command = agent_pb2.Command(
+        cmd_id=cmd_id, op=op, room_id=room_id, room_type=room_type, options=options
+    )
+    expected = wire.encode_frame(agent_pb2.Frame(cmd=command))
+    assert command_message(cmd_id, op, room_id, room_type, options) == expected

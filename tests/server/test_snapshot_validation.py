@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rivalis.fleet.v3 import agent_pb2
 
-from fleet_server._snapshot import SnapshotRejectedError, parse_snapshot
+from fleet_server._snapshot import ReportedRoom, SnapshotRejectedError, parse_snapshot
 from tests.support.raw_agent import RawRoom
 from tests.support.waits import wait_for
 
@@ -263,3 +263,10 @@ def test_unchanged_metadata_is_not_parsed_again_in_the_next_full_reply(
     changed = parse_snapshot(state('{"mode":"casual"}'), again)
     assert changed.rooms["a"].metadata == '{"mode":"casual"}'
     assert '{"mode":"casual"}' in parsed
+
+
+def test_plain_rooms_are_read_as_the_named_tuple_builds_them() -> None:
+    rooms = parse_snapshot(_state(rooms=[("r1", "match", 3, "fleet"), ("r2", "duel", 0, "")])).rooms
+    assert rooms == {"r1": ReportedRoom("match", 3, False), "r2": ReportedRoom("duel", 0, True)}
+    assert all(type(room) is ReportedRoom for room in rooms.values())
+    assert rooms["r1"].metadata == "" and rooms["r1"].max_connections is None

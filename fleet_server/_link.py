@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from enum import IntEnum
@@ -25,7 +26,7 @@ from ._fleet import Fleet
 from ._instance import Instance
 from ._metrics import NULL_METER, Meter
 
-__all__ = ["AgentLink", "CloseCode", "poll_message"]
+__all__ = ["AgentLink", "CloseCode", "next_tick", "poll_message"]
 
 log = logging.getLogger("fleet.server")
 
@@ -101,7 +102,10 @@ class AgentLink:
                 )
             )
             await self._poll()
-            timer = asyncio.create_task(self._tick_loop(), name=f"poll-{self.instance.id}")
+            first_tick = asyncio.get_running_loop().time() + self._heartbeat_ms / 1000.0
+            timer = asyncio.create_task(
+                self._tick_loop(first_tick), name=f"poll-{self.instance.id}"
+            )
             await self._read_loop()
             if not self._closing and self.ws.close_code == CLEAN_LEAVE:
                 reason = "clean leave"
@@ -152,12 +156,17 @@ class AgentLink:
         self._polled_at = time.monotonic()
         await self.send_encoded(poll_message(req_id, known_hash, self.instance.status))
 
-    async def _tick_loop(self) -> None:
+    async def _tick_loop(self, deadline: float) -> None:
+        """A tick every heartbeat on this link's own phase (its first poll's time): a tick
+        that fires late does not move the ones after it, so links whose timers a long loop
+        iteration delayed together do not stay bunched up (see :func:`next_tick`)."""
+        loop = asyncio.get_running_loop()
         interval = self._heartbeat_ms / 1000.0
         while not self._closing:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(deadline - loop.time())
             if self._closing:
                 return
+            deadline = next_tick(deadline, interval, loop.time())
             if self._outstanding is None:
                 try:
                     await self._poll()
@@ -232,6 +241,17 @@ class AgentLink:
             await self.kick(
                 CloseCode.PROTOCOL_VIOLATION, f"unexpected {body or 'empty'} frame from agent"
             )
+
+
+def next_tick(deadline: float, interval: float, now: float) -> float:
+    """The tick after the one due at ``deadline`` that fired at ``now``: one ``interval``
+    on, on the same phase, and at least half an ``interval`` after ``now`` (ticks a stalled
+    loop missed are skipped, not run back to back, and a poll sent late still has half a
+    heartbeat to be answered before the next tick counts it missed)."""
+    due = deadline + interval
+    if due - now < interval / 2:
+        due += interval * math.ceil((now + interval / 2 - due) / interval)
+    return due
 
 
 def _string_field(tag: bytes, text: str) -> bytes:

@@ -3,7 +3,7 @@
 ``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
 (``--quick``) runs scaled-down sizes in about two minutes. ``--only NAME`` runs some
 scenarios (steady, scaling, reads, placement, single, memory, streams, metrics, takeover,
-ha, seats), ``--profile DIR`` samples the orchestrator with py-spy during each measured
+ha, seats, scale18k), ``--profile DIR`` samples the orchestrator with py-spy during each measured
 phase and writes the collapsed stacks and a hot-spot summary per phase there, ``--json
 PATH`` saves the rows.
 
@@ -54,6 +54,7 @@ from typing import Any, Final
 if __package__ in (None, ""):  # run as a script: python tools/bench.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tools.bench_scale import scale18k
 from tools.loadgen import (
     ADMIN_KEY,
     Histogram,
@@ -2056,6 +2057,7 @@ SCENARIOS: Final = (
     "takeover",
     "ha",
     "seats",
+    "scale18k",
 )
 
 
@@ -2122,6 +2124,7 @@ def main(argv: list[str] | None = None) -> int:
         ("ha", "ha" in wanted, bench.ha),
         ("seats", "seats" in wanted, bench.seats),
         ("seats (metadata polls)", "seats" in wanted, bench.seat_polls),
+        ("scale18k", "scale18k" in wanted, lambda: scale18k(bench)),
     ]
     for name, run, scenario in plan:
         if run:
@@ -2141,6 +2144,7 @@ def main(argv: list[str] | None = None) -> int:
                 "takeover",
                 "ha",
                 "seats",
+                "scale18k",
             )
         )
     }

@@ -25,6 +25,7 @@ from ._commands import PendingCommand
 from ._fleet import Fleet
 from ._instance import Instance
 from ._metrics import NULL_METER, Meter
+from ._phases import PollPhases
 
 __all__ = ["AgentLink", "CloseCode", "next_tick", "poll_message"]
 
@@ -61,6 +62,7 @@ class AgentLink:
         meter: Meter = NULL_METER,
         grant: AgentGrant | None = None,
         on_first_state: Callable[[], None] | None = None,
+        phases: PollPhases | None = None,
     ) -> None:
         self.ws = ws
         self._first_state = on_first_state  # called once: first State handled, or the end
@@ -72,6 +74,8 @@ class AgentLink:
         self._fleet = fleet
         self._heartbeat_ms = heartbeat_ms
         self._poll_ids = poll_ids
+        self._phases = phases  # spreads the ticks of every link over the heartbeat
+        self._slot: int | None = None  # this link's slot in ``phases``
         self._outstanding: str | None = None
         self._missed = 0
         self._polls = 0
@@ -103,9 +107,7 @@ class AgentLink:
             )
             await self._poll()
             first_tick = asyncio.get_running_loop().time() + self._heartbeat_ms / 1000.0
-            timer = asyncio.create_task(
-                self._tick_loop(first_tick), name=f"poll-{self.instance.id}"
-            )
+            timer = asyncio.create_task(self._ticks(first_tick), name=f"poll-{self.instance.id}")
             await self._read_loop()
             if not self._closing and self.ws.close_code == CLEAN_LEAVE:
                 reason = "clean leave"
@@ -156,17 +158,34 @@ class AgentLink:
         self._polled_at = time.monotonic()
         await self.send_encoded(poll_message(req_id, known_hash, self.instance.status))
 
+    def _place(self, due: float) -> float:
+        """When the tick due at ``due`` runs: then, or a little later in a less crowded
+        slot of the heartbeat (:class:`PollPhases`)."""
+        if self._phases is None:
+            return due
+        self._slot, due = self._phases.place(self._slot, due)
+        return due
+
+    async def _ticks(self, due: float) -> None:
+        try:
+            await self._tick_loop(self._place(due))
+        finally:
+            if self._phases is not None and self._slot is not None:
+                self._phases.release(self._slot)
+                self._slot = None
+
     async def _tick_loop(self, deadline: float) -> None:
-        """A tick every heartbeat on this link's own phase (its first poll's time): a tick
-        that fires late does not move the ones after it, so links whose timers a long loop
-        iteration delayed together do not stay bunched up (see :func:`next_tick`)."""
+        """A tick every heartbeat on this link's own phase: a tick that fires late does
+        not move the ones after it, so links whose timers one long loop iteration delayed
+        together do not stay bunched up (:func:`next_tick`); ticks move only to spread
+        out (:meth:`_place`)."""
         loop = asyncio.get_running_loop()
         interval = self._heartbeat_ms / 1000.0
         while not self._closing:
             await asyncio.sleep(deadline - loop.time())
             if self._closing:
                 return
-            deadline = next_tick(deadline, interval, loop.time())
+            deadline = self._place(next_tick(deadline, interval, loop.time()))
             if self._outstanding is None:
                 try:
                     await self._poll()

@@ -12,6 +12,7 @@ its ports once it listens, then answers commands on stdin, one JSON line each:
   the time the loop thread waited for a CPU), with ``--poll-spread`` the polls sent per
   10 ms (mean, p99, max), and, with
   ``--count-events``, every event by type;
+- ``block MS``: hold the event loop for MS ms (what a long callback does);
 - ``reset``: zero those counters; ``gc``: a full collection (before reading RSS), and
   the number of objects the collector tracks;
 - ``quit`` or end of input: shut down cleanly.
@@ -203,6 +204,9 @@ async def _serve(args: argparse.Namespace) -> None:
                 own_lag.clear()
                 if spread is not None:
                     spread.reset()
+                reply = {}
+            elif line.startswith(b"block "):  # what-if: one callback holding the loop
+                time.sleep(int(line.split()[1]) / 1000)  # noqa: ASYNC251 - on purpose
                 reply = {}
             elif line == b"gc":
                 collected = gc.collect()

@@ -12,6 +12,7 @@ its ports once it listens, then answers commands on stdin, one JSON line each:
   the time the loop thread waited for a CPU), with ``--poll-spread`` the polls sent per
   10 ms (mean, p99, max), and, with
   ``--count-events``, every event by type;
+- ``reclaim``: the collector's reclaim (unfreeze, full collection), timed;
 - ``block MS``: hold the event loop for MS ms (what a long callback does);
 - ``reset``: zero those counters; ``gc``: a full collection (before reading RSS), and
   the number of objects the collector tracks;
@@ -208,6 +209,13 @@ async def _serve(args: argparse.Namespace) -> None:
             elif line.startswith(b"block "):  # what-if: one callback holding the loop
                 time.sleep(int(line.split()[1]) / 1000)  # noqa: ASYNC251 - on purpose
                 reply = {}
+            elif line == b"reclaim":  # what-if: the collector's reclaim, timed
+                started = time.perf_counter(), time.thread_time()
+                collector.reclaim()
+                reply = {
+                    "ms": round(1000 * (time.perf_counter() - started[0]), 1),
+                    "cpu_ms": round(1000 * (time.thread_time() - started[1]), 1),
+                }
             elif line == b"gc":
                 collected = gc.collect()
                 reply = {"collected": collected, "tracked_objects": len(gc.get_objects())}
@@ -311,7 +319,11 @@ class _StallReporter:
                 reported = True
                 frame = sys._current_frames().get(self._main or 0)
                 stack = "".join(traceback.format_stack(frame)) if frame else "(no frame)"
-                print(f"stall over {1000 * self._threshold:.0f} ms at:\n{stack}", file=sys.stderr)
+                print(
+                    f"stall over {1000 * self._threshold:.0f} ms "
+                    f"({time.strftime('%H:%M:%S')}) at:\n{stack}",
+                    file=sys.stderr,
+                )
 
 
 def _cluster_options(args: argparse.Namespace) -> OrchestratorKeywords:

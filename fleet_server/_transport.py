@@ -113,13 +113,12 @@ class AgentTransport:
         self._links.add(link)
         if self._auth.revoked(principal):  # revoked while this upgrade was under way
             await link.close(CloseCode.REVOKED, "credential revoked")
-        grant = principal.grant
         log.info(
             "agent connected instance=%s ip=%s credential=%s%s",
             link.instance.id,
             ip,
             principal.key_id,
-            f" token={grant.id}" if grant is not None else "",
+            f" token={principal.grant.id}" if principal.grant is not None else "",
         )
         try:
             await link.run()

@@ -6,9 +6,12 @@ to a second at 10,000 agents), and young collections run every 700 allocations. 
 daemon therefore:
 
 - raises the young threshold to :data:`YOUNG_THRESHOLD` allocations;
-- calls :func:`gc.freeze` every second, so objects that have lived that long
+- calls :func:`gc.freeze` ten times a second, so objects that have lived that long
   leave every later collection (steady fleet traffic makes no cyclic garbage: it is
-  freed by reference counting);
+  freed by reference counting). Freezing is O(1); at 18,000 agents a young
+  collection costs 15–160 ms of CPU (its objects point into a heap of three million,
+  each visit a cache miss), and freezing every second let the join run 140 of them
+  (1.4 s, the longest 41 ms) where every 0.1 s it ran 30 (0.12 s, the longest 7 ms);
 - reclaims what freezing can hide — a closed connection leaves a few dozen objects in
   reference cycles inside the HTTP stack — with one unfreeze and full collection once
   enough connections have closed (a twentieth of those open, at least 64), or hourly
@@ -43,7 +46,7 @@ class CollectorTuning:
         closed_connections: Callable[[], int],
         open_connections: Callable[[], int],
         *,
-        freeze_every_s: float = 1.0,
+        freeze_every_s: float = 0.1,
         reclaim_every_s: float = 3600.0,
         min_reclaim_gap_s: float = 60.0,
     ) -> None:

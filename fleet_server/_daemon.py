@@ -142,6 +142,25 @@ async def _serve(orch: Orchestrator) -> int:
     return EXIT_OK
 
 
+def raise_open_files_limit() -> int | None:
+    """Raise this process's soft limit of open descriptors to its hard limit: each agent
+    holds one socket, and distributions often start a process at a soft 1,024 under a
+    hard limit many times that. Returns the limit now in force (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and 0 <= soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    except (OSError, ValueError) as exc:
+        log.warning("cannot raise the open-files limit error=%s", exc)
+        return None
+    return soft
+
+
 def _run(main: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop where it is installed (every platform but Windows), else asyncio."""
     try:
@@ -161,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc))
         return EXIT_CONFIG
     _configure_logging(config.log_level)
+    log.debug("open-files limit=%s", raise_open_files_limit())
     try:
         orch = Orchestrator(options=_with_keys(config.options))
     except ValueError as exc:

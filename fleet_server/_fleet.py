@@ -103,6 +103,10 @@ class Fleet:
     def state_hash(self) -> str:
         return self._read.state_hash
 
+    def counts(self) -> tuple[int, int, int]:
+        """Instances, rooms and connections, as :attr:`stats` has them, without hashing."""
+        return self._read.counts()[:3]
+
     @property
     def instances(self) -> list[InstanceInfo]:
         return self._read.instance_infos()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from enum import IntEnum
@@ -24,9 +25,10 @@ from ._commands import PendingCommand
 from ._fleet import Fleet
 from ._instance import Instance
 from ._metrics import NULL_METER, Meter
+from ._phases import PollPhases
 from ._replies import FEATURES, PartError, Reply, ReplyParts, is_extended
 
-__all__ = ["AgentLink", "CloseCode", "poll_message"]
+__all__ = ["AgentLink", "CloseCode", "next_tick", "poll_message"]
 
 log = logging.getLogger("fleet.server")
 
@@ -61,6 +63,7 @@ class AgentLink:
         meter: Meter = NULL_METER,
         grant: AgentGrant | None = None,
         on_first_state: Callable[[], None] | None = None,
+        phases: PollPhases | None = None,
     ) -> None:
         self.ws = ws
         self._first_state = on_first_state  # called once: first State handled, or the end
@@ -72,6 +75,8 @@ class AgentLink:
         self._fleet = fleet
         self._heartbeat_ms = heartbeat_ms
         self._poll_ids = poll_ids
+        self._phases = phases  # spreads the ticks of every link over the heartbeat
+        self._slot: int | None = None  # this link's slot in ``phases``
         self._outstanding: str | None = None
         self._parts: ReplyParts | None = None  # a reply in parts, until its last part
         self._missed = 0
@@ -104,7 +109,8 @@ class AgentLink:
                 )
             )
             await self._poll()
-            timer = asyncio.create_task(self._tick_loop(), name=f"poll-{self.instance.id}")
+            first_tick = asyncio.get_running_loop().time() + self._heartbeat_ms / 1000.0
+            timer = asyncio.create_task(self._ticks(first_tick), name=f"poll-{self.instance.id}")
             await self._read_loop()
             if not self._closing and self.ws.close_code == CLEAN_LEAVE:
                 reason = "clean leave"
@@ -155,12 +161,34 @@ class AgentLink:
         self._polled_at = time.monotonic()
         await self.send_encoded(poll_message(req_id, known_hash, self.instance.status))
 
-    async def _tick_loop(self) -> None:
+    def _place(self, due: float) -> float:
+        """When the tick due at ``due`` runs: then, or a little later in a less crowded
+        slot of the heartbeat (:class:`PollPhases`)."""
+        if self._phases is None:
+            return due
+        self._slot, due = self._phases.place(self._slot, due)
+        return due
+
+    async def _ticks(self, due: float) -> None:
+        try:
+            await self._tick_loop(self._place(due))
+        finally:
+            if self._phases is not None and self._slot is not None:
+                self._phases.release(self._slot)
+                self._slot = None
+
+    async def _tick_loop(self, deadline: float) -> None:
+        """A tick every heartbeat on this link's own phase: a tick that fires late does
+        not move the ones after it, so links whose timers one long loop iteration delayed
+        together do not stay bunched up (:func:`next_tick`); ticks move only to spread
+        out (:meth:`_place`)."""
+        loop = asyncio.get_running_loop()
         interval = self._heartbeat_ms / 1000.0
         while not self._closing:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(deadline - loop.time())
             if self._closing:
                 return
+            deadline = self._place(next_tick(deadline, interval, loop.time()))
             if self._outstanding is None:
                 try:
                     await self._poll()
@@ -265,6 +293,17 @@ class AgentLink:
             return None
         self._parts = None
         return parts.reply
+
+
+def next_tick(deadline: float, interval: float, now: float) -> float:
+    """The tick after the one due at ``deadline`` that fired at ``now``: one ``interval``
+    on, on the same phase, and at least half an ``interval`` after ``now`` (ticks a stalled
+    loop missed are skipped, not run back to back, and a poll sent late still has half a
+    heartbeat to be answered before the next tick counts it missed)."""
+    due = deadline + interval
+    if due - now < interval / 2:
+        due += interval * math.ceil((now + interval / 2 - due) / interval)
+    return due
 
 
 def _string_field(tag: bytes, text: str) -> bytes:

@@ -13,11 +13,12 @@ contiguous run in join order, from which the RNG draws like ``rng.choice`` would
 
 from __future__ import annotations
 
-import bisect
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
+
+from ._sorted import SortedChunks
 
 if TYPE_CHECKING:
     from ._instance import Instance
@@ -62,7 +63,7 @@ class _TypeIndex:
         self.members: dict[str, Instance] = {}
         self.no_max_connections = 0
         self.no_max_rooms = 0
-        self.entries: list[Entry] = []
+        self.entries: SortedChunks[Entry] = SortedChunks()
         self.ratio_modes: tuple[bool, bool] | None = (False, False)
 
     def modes(self) -> tuple[bool, bool] | None:
@@ -84,9 +85,9 @@ class _TypeIndex:
     def rebuild(self) -> None:
         self.ratio_modes = self.modes()
         if self.ratio_modes is None:
-            self.entries = []
+            self.entries = SortedChunks()
             return
-        self.entries = sorted(self.key(_load(i)) for i in self.members.values())
+        self.entries = SortedChunks(self.key(_load(i)) for i in self.members.values())
 
 
 class PlacementIndex:
@@ -127,11 +128,8 @@ class PlacementIndex:
             entry = index.key(load)
             if entry == current:
                 continue
-            entries = index.entries
-            position = bisect.bisect_left(entries, current)
-            if position < len(entries) and entries[position] == current:
-                del entries[position]
-            bisect.insort(entries, entry)
+            index.entries.remove(current)
+            index.entries.add(entry)
             keys[room_type] = entry
 
     def _refile(self, instance: Instance, snapshot: Snapshot | None, load: Load | None) -> None:
@@ -176,10 +174,8 @@ class PlacementIndex:
             if current == entry:
                 continue
             if current is not None:
-                position = bisect.bisect_left(index.entries, current)
-                if position < len(index.entries) and index.entries[position] == current:
-                    del index.entries[position]
-            bisect.insort(index.entries, entry)
+                index.entries.remove(current)
+            index.entries.add(entry)
             keys[room_type] = entry
 
     def remove(self, instance: Instance) -> None:
@@ -205,9 +201,7 @@ class PlacementIndex:
             index.rebuild()
             self._rekey(index, room_type)
         elif entry is not None:
-            position = bisect.bisect_left(index.entries, entry)
-            if position < len(index.entries) and index.entries[position] == entry:
-                del index.entries[position]
+            index.entries.remove(entry)
 
     def _rekey(self, index: _TypeIndex, room_type: str) -> None:
         for instance_id in index.members:  # entries re-derived: file each anew next time
@@ -247,14 +241,14 @@ class PlacementIndex:
             entry = entries[position]
             if not fits(members[entry[3]]):
                 continue
-            lo = bisect.bisect_left(entries, (entry[0], entry[1], -1, ""))
-            hi = bisect.bisect_left(entries, (entry[0], entry[1], math.inf, ""))
+            lo = entries.bisect_left((entry[0], entry[1], -1, ""))
+            hi = entries.bisect_left((entry[0], entry[1], math.inf, ""))
             if hi - lo > _EXACT_TIES:
                 for _ in range(_SAMPLES):
                     candidate = members[entries[lo + rng.randrange(hi - lo)][3]]
                     if fits(candidate):
                         return candidate
-            ties = [members[e[3]] for e in entries[lo:hi]]
+            ties = [members[e[3]] for e in entries.slice(lo, hi)]
             ties = [t for t in ties if fits(t)]
             return ties[0] if len(ties) == 1 else rng.choice(ties)
         return None

@@ -132,12 +132,12 @@ class ReadModel(PublicIds):
     def stats(self) -> FleetStats:
         stats = self._stats
         if stats is None:
-            instances, rooms, connections, types = self._counts()
+            instances, rooms, connections, types = self.counts()
             stats = FleetStats(instances, rooms, connections, types, self.state_hash)
             self._stats = stats
         return stats
 
-    def _counts(self) -> tuple[int, int, int, tuple[str, ...]]:
+    def counts(self) -> tuple[int, int, int, tuple[str, ...]]:
         types: set[str] = set()
         rooms = connections = 0
         for instance in self._joined.values():
@@ -424,7 +424,7 @@ class ReadModel(PublicIds):
         if self._state_hash is not None:
             return SyncJob([], (0, 0, 0, ()), self._version, self.stats)
         entries = [i.hash_entry() for i in self._ordered()]
-        return SyncJob(entries, self._counts(), self._version)
+        return SyncJob(entries, self.counts(), self._version)
 
     def finish_sync(self, job: SyncJob) -> Event | None:
         """The ``sync`` event for a hashed capture, if its hash differs from the last."""

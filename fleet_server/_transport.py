@@ -18,6 +18,7 @@ from ._fleet import Fleet
 from ._ids import mint_instance_id
 from ._link import AgentLink, CloseCode, PollIds
 from ._metrics import NULL_METER, Meter
+from ._phases import PollPhases
 
 __all__ = ["AgentTransport"]
 
@@ -55,6 +56,7 @@ class AgentTransport:
         self._leads = leads
         self._leader_hint = leader_hint
         self._poll_ids = PollIds()
+        self.phases = PollPhases(heartbeat_ms / 1000.0)
         self._links: set[AgentLink] = set()
         self.closed_links = 0  # agent connections served and ended, ever
         self.max_joining = MAX_JOINING
@@ -103,6 +105,7 @@ class AgentTransport:
                 meter=self._meter,
                 grant=principal.grant,
                 on_first_state=self._joined,
+                phases=self.phases,
             )
         except BaseException:
             self.joining -= 1
@@ -110,13 +113,12 @@ class AgentTransport:
         self._links.add(link)
         if self._auth.revoked(principal):  # revoked while this upgrade was under way
             await link.close(CloseCode.REVOKED, "credential revoked")
-        grant = principal.grant
         log.info(
             "agent connected instance=%s ip=%s credential=%s%s",
             link.instance.id,
             ip,
             principal.key_id,
-            f" token={grant.id}" if grant is not None else "",
+            f" token={principal.grant.id}" if principal.grant is not None else "",
         )
         try:
             await link.run()

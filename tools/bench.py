@@ -3,9 +3,9 @@
 ``make bench`` (or ``python tools/bench.py``) runs the full sizes; ``make bench-quick``
 (``--quick``) runs scaled-down sizes in about two minutes. ``--only NAME`` runs some
 scenarios (steady, scaling, reads, placement, single, memory, streams, metrics, takeover,
-ha, seats, agent), ``--profile DIR`` samples the orchestrator with py-spy during each measured
-phase and writes the collapsed stacks and a hot-spot summary per phase there, ``--json
-PATH`` saves the rows.
+ha, seats, agent, bigagent, scale18k), ``--profile DIR`` samples the orchestrator with
+py-spy during each measured phase and writes the collapsed stacks and a hot-spot summary
+per phase there, ``--json PATH`` saves the rows.
 
 ``takeover`` and ``ha`` run a cluster: one real etcd (``etcd`` on PATH, 127.0.0.1,
 ephemeral ports, a temporary data dir) and orchestrators campaigning on it.
@@ -60,6 +60,7 @@ from typing import Any, Final
 if __package__ in (None, ""):  # run as a script: python tools/bench.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tools.bench_scale import scale18k
 from tools.loadgen import (
     ADMIN_KEY,
     Histogram,
@@ -2170,6 +2171,7 @@ SCENARIOS: Final = (
     "seats",
     "agent",
     "bigagent",
+    "scale18k",
 )
 
 
@@ -2240,6 +2242,7 @@ def main(argv: list[str] | None = None) -> int:
         ("seats (metadata polls)", "seats" in wanted, bench.seat_polls),
         ("agent", "agent" in wanted, lambda: bench_agent.agent(bench)),
         ("bigagent", "bigagent" in wanted, lambda: bench_big_agent.big_agent(bench)),
+        ("scale18k", "scale18k" in wanted, lambda: scale18k(bench)),
     ]
     for name, run, scenario in plan:
         if run:
@@ -2261,6 +2264,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seats",
                 "agent",
                 "bigagent",
+                "scale18k",
             )
         )
     }

@@ -7,7 +7,7 @@ from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
 from fleet_server._commands import command_message
-from fleet_server._link import poll_message
+from fleet_server._link import next_tick, poll_message
 
 
 @pytest.mark.parametrize("req_id", ["poll_1", "poll_" + "9" * 200, ""])
@@ -38,3 +38,17 @@ def test_command_message_is_the_protobuf_encoding(
     )
     expected = wire.encode_frame(agent_pb2.Frame(cmd=command))
     assert command_message(cmd_id, op, room_id, room_type, options) == expected
+
+
+@pytest.mark.parametrize(
+    ("fired_at", "expected"),
+    [
+        (10.0, 15.0),  # on time: one heartbeat on
+        (10.3, 15.0),  # late: the phase holds, the next tick does not move
+        (12.4, 15.0),  # still half a heartbeat before the next one
+        (12.6, 20.0),  # later: that one is skipped, not run at once
+        (22.6, 30.0),  # a loop stalled for several heartbeats: one tick, then the phase
+    ],
+)
+def test_next_tick_keeps_the_links_phase(fired_at: float, expected: float) -> None:
+    assert next_tick(10.0, 5.0, fired_at) == expected

@@ -93,6 +93,9 @@ async def test_create_ack_emits_create_and_sync_at_once_and_the_confirming_snaps
         agent.auto_reply = False  # no poll is answered until the events are checked
         replies = len(agent.states_sent)
         room = await h.orch.fleet.create_room("match", room_id="fresh")
+        # The sync follows in the same or a later loop callback (spaced on a busy
+        # machine), still before any poll is answered.
+        await wait_for(lambda: len(h.events) - mark >= 2, message=lambda: str(h.events[mark:]))
         assert _summary(h.events[mark:]) == [("room:create", "fresh"), ("sync", "")]
         assert h.events[mark].payload == room
         assert len(agent.states_sent) == replies

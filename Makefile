@@ -26,10 +26,13 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# The client's SIGKILL/restart chaos runs in `make chaos` only; `make test` has its short
-# form (tests/client: 504, 502, settling, a failover on etcd, both transports).
+# The client's SIGKILL/restart chaos and the load generator's leader-kill smoke run in
+# `make chaos` only; `make test` has their short forms (tests/client: 504, 502, settling,
+# a failover on etcd, both transports; tests/examples/test_run_ha.py).
 test: install lint etcd chromium
-	$(PY) -m pytest -q --ignore=tests/chaos/test_client_failover.py $(PYTEST_ARGS)
+	$(PY) -m pytest -q --ignore=tests/chaos/test_client_failover.py \
+		--deselect tests/test_tools_smoke.py::test_loadgen_agents_follow_the_new_leader_after_the_leader_is_killed \
+		$(PYTEST_ARGS)
 
 # The election tests start their own etcd (CONTRACT §10). Debian's package starts a
 # system etcd on port 2379 when it installs (as the user etcd); that one is stopped, as the
@@ -90,8 +93,10 @@ bench-quick: install wrk
 # hypothesis with many examples and a random seed, and a 30 s malformed-HTTP flood.
 chaos: install etcd
 	CHURN_SECONDS=$${CHURN_SECONDS:-60} CLIENT_TRIES=$${CLIENT_TRIES:-20} HA_AGENTS=$${HA_AGENTS:-200} HA_KILLS=$${HA_KILLS:-5} \
-		ETCD_OUTAGES=$${ETCD_OUTAGES:-stop,pause} \
-		$(PY) -m pytest -q -s tests/chaos tests/client/test_retries.py $(PYTEST_ARGS)
+		ETCD_OUTAGES=$${ETCD_OUTAGES:-stop,pause} ETCD_OUTAGE_S=$${ETCD_OUTAGE_S:-10} \
+		$(PY) -m pytest -q -s tests/chaos tests/client/test_retries.py \
+		tests/test_tools_smoke.py::test_loadgen_agents_follow_the_new_leader_after_the_leader_is_killed \
+		$(PYTEST_ARGS)
 
 fuzz: install
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} HYPOTHESIS_PROFILE=fuzz \

@@ -19,7 +19,7 @@ Proven afterwards:
 * with every agent gone, the orchestrator's state is empty and its memory (traced
   allocations) and asyncio task count are back at the baseline.
 
-``CHURN_SECONDS`` sets the run's length (8 s in ``make test``, 60 s in ``make chaos``).
+``CHURN_SECONDS`` sets the run's length (5 s in ``make test``, 60 s in ``make chaos``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from tests.support.waits import wait_for
 
 from .support import AgentProcess, agent_processes
 
-CHURN_SECONDS = float(os.environ.get("CHURN_SECONDS", "8"))
+CHURN_SECONDS = float(os.environ.get("CHURN_SECONDS", "5"))
 HOSTS = 5
 AGENTS_PER_HOST = 10
 CLIENTS = 8

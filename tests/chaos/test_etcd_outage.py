@@ -8,7 +8,7 @@ etcd is away — every node says ``standby``, names no leader and refuses create
 ``NOT_LEADER``. Once etcd answers again a leader is back within the lease, every agent
 rejoins it and explicit-id creates succeed. No room is lost or duplicated.
 
-``ETCD_OUTAGE_S`` sets how long etcd is away (10 s); ``ETCD_OUTAGES`` which ways
+``ETCD_OUTAGE_S`` sets how long etcd is away (4 s, twice the lease; ``make chaos``: 10 s); ``ETCD_OUTAGES`` which ways
 (``stop`` in ``make test``, ``stop,pause`` in ``make chaos``).
 """
 
@@ -39,7 +39,7 @@ from .cluster import (
 )
 from .support import RoomWatch, agent_processes
 
-OUTAGE_S = float(os.environ.get("ETCD_OUTAGE_S", "10"))
+OUTAGE_S = float(os.environ.get("ETCD_OUTAGE_S", "4"))
 OUTAGES = os.environ.get("ETCD_OUTAGES", "stop").split(",")
 AGENTS = 20
 HEARTBEAT_MS = 250

@@ -8,8 +8,8 @@ etcd is away — every node says ``standby``, names no leader and refuses create
 ``NOT_LEADER``. Once etcd answers again a leader is back within the lease, every agent
 rejoins it and explicit-id creates succeed. No room is lost or duplicated.
 
-``ETCD_OUTAGE_S`` sets how long etcd is away (4 s, twice the lease; ``make chaos``: 10 s); ``ETCD_OUTAGES`` which ways
-(``stop`` in ``make test``, ``stop,pause`` in ``make chaos``).
+``ETCD_OUTAGE_S`` sets how long etcd is away (4 s, twice the lease; ``make chaos``: 10 s);
+``ETCD_OUTAGES`` which ways (``stop`` in ``make test``, ``stop,pause`` in ``make chaos``).
 """
 
 from __future__ import annotations

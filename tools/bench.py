@@ -286,23 +286,17 @@ class Profiler:
             if not Path(self.py_spy).exists():
                 raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
 
-    @contextlib.contextmanager
-    def phase(self, name: str, pid: int, seconds: float) -> Iterator[None]:
-        if self.out_dir is None:
-            yield
-            return
+    def _record(self, name: str, pid: int, seconds: int) -> subprocess.Popen[bytes]:
+        """``py-spy record`` of ``pid`` for ``seconds`` into ``<out_dir>/<name>.txt``."""
+        assert self.out_dir is not None
         raw = self.out_dir / f"{name}.txt"
-        proc = subprocess.Popen(
+        options = ["--pid", str(pid), "--rate", "100", "--duration", str(seconds)]
+        return subprocess.Popen(
             [
                 self.py_spy,
                 "record",
                 "--nonblocking",
-                "--pid",
-                str(pid),
-                "--rate",
-                "100",
-                "--duration",
-                str(max(1, math.floor(seconds))),
+                *options,
                 "--format",
                 "raw",
                 "--output",
@@ -311,6 +305,13 @@ class Profiler:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    @contextlib.contextmanager
+    def phase(self, name: str, pid: int, seconds: float) -> Iterator[None]:
+        if self.out_dir is None:
+            yield
+            return
+        proc = self._record(name, pid, max(1, math.floor(seconds)))
         try:
             yield
         finally:
@@ -326,26 +327,7 @@ class Profiler:
         for phases whose end is an event, not a duration; None when profiling is off."""
         if self.out_dir is None:
             return None
-        raw = self.out_dir / f"{name}.txt"
-        proc = subprocess.Popen(
-            [
-                self.py_spy,
-                "record",
-                "--nonblocking",
-                "--pid",
-                str(pid),
-                "--rate",
-                "100",
-                "--duration",
-                str(max(1, math.ceil(max_seconds))),
-                "--format",
-                "raw",
-                "--output",
-                str(raw),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = self._record(name, pid, max(1, math.ceil(max_seconds)))
         return Recording(self, name, proc)
 
     def save_log(self, name: str, server: ServerProcess) -> None:

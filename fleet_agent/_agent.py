@@ -138,7 +138,7 @@ class FleetAgent:
             self._config,
             on_hello=self._joined,
             on_lost=self._lost,
-            handle=frames.handle,
+            handle=frames.answer,
             polls=lambda: frames.polls,
         )
         self._shutdown = GracefulShutdown(

@@ -14,26 +14,29 @@ close from the orchestrator is answered with its own code (1001 for its 1000).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
 from rivalis.fleet.v3 import agent_pb2
 
 from . import wire
 from ._config import AgentConfig, leader_hint
 from ._errors import ProtocolMismatchError, describe
 from ._log import logger
+from ._ws import PROTOCOL_ERROR, HandshakeFailed, HandshakeRefused, Socket, open_socket
 
 __all__ = [
     "HANDSHAKE_TIMEOUT_S",
     "LEAVE",
+    "LEAVE_WAIT_S",
     "NOT_LEADER",
     "NO_POLL",
     "AttemptFailed",
     "Ended",
     "HandleFrame",
+    "Reply",
     "close",
     "establish",
     "handshake_timeout_s",
@@ -54,15 +57,19 @@ POLL_MISSES: Final = 3
 HANDSHAKE_TIMEOUT_S: Final = 10.0
 """Bound on the WebSocket handshake, and on the wait for Hello after it, until a Hello
 has told the agent the heartbeat (see :func:`handshake_timeout_s`)."""
-_CLOSE_TIMEOUT_S: Final = 5.0
+LEAVE_WAIT_S: Final = 1.0
+"""How long a leave waits for the orchestrator's answer to its close frame."""
 _MIN_WAIT_S: Final = 0.001
-_LEADER_HEADER: Final = "Fleet-Leader"
+_LEADER_HEADER: Final = "fleet-leader"
 _MAX_MESSAGE_BYTES: Final = 2 * wire.MAX_FRAME_BYTES
 """Above 4 MiB so that oversize frames reach the codec (logged) instead of a 1009 close."""
 
-HandleFrame = Callable[[bytes], Awaitable[bytes | list[bytes] | None]]
-"""Turns one received message into the reply to send, if any (a reply in parts is a
-list of messages, sent back to back)."""
+Reply = bytes | list[bytes] | None
+"""What answers one received message: nothing, one message, or a reply in parts (a list
+of messages, sent back to back)."""
+HandleFrame = Callable[[bytes], Reply | Awaitable[Reply]]
+"""Turns one received message into its reply, or into an awaitable of it when it needs
+a host call."""
 
 
 class AttemptFailed(Exception):
@@ -98,11 +105,8 @@ def handshake_timeout_s(heartbeat_ms: int | None) -> float:
 
 
 async def establish(
-    http: aiohttp.ClientSession,
-    config: AgentConfig,
-    url: str,
-    timeout_s: float = HANDSHAKE_TIMEOUT_S,
-) -> tuple[aiohttp.ClientWebSocketResponse, agent_pb2.Hello]:
+    config: AgentConfig, url: str, timeout_s: float = HANDSHAKE_TIMEOUT_S
+) -> tuple[Socket, agent_pb2.Hello]:
     """Dial ``url`` and wait for Hello, each within ``timeout_s``; the caller closes the
     returned socket.
 
@@ -110,21 +114,21 @@ async def establish(
     :class:`ProtocolMismatchError` (after closing with 1002) when the orchestrator speaks
     another protocol major.
     """
-    ws = await _dial(http, config, url, timeout_s)
+    sock = await _dial(config, url, timeout_s)
     try:
-        if ws.protocol != wire.SUBPROTOCOL:
+        if sock.protocol != wire.SUBPROTOCOL:
             raise AttemptFailed(
                 f"connect failed url={url}: the orchestrator did not select {wire.SUBPROTOCOL}"
             )
-        hello = await _await_hello(ws, url, timeout_s)
+        hello = await _await_hello(sock, url, timeout_s)
     except BaseException as exc:
-        await close(ws, _abandon_code(exc))
+        await close(sock, _abandon_code(exc))
         raise
-    return ws, hello
+    return sock, hello
 
 
 async def serve(
-    ws: aiohttp.ClientWebSocketResponse,
+    sock: Socket,
     handle: HandleFrame,
     *,
     heartbeat_ms: int,
@@ -132,141 +136,171 @@ async def serve(
 ) -> Ended:
     """Handle frames one at a time until the connection ends; returns why it ended.
 
-    ``polls`` counts the polls handled so far. Once the agent has waited
-    :data:`POLL_MISSES` heartbeats for a message without a poll among them, it stops
-    (the caller closes with :data:`NO_POLL`); time spent handling frames does not count,
-    a reply in N parts adds N heartbeats to the wait, and a ``heartbeat_ms`` of 0 turns the
-    check off.
+    A frame the handler answers at once (a Poll) is answered in the callback that read
+    it; one it answers with an awaitable (a host call) holds the frames after it until
+    that reply went out. ``polls`` counts the polls handled so far. Once the agent has
+    waited :data:`POLL_MISSES` heartbeats for a message without a poll among them, it
+    stops (the caller closes with :data:`NO_POLL`); time spent on host calls does not
+    count, a reply in N parts adds N heartbeats to the wait, and a ``heartbeat_ms`` of 0
+    turns the check off. A host call in progress when the connection ends is let finish
+    (its reply dropped); one in progress when ``serve`` is cancelled is cancelled.
     """
-    watch = _PollWatch(POLL_MISSES * heartbeat_ms / 1000) if heartbeat_ms > 0 else None
-    since = 0.0
+    serving = _Serving(sock, handle, heartbeat_ms, polls)
     try:
-        while True:
-            if watch is not None:
-                watch.since = since = watch.loop.time()
-            try:
-                data = await _receive(ws)
-            except asyncio.CancelledError:
-                if watch is not None and watch.expired():
-                    return Ended(
-                        f"no poll for {POLL_MISSES} heartbeats of {heartbeat_ms} ms", no_poll=True
-                    )
-                raise
-            if watch is not None:
-                watch.waited += watch.loop.time() - since
-                watch.since = None
-            if data is None:
-                return Ended(f"closed code={ws.close_code}", close_code=ws.close_code)
-            seen = polls()
-            reply = await handle(data)
-            if watch is not None and polls() != seen:
-                watch.waited = 0.0
-            if reply is None:
-                continue
-            try:
-                if isinstance(reply, bytes):
-                    await ws.send_bytes(reply)
-                else:
-                    for part in reply:
-                        await ws.send_bytes(part)
-                    if watch is not None and len(reply) > 1:
-                        # The orchestrator reads a reply in parts before it polls again:
-                        # one more heartbeat of patience per part.
-                        watch.waited -= len(reply) * heartbeat_ms / 1000
-            except (ConnectionError, aiohttp.ClientError) as exc:
-                return Ended(f"send failed ({describe(exc)})")
+        ended = await serving.result
+        if serving.task is not None:
+            await asyncio.wait([serving.task])
+        return ended
+    except asyncio.CancelledError:
+        if serving.task is not None:
+            serving.task.cancel()
+        raise
     finally:
-        if watch is not None:
-            watch.stop()
+        serving.stop()
 
 
-class _PollWatch:
-    """The liveness check of :func:`serve`: one timer per connection, moved only when it
-    fires, rather than a timeout armed and cancelled around every received message.
+class _Serving:
+    """The state of :func:`serve`: the host call in progress, the frames held behind it,
+    and the liveness check, one timer per connection moved only when it fires.
 
-    :attr:`waited` is the time spent waiting for messages since the last poll and
-    :attr:`since` when the current wait began (``None`` while a frame is handled). Once
-    they add up to ``budget`` during a wait, the timer cancels the task, and
-    :meth:`expired` tells that cancellation from any other.
+    ``_waited`` is the time spent waiting for messages since the last poll and ``_since``
+    when the current wait began (``None`` during a host call). Once they add up to
+    ``budget`` during a wait, :attr:`result` ends the connection.
     """
 
-    def __init__(self, budget: float) -> None:
-        self.loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._budget = budget
-        self._fired = False
-        self.waited = 0.0
-        self.since: float | None = None
-        self._timer = self.loop.call_later(budget, self._check)
+    def __init__(
+        self, sock: Socket, handle: HandleFrame, heartbeat_ms: int, polls: Callable[[], int]
+    ) -> None:
+        self.loop = loop = asyncio.get_running_loop()
+        self.result: asyncio.Future[Ended] = loop.create_future()
+        self.task: asyncio.Task[None] | None = None
+        self._sock = sock
+        self._handle = handle
+        self._polls = polls
+        self._heartbeat_s = heartbeat_ms / 1000
+        self._budget = POLL_MISSES * self._heartbeat_s
+        self._backlog: deque[bytes] = deque()
+        self._waited = 0.0
+        self._since: float | None = loop.time()
+        self._timer = loop.call_later(self._budget, self._check) if heartbeat_ms > 0 else None
+        sock.ended.add_done_callback(self._on_end)
+        sock.deliver(self._on_message)
+
+    def _on_message(self, data: bytes) -> None:
+        if self.result.done():
+            return
+        if self.task is not None:
+            self._backlog.append(data)
+            self._sock.hold(len(self._backlog))
+            return
+        self._run(data)
+
+    def _run(self, data: bytes) -> None:
+        since = self._since
+        if since is not None:
+            self._waited += self.loop.time() - since
+        seen = self._polls()
+        try:
+            reply = self._handle(data)
+        except Exception as exc:
+            self._stop_with(exc)
+            return
+        if reply is None or type(reply) is bytes or type(reply) is list:
+            self._sent(reply, seen)
+            return
+        self._since = None
+        self.task = self.loop.create_task(self._finish(reply, seen))  # type: ignore[arg-type]
+
+    async def _finish(self, pending: Awaitable[Reply], seen: int) -> None:
+        try:
+            reply = await pending
+        except Exception as exc:
+            self._stop_with(exc)
+            return
+        finally:
+            self.task = None
+        if self.result.done():
+            return
+        self._sent(reply, seen)
+        backlog = self._backlog
+        while backlog and self.task is None and not self.result.done():
+            self._run(backlog.popleft())
+        self._sock.hold(len(backlog))
+
+    def _sent(self, reply: Reply, seen: int) -> None:
+        """Send ``reply``; the wait for the next message begins."""
+        if self._polls() != seen:
+            self._waited = 0.0
+        if reply is not None:
+            frames = [reply] if isinstance(reply, bytes) else reply
+            for frame in frames:
+                if not self._sock.send(frame):
+                    self._stop(Ended("send failed (the connection is closing)"))
+                    return
+            if len(frames) > 1:
+                # The orchestrator reads a reply in parts before it polls again:
+                # one more heartbeat of patience per part.
+                self._waited -= len(frames) * self._heartbeat_s
+        self._since = self.loop.time()
 
     def _check(self) -> None:
         now = self.loop.time()
-        since = self.since
-        left = self._budget - self.waited - (0.0 if since is None else now - since)
+        since = self._since
+        left = self._budget - self._waited - (0.0 if since is None else now - since)
         if left <= 0 and since is not None:
-            self._fired = True
-            self._task.cancel()
+            heartbeat_ms = round(self._heartbeat_s * 1000)
+            cause = f"no poll for {POLL_MISSES} heartbeats of {heartbeat_ms} ms"
+            self._stop(Ended(cause, no_poll=True))
             return
         self._timer = self.loop.call_at(now + max(left, _MIN_WAIT_S), self._check)
 
-    def expired(self) -> bool:
-        """Whether the cancellation being raised is this check's alone (it is then
-        consumed, as ``asyncio.timeout`` does)."""
-        if not self._fired:
-            return False
-        self._fired = False
-        return self._task.uncancel() <= self._cancelling
+    def _on_end(self, _: object) -> None:
+        code = self._sock.close_code
+        self._stop(Ended(f"closed code={code}", close_code=code))
+
+    def _stop(self, ended: Ended) -> None:
+        if not self.result.done():
+            self.result.set_result(ended)
+
+    def _stop_with(self, exc: Exception) -> None:
+        if not self.result.done():
+            self.result.set_exception(exc)
 
     def stop(self) -> None:
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._sock.ended.remove_done_callback(self._on_end)
 
 
-async def close(ws: aiohttp.ClientWebSocketResponse, code: int, reason: str = "") -> None:
-    """Close ``ws`` with ``code`` unless it is closed already; a network error is only
-    logged (debug). aiohttp waits up to 5 s for the answer, unless a cancelled receive
-    already marked the socket cut."""
-    if ws.closed:
-        return
-    try:
-        await ws.close(code=code, message=reason.encode())
-    except (ConnectionError, aiohttp.ClientError) as exc:
-        logger.debug("close failed: %s", describe(exc))
+async def close(sock: Socket, code: int, reason: str = "", wait_s: float = 0.0) -> None:
+    """Close ``sock`` with ``code`` unless it is closed already, after the orchestrator's
+    answer when ``wait_s`` > 0 (at most that long)."""
+    await sock.close(code, reason, wait_s)
 
 
-async def _dial(
-    http: aiohttp.ClientSession, config: AgentConfig, url: str, timeout_s: float
-) -> aiohttp.ClientWebSocketResponse:
+async def _dial(config: AgentConfig, url: str, timeout_s: float) -> Socket:
     try:
         async with asyncio.timeout(timeout_s):
-            return await http.ws_connect(
-                url,
-                protocols=(wire.SUBPROTOCOL, config.key),
-                max_msg_size=_MAX_MESSAGE_BYTES,
-                timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT_S),
-                autoclose=False,  # _receive answers a close itself, never with 1000
+            return await open_socket(
+                url, (wire.SUBPROTOCOL, config.key), _MAX_MESSAGE_BYTES, _answer
             )
-    except aiohttp.WSServerHandshakeError as exc:
+    except HandshakeRefused as exc:
         leader = None
-        if exc.status == 503 and exc.headers is not None:
+        if exc.status == 503:
             leader = leader_hint(exc.headers.get(_LEADER_HEADER), config.key)
         raise AttemptFailed(_refusal(url, exc.status, leader), leader) from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (HandshakeFailed, OSError, TimeoutError) as exc:
         raise AttemptFailed(f"connect failed url={url}: {describe(exc)}") from exc
 
 
-async def _await_hello(
-    ws: aiohttp.ClientWebSocketResponse, url: str, timeout_s: float
-) -> agent_pb2.Hello:
+async def _await_hello(sock: Socket, url: str, timeout_s: float) -> agent_pb2.Hello:
     try:
         async with asyncio.timeout(timeout_s):
             while True:
-                data = await _receive(ws)
+                data = await sock.receive()
                 if data is None:
                     raise AttemptFailed(
-                        f"connection closed before Hello url={url} code={ws.close_code}"
+                        f"connection closed before Hello url={url} code={sock.close_code}"
                     )
                 try:
                     frame = wire.decode_frame(data)
@@ -291,16 +325,14 @@ def _abandon_code(exc: BaseException) -> int:
     if isinstance(exc, asyncio.CancelledError):
         return LEAVE  # disconnect() or the connect_timeout_ms expiry: the agent leaves
     if isinstance(exc, ProtocolMismatchError):
-        return aiohttp.WSCloseCode.PROTOCOL_ERROR
+        return PROTOCOL_ERROR
     return GOING_AWAY
 
 
-def _answer(code: object) -> int:
+def _answer(code: int) -> int:
     """The code that answers the orchestrator's close: its own, but never 1000 (which
     would read as the agent's leave) nor a code no endpoint may send."""
-    if isinstance(code, int) and (1001 <= code <= 1003 or 1007 <= code <= 1014):
-        return code
-    if isinstance(code, int) and 3000 <= code <= 4999:
+    if 1001 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999:
         return code
     return GOING_AWAY
 
@@ -311,27 +343,6 @@ def _mismatch(remote: int) -> ProtocolMismatchError:
         "%s; giving up (upgrade the agent or the orchestrator so both speak one major)", exc
     )
     return exc
-
-
-async def _receive(ws: aiohttp.ClientWebSocketResponse) -> bytes | None:
-    """The next data message as bytes (text as UTF-8); ``None`` once the socket closes."""
-    while True:
-        msg = await ws.receive()
-        if msg.type is aiohttp.WSMsgType.BINARY:
-            data: bytes = msg.data
-            return data
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            text: str = msg.data
-            return text.encode()
-        if msg.type is aiohttp.WSMsgType.CLOSE:
-            await close(ws, _answer(msg.data))
-            return None
-        if msg.type in (
-            aiohttp.WSMsgType.CLOSING,
-            aiohttp.WSMsgType.CLOSED,
-            aiohttp.WSMsgType.ERROR,
-        ):
-            return None
 
 
 def _refusal(url: str, status: int, leader: str | None) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Final
 
 from rivalis.fleet.v3 import agent_pb2
 
 from . import wire
 from ._config import AgentConfig
+from ._connection import Reply
 from ._errors import RoomExistsError, describe
 from ._host import RoomHost
 from ._log import logger
@@ -61,8 +62,12 @@ class FrameHandler:
         self._manager = _manager(host)
         self.polls = 0
 
-    async def handle(self, data: bytes) -> bytes | list[bytes] | None:
-        """The encoded reply to one received message, if it needs one."""
+    def answer(self, data: bytes) -> Reply | Coroutine[None, None, Reply]:
+        """The encoded reply to one received message, if it needs one; a coroutine
+        making it when it takes a host call (a create or a destroy)."""
+        quick = _quick_poll(data)
+        if quick is not None:
+            return self._on_poll(*quick)
         try:
             frame = wire.decode_frame(data)
         except wire.ProtocolVersionError as exc:
@@ -77,23 +82,37 @@ class FrameHandler:
             return None
         body = frame.WhichOneof("body")
         if body == "poll":
-            return self._on_poll(frame.poll)
+            poll = frame.poll
+            known_hash = poll.known_hash if poll.HasField("known_hash") else None
+            return self._on_poll(poll.req_id, known_hash, poll.status)
         if body == "cmd":
-            ack = await self._on_command(frame.cmd)
-            return wire.encode_frame(agent_pb2.Frame(ack=ack))
+            cmd = frame.cmd
+            if cmd.op in ("create", "destroy"):
+                return self._on_host_command(cmd)
+            return wire.encode_frame(agent_pb2.Frame(ack=self._on_command(cmd)))
         logger.warning("dropped a %s frame: not one an agent accepts", body or "empty")
         return None
 
-    def _on_poll(self, poll: agent_pb2.Poll) -> bytes | list[bytes] | None:
+    async def handle(self, data: bytes) -> Reply:
+        """:meth:`answer`, awaited."""
+        reply = self.answer(data)
+        if reply is None or isinstance(reply, bytes | list):
+            return reply
+        return await reply
+
+    async def _on_host_command(self, cmd: agent_pb2.Command) -> Reply:
+        ack = await (self._create(cmd) if cmd.op == "create" else self._destroy(cmd))
+        return wire.encode_frame(agent_pb2.Frame(ack=ack))
+
+    def _on_poll(self, req_id: str, known_hash: str | None, status: str) -> Reply:
         self.polls += 1
-        self._on_echo(poll.status)
-        known_hash = poll.known_hash if poll.HasField("known_hash") else None
+        self._on_echo(status)
         snapshot = self._snapshot
         try:
             if snapshot.features:
-                frames = snapshot.reply_frames(self._host, poll.req_id, known_hash)
+                frames = snapshot.reply_frames(self._host, req_id, known_hash)
             else:
-                data = snapshot.reply_frame(self._host, poll.req_id, known_hash)
+                data = snapshot.reply_frame(self._host, req_id, known_hash)
         except Exception:
             logger.exception("cannot build the snapshot; poll left unanswered")
             return None
@@ -107,12 +126,9 @@ class FrameHandler:
             _check_snapshot_size(len(data))
         return data
 
-    async def _on_command(self, cmd: agent_pb2.Command) -> agent_pb2.Ack:
+    def _on_command(self, cmd: agent_pb2.Command) -> agent_pb2.Ack:
+        """The ack of a command that needs no host call."""
         op = cmd.op
-        if op == "create":
-            return await self._create(cmd)
-        if op == "destroy":
-            return await self._destroy(cmd)
         if op in ("drain", "undrain"):
             self._apply_status("draining" if op == "drain" else "active")
             return _ack(cmd, ok=True)
@@ -171,6 +187,36 @@ class FrameHandler:
             return _ack(cmd, ok=False, error=describe(exc))
         self._snapshot.forget(room_id)
         return agent_pb2.Ack(cmd_id=cmd.cmd_id, ok=True, already_gone=not destroyed)
+
+
+_POLL_HEAD: Final = wire.HEADER + b"\x12"  # Frame.poll: field 2, length-delimited
+
+
+def _quick_poll(data: bytes) -> tuple[str, str | None, str] | None:
+    """``(req_id, known_hash, status)`` of a message that is exactly one plain Poll, read
+    without building messages; ``None`` for anything else (the codec then decides)."""
+    end = len(data)
+    if end < 4 or data[3] != end - 4 or not data.startswith(_POLL_HEAD):
+        return None
+    req_id, known, status = "", None, ""
+    at = 4
+    try:
+        while at < end:
+            tag, start = data[at], at + 2
+            at = start + data[at + 1]
+            if data[start - 1] >= 0x80 or at > end:
+                return None
+            if tag == 0x0A:
+                req_id = data[start:at].decode()
+            elif tag == 0x12:
+                known = data[start:at].decode()
+            elif tag == 0x1A:
+                status = data[start:at].decode()
+            else:
+                return None
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return req_id, known, status
 
 
 def _manager(host: RoomHost) -> RoomManager | None:

@@ -21,7 +21,6 @@ import asyncio
 from collections.abc import Callable
 from typing import NoReturn
 
-import aiohttp
 from rivalis.fleet.v3 import agent_pb2
 
 from ._backoff import reconnect_delay
@@ -29,6 +28,7 @@ from ._config import AgentConfig
 from ._connection import (
     GOING_AWAY,
     LEAVE,
+    LEAVE_WAIT_S,
     NO_POLL,
     NOT_LEADER,
     AttemptFailed,
@@ -42,10 +42,11 @@ from ._connection import (
 from ._errors import AgentTimeoutError, FleetAgentError, ProtocolMismatchError, describe
 from ._failover import DialPlan
 from ._log import logger
+from ._ws import Socket
 
 __all__ = ["Supervisor"]
 
-Joined = tuple[aiohttp.ClientWebSocketResponse, agent_pb2.Hello]
+Joined = tuple[Socket, agent_pb2.Hello]
 
 
 class Supervisor:
@@ -83,11 +84,8 @@ class Supervisor:
         timeout_s = None if timeout_ms is None else timeout_ms / 1000
         logger.info("connecting url=%s name=%s", ",".join(config.urls), config.name)
         try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http,
-                asyncio.timeout(timeout_s) as deadline,
-            ):
-                await self._redial(http, deadline)
+            async with asyncio.timeout(timeout_s) as deadline:
+                await self._redial(deadline)
         except TimeoutError as exc:
             if timeout_ms is None:
                 logger.exception("agent connection loop failed")
@@ -101,11 +99,11 @@ class Supervisor:
             logger.exception("agent connection loop failed")
             return FleetAgentError(f"agent connection loop failed: {describe(exc)}")
 
-    async def _redial(self, http: aiohttp.ClientSession, deadline: asyncio.Timeout) -> NoReturn:
+    async def _redial(self, deadline: asyncio.Timeout) -> NoReturn:
         attempt = 1
         first: str | None = None
         while True:
-            joined = await self._dial_pass(http, first)
+            joined = await self._dial_pass(first)
             if isinstance(joined, AttemptFailed):
                 await self._back_off(str(joined), attempt)
                 attempt += 1
@@ -123,9 +121,7 @@ class Supervisor:
             await self._back_off(failure, attempt)
             attempt += 1
 
-    async def _dial_pass(
-        self, http: aiohttp.ClientSession, first: str | None
-    ) -> Joined | AttemptFailed:
+    async def _dial_pass(self, first: str | None) -> Joined | AttemptFailed:
         """Dial the URLs of one pass until a Hello; the last failure when none answers."""
         plan = self._plan
         plan.begin(first)
@@ -134,7 +130,7 @@ class Supervisor:
         while url is not None:
             try:
                 timeout_s = handshake_timeout_s(self._heartbeat_ms)
-                return await establish(http, self._config, url, timeout_s)
+                return await establish(self._config, url, timeout_s)
             except AttemptFailed as exc:
                 failure = exc
             if failure.leader is not None and plan.follow(failure.leader):
@@ -159,26 +155,26 @@ class Supervisor:
 
     async def _session(
         self,
-        ws: aiohttp.ClientWebSocketResponse,
+        sock: Socket,
         hello: agent_pb2.Hello,
         deadline: asyncio.Timeout,
     ) -> Ended:
         """Serve one joined connection until it ends; closes it with 1000 only when
         cancelled (``disconnect()``), else with 4012 after no polls, else 1001."""
-        code, reason = GOING_AWAY, ""
+        code, reason, wait_s = GOING_AWAY, "", 0.0
         try:
             deadline.reschedule(None)
             self._heartbeat_ms = hello.heartbeat_ms
             self._on_hello(hello)
             ended = await serve(
-                ws, self._handle, heartbeat_ms=hello.heartbeat_ms, polls=self._polls
+                sock, self._handle, heartbeat_ms=hello.heartbeat_ms, polls=self._polls
             )
             if ended.no_poll:
                 code, reason = NO_POLL, "no poll"
             self._on_lost(ended.cause)
         except asyncio.CancelledError:
-            code = LEAVE
+            code, wait_s = LEAVE, LEAVE_WAIT_S
             raise
         finally:
-            await close(ws, code, reason)
+            await close(sock, code, reason, wait_s)
         return ended

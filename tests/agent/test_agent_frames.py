@@ -257,3 +257,48 @@ async def test_a_host_failing_during_a_poll_leaves_it_unanswered(
     assert any("snapshot" in m for m in messages(caplog, logging.ERROR))
     host.broken = False
     assert len((await link.poll()).rooms) == 2
+
+
+@pytest.mark.parametrize(
+    "poll",
+    [
+        agent_pb2.Poll(req_id="p1", known_hash="h" * 16, status="active"),
+        agent_pb2.Poll(req_id="p2", status="draining"),
+        agent_pb2.Poll(req_id="p3", known_hash=""),
+        agent_pb2.Poll(),
+        agent_pb2.Poll(req_id="é" * 40, known_hash="x" * 60, status="active"),  # > 127 bytes
+        agent_pb2.Poll(req_id="p4", status="ü"),
+    ],
+)
+def test_the_quick_poll_reader_agrees_with_the_codec(poll: agent_pb2.Poll) -> None:
+    from fleet_agent._frames import _quick_poll
+
+    data = wire.encode_frame(agent_pb2.Frame(poll=poll))
+    quick = _quick_poll(data)
+    if quick is not None:
+        known = poll.known_hash if poll.HasField("known_hash") else None
+        assert quick == (poll.req_id, known, poll.status)
+    else:
+        assert len(data) > 127 + 4  # only a long poll goes to the codec
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        wire.HEADER + b"\x12\x04\x0a\x02p1",  # the length says 4, 4 follow: fine below
+        wire.HEADER + b"\x12\x05\x0a\x02p1",  # a length past the end
+        wire.HEADER + b"\x12\x04\x08\x01\x0a\x00",  # a varint field (unknown)
+        wire.HEADER + b"\x12\x04\x0a\x02\xff\xfe",  # not UTF-8
+        wire.HEADER + b"\x12\x02\x0a\x05",  # a field past the message
+        bytes((wire.PROTOCOL_MAJOR + 1, 0)) + b"\x12\x00",  # another major
+        wire.HEADER + b"\x12\x00\x12\x00",  # two polls: the codec decides
+    ],
+)
+def test_the_quick_poll_reader_leaves_anything_odd_to_the_codec(data: bytes) -> None:
+    from fleet_agent._frames import _quick_poll
+
+    quick = _quick_poll(data)
+    if data == wire.HEADER + b"\x12\x04\x0a\x02p1":
+        assert quick == ("p1", None, "")
+    else:
+        assert quick is None

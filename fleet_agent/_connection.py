@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from rivalis.fleet.v3 import agent_pb2
 
@@ -67,9 +67,9 @@ _MAX_MESSAGE_BYTES: Final = 2 * wire.MAX_FRAME_BYTES
 Reply = bytes | list[bytes] | None
 """What answers one received message: nothing, one message, or a reply in parts (a list
 of messages, sent back to back)."""
-HandleFrame = Callable[[bytes], Reply | Awaitable[Reply]]
-"""Turns one received message into its reply, or into an awaitable of it when it needs
-a host call."""
+HandleFrame = Callable[[bytes], Reply | Coroutine[Any, Any, Reply]]
+"""Turns one received message into its reply, or into a coroutine making it when it
+needs a host call."""
 
 
 class AttemptFailed(Exception):
@@ -208,8 +208,17 @@ class _Serving:
         if reply is None or type(reply) is bytes or type(reply) is list:
             self._sent(reply, seen)
             return
+        assert not isinstance(reply, bytes | list)
+        try:  # run the host call here until it first waits: most never do
+            waiting_on = reply.send(None)
+        except StopIteration as done:
+            self._sent(done.value, seen)
+            return
+        except Exception as exc:
+            self._stop_with(exc)
+            return
         self._since = None
-        self.task = self.loop.create_task(self._finish(reply, seen))  # type: ignore[arg-type]
+        self.task = self.loop.create_task(self._finish(_Resumed(reply, waiting_on), seen))
 
     async def _finish(self, pending: Awaitable[Reply], seen: int) -> None:
         try:
@@ -270,6 +279,37 @@ class _Serving:
         if self._timer is not None:
             self._timer.cancel()
         self._sock.ended.remove_done_callback(self._on_end)
+
+
+class _Resumed:
+    """A coroutine already started (by ``send(None)``) and waiting on ``waiting_on``,
+    awaitable again: a task awaiting it waits on that same future, then drives the rest
+    of the coroutine as if it had run it from the start (results, errors, cancellation)."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Reply], waiting_on: Any) -> None:
+        self._coro = coro
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, Reply]:
+        coro, waiting_on = self._coro, self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation or the future's error: passed on
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration as done:
+                    result: Reply = done.value
+                    return result
+                continue
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration as done:
+                result = done.value
+                return result
 
 
 async def close(sock: Socket, code: int, reason: str = "", wait_s: float = 0.0) -> None:

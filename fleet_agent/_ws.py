@@ -45,6 +45,9 @@ _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD: Final = 16 * 1024
 _SECURE: Final = frozenset({"wss", "https"})
 _MAX_BACKLOG: Final = 64
+_READ_BYTES: Final = 64 * 1024
+"""The socket is read into one buffer of this size, kept for the connection: a plain
+``recv`` would allocate (and the allocator map and unmap) 256 KiB for every message."""
 """Messages queued before the socket stops reading (the agent is busy with a command)."""
 
 
@@ -79,7 +82,7 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     return int(parts[1]), headers
 
 
-class Socket(asyncio.Protocol):
+class Socket(asyncio.BufferedProtocol):
     """One client connection; made by :func:`open_socket`.
 
     :attr:`protocol` is the subprotocol the server selected, :attr:`close_code` the
@@ -98,6 +101,7 @@ class Socket(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._opened: asyncio.Future[None] = loop.create_future()
         self._ended: asyncio.Future[None] = loop.create_future()
+        self._read_view = memoryview(bytearray(_READ_BYTES))
         self._head = bytearray()
         self._buf = bytearray()
         self._fragments: list[bytes] = []
@@ -129,6 +133,12 @@ class Socket(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._resume(2)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_view[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if not self._opened.done():

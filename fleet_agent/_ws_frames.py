@@ -1,13 +1,16 @@
 """Client frames of the agent's WebSocket (RFC 6455 §5): final, masked, one per message.
 
 Masking keys come from ``os.urandom``, drawn 1,024 at a time. A payload up to 1 KiB is
-masked with one big-integer XOR, a longer one with four byte translations.
+masked with one big-integer XOR, a longer one in place by aiohttp's compiled mask when
+it is installed (checked once against a known answer), else with four byte
+translations.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT", "client_frame"]
@@ -41,17 +44,39 @@ def _xor(key_byte: int) -> bytes:
     return bytes(value ^ key_byte for value in range(256))
 
 
+def _translated(key: bytes, data: bytearray) -> None:
+    """Mask ``data`` in place with four byte translations (3 ns a byte)."""
+    a, b, c, d = (_xor(n) for n in key)
+    data[::4] = data[::4].translate(a)
+    data[1::4] = data[1::4].translate(b)
+    data[2::4] = data[2::4].translate(c)
+    data[3::4] = data[3::4].translate(d)
+
+
+def _compiled_mask() -> Callable[[bytes, bytearray], None]:
+    """The compiled in-place mask aiohttp ships (0.1 ns a byte), when it is there;
+    else :func:`_translated`."""
+    try:
+        from aiohttp._websocket.mask import (  # type: ignore[import-not-found]
+            _websocket_mask_cython as compiled,
+        )
+    except ImportError:
+        return _translated
+    probe = bytearray(b"\x00" * 5)
+    compiled(b"\x01\x02\x03\x04", probe)
+    return compiled if probe == b"\x01\x02\x03\x04\x01" else _translated
+
+
+_MASK_IN_PLACE: Final = _compiled_mask()
+
+
 def _masked(payload: bytes, key: bytes) -> bytes | bytearray:
     size = len(payload)
     if size <= _INT_MASK_MAX:  # one big-int XOR: half the cost of four translations
         mask = int.from_bytes((key * ((size >> 2) + 1))[:size], "big")
         return (int.from_bytes(payload, "big") ^ mask).to_bytes(size, "big")
     data = bytearray(payload)
-    a, b, c, d = (_xor(n) for n in key)
-    data[::4] = data[::4].translate(a)
-    data[1::4] = data[1::4].translate(b)
-    data[2::4] = data[2::4].translate(c)
-    data[3::4] = data[3::4].translate(d)
+    _MASK_IN_PLACE(key, data)
     return data
 
 

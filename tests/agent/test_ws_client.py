@@ -327,3 +327,36 @@ async def test_a_connection_closed_during_the_upgrade_is_a_connection_error() ->
     async with raw_server(script) as url:
         with pytest.raises(ConnectionError):
             await dial(url)
+
+
+async def test_a_long_message_goes_out_masked_and_whole() -> None:
+    got: list[tuple[int, bytes]] = []
+    payload = bytes(range(256)) * 400  # 102,400 bytes: a 64-bit length, the in-place mask
+
+    async def script(peer: Peer) -> None:
+        peer.writer.write(peer.upgrade())
+        got.append(await peer.read_frame())
+        await asyncio.sleep(5)
+
+    async with raw_server(script) as url:
+        sock = await dial(url)
+        assert sock.send(payload)
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.05)
+        await sock.close(1001)
+    assert got == [(0x2, payload)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 1023, 1024, 1025, 4099])
+def test_every_mask_agrees_with_the_rfc(size: int) -> None:
+    from fleet_agent._ws_frames import _masked, _translated
+
+    payload = bytes((7 * i + 3) % 256 for i in range(size))
+    key = b"\x9a\x01\xff\x10"
+    expected = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    assert bytes(_masked(payload, key)) == expected
+    slow = bytearray(payload)
+    _translated(key, slow)
+    assert slow == expected

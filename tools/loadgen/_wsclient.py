@@ -47,7 +47,12 @@ def _leader_hint(head: bytes) -> str | None:
     return value or None
 
 
-class WsClient(asyncio.Protocol):
+_READ_VIEW: Final = memoryview(bytearray(64 * 1024))
+"""One read buffer for every client of the process (each read is copied out before the
+next): a plain ``recv`` would allocate, map and unmap 256 KiB for every message."""
+
+
+class WsClient(asyncio.BufferedProtocol):
     """One client connection. Callbacks: ``on_open()``, ``on_message(bytes)``,
     ``on_close(code, http_status)`` — exactly once, whatever ended the connection
     (``code`` is :data:`NO_CLOSE_CODE` without a close frame; ``http_status`` is set
@@ -88,6 +93,12 @@ class WsClient(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         transport.write(self._request)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_READ_VIEW[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if not self._upgraded:

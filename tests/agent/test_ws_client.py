@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +77,7 @@ Script = Callable[[Peer], Awaitable[None]]
 
 
 @asynccontextmanager
-async def raw_server(script: Script) -> AsyncIterator[str]:
+async def raw_server(script: Script, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     done: list[asyncio.Task[None]] = []
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -94,10 +97,10 @@ async def raw_server(script: Script) -> AsyncIterator[str]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield f"ws://127.0.0.1:{port}/agent?x=1"
+        yield f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/agent?x=1"
     finally:
         server.close()
         for task in done:
@@ -360,3 +363,45 @@ def test_every_mask_agrees_with_the_rfc(size: int) -> None:
     slow = bytearray(payload)
     _translated(key, slow)
     assert slow == expected
+
+
+def test_wss_upgrades_over_tls_and_checks_the_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def script(peer: Peer) -> None:
+        peer.writer.write(peer.upgrade() + server_frame(2, b"x" * 100_000))
+        got.append(await peer.read_frame())
+        await asyncio.sleep(5)
+
+    got: list[tuple[int, bytes]] = []
+
+    async def run() -> None:
+        async with raw_server(script, server_tls) as url:
+            with pytest.raises(ssl.SSLCertVerificationError):  # not a trusted certificate
+                await dial(url)
+            trusting = ssl.create_default_context(cafile=str(cert))
+            monkeypatch.setattr("fleet_agent._ws._tls", lambda: trusting)
+            sock = await dial(url)
+            assert await sock.receive() == b"x" * 100_000  # read in 64 KiB pieces
+            assert sock.send(b"over tls")
+            for _ in range(100):
+                if got:
+                    break
+                await asyncio.sleep(0.05)
+            await sock.close(1001)
+        assert got[-1] == (0x2, b"over tls")
+
+    asyncio.run(run())

@@ -30,7 +30,6 @@ from ._ws import PROTOCOL_ERROR, HandshakeFailed, HandshakeRefused, Socket, open
 __all__ = [
     "HANDSHAKE_TIMEOUT_S",
     "LEAVE",
-    "LEAVE_WAIT_S",
     "NOT_LEADER",
     "NO_POLL",
     "AttemptFailed",
@@ -57,8 +56,6 @@ POLL_MISSES: Final = 3
 HANDSHAKE_TIMEOUT_S: Final = 10.0
 """Bound on the WebSocket handshake, and on the wait for Hello after it, until a Hello
 has told the agent the heartbeat (see :func:`handshake_timeout_s`)."""
-LEAVE_WAIT_S: Final = 1.0
-"""How long a leave waits for the orchestrator's answer to its close frame."""
 _MIN_WAIT_S: Final = 0.001
 _LEADER_HEADER: Final = "fleet-leader"
 _MAX_MESSAGE_BYTES: Final = 2 * wire.MAX_FRAME_BYTES
@@ -312,10 +309,11 @@ class _Resumed:
                 return result
 
 
-async def close(sock: Socket, code: int, reason: str = "", wait_s: float = 0.0) -> None:
-    """Close ``sock`` with ``code`` unless it is closed already, after the orchestrator's
-    answer when ``wait_s`` > 0 (at most that long)."""
-    await sock.close(code, reason, wait_s)
+async def close(sock: Socket, code: int, reason: str = "") -> None:
+    """Close ``sock`` with ``code`` unless it is closed already: the close frame, then the
+    connection at once (the agent ends the TCP connection first, so the orchestrator's
+    port keeps no TIME_WAIT of it)."""
+    await sock.close(code, reason)
 
 
 async def _dial(config: AgentConfig, url: str, timeout_s: float) -> Socket:

@@ -28,7 +28,6 @@ from ._config import AgentConfig
 from ._connection import (
     GOING_AWAY,
     LEAVE,
-    LEAVE_WAIT_S,
     NO_POLL,
     NOT_LEADER,
     AttemptFailed,
@@ -161,7 +160,7 @@ class Supervisor:
     ) -> Ended:
         """Serve one joined connection until it ends; closes it with 1000 only when
         cancelled (``disconnect()``), else with 4012 after no polls, else 1001."""
-        code, reason, wait_s = GOING_AWAY, "", 0.0
+        code, reason = GOING_AWAY, ""
         try:
             deadline.reschedule(None)
             self._heartbeat_ms = hello.heartbeat_ms
@@ -173,8 +172,8 @@ class Supervisor:
                 code, reason = NO_POLL, "no poll"
             self._on_lost(ended.cause)
         except asyncio.CancelledError:
-            code, wait_s = LEAVE, LEAVE_WAIT_S
+            code = LEAVE
             raise
         finally:
-            await close(sock, code, reason, wait_s)
+            await close(sock, code, reason)
         return ended

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "ci",
-    max_examples=300,
+    max_examples=150,
     derandomize=True,
     database=None,
     deadline=None,

@@ -13,7 +13,7 @@ refused with 400.
 
 Proven: no 5xx, every status, content type, header and body as the document says,
 schema-invalid input refused with 4xx, no ERROR logged by the orchestrator.
-``FUZZ_EXAMPLES`` (default 6) sets examples per operation; ``make fuzz`` runs a long
+``FUZZ_EXAMPLES`` (default 4) sets examples per operation; ``make fuzz`` runs a long
 random run (``FUZZ_SEED`` unset).
 """
 
@@ -34,7 +34,7 @@ from tests.support.keys import ADMIN
 from tests.support.orchestrators import running_orchestrator
 from tests.support.raw_agent import RawRoom
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "4"))
 SEED = os.environ.get("FUZZ_SEED", "1" if "FUZZ_EXAMPLES" not in os.environ else "")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 

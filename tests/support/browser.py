@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+
+_CLICK_TRIES = 5
 
 __all__ = ["CHROMEDRIVER", "CHROMIUM", "MISSING", "Browser", "headless_chromium", "missing"]
 
@@ -73,8 +77,18 @@ class Browser:
         )
 
     async def click(self, css: str) -> None:
+        """Click the element matching ``css``; found again if the live page re-rendered
+        it between the lookup and the click (a stale element)."""
+
         def click() -> None:
-            self.driver.find_element(By.CSS_SELECTOR, css).click()
+            for attempt in range(_CLICK_TRIES):
+                try:
+                    self.driver.find_element(By.CSS_SELECTOR, css).click()
+                    return
+                except StaleElementReferenceException:
+                    if attempt == _CLICK_TRIES - 1:
+                        raise
+                    time.sleep(0.05)
 
         await self.run(click)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import functools
 import hashlib
 import os
@@ -112,7 +111,6 @@ class Socket(asyncio.BufferedProtocol):
         self.protocol: str | None = None
         self.close_code: int | None = None
         self._sent_close = False
-        self._got_close = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -261,7 +259,7 @@ class Socket(asyncio.BufferedProtocol):
 
     def _closed_by_peer(self, payload: bytes) -> None:
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else _NO_STATUS
-        self.close_code, self._got_close = code, True
+        self.close_code = code
         self._send_close(self._answer(code), "")
         if self._transport is not None:
             self._transport.close()
@@ -290,10 +288,6 @@ class Socket(asyncio.BufferedProtocol):
     def ended(self) -> asyncio.Future[None]:
         """Done once the server closed, the connection was lost or broke the protocol."""
         return self._ended
-
-    @property
-    def closed(self) -> bool:
-        return self._sent_close or self._transport is None or self._transport.is_closing()
 
     async def receive(self) -> bytes | None:
         """The next message, ``None`` once the connection ended (before :meth:`deliver`)."""
@@ -356,20 +350,13 @@ class Socket(asyncio.BufferedProtocol):
         self._transport.write(client_frame(OP_CLOSE, code.to_bytes(2, "big") + raw))
         self._sent_close = True
 
-    async def close(self, code: int, reason: str = "", wait_s: float = 0.0) -> None:
-        """Send a close frame with ``code`` (unless one was sent) and end the connection,
-        after the server's close frame or the end of the connection when ``wait_s`` > 0
-        (at most that long)."""
+    async def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame with ``code`` (unless one was sent) and end the connection at
+        once: this side ends the TCP connection first, so the server's port keeps no
+        TIME_WAIT of it."""
         self._send_close(code, reason)
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        if wait_s > 0 and not self._got_close:
-            self._resume(3)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
-                    await asyncio.shield(self._ended)
-        transport.close()
+        if self._transport is not None:
+            self._transport.close()
 
 
 @functools.cache

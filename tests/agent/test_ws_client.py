@@ -269,24 +269,6 @@ async def test_a_lost_connection_ends_with_1006() -> None:
         assert sock.ended.done()
 
 
-async def test_a_close_waits_for_the_answer_when_asked() -> None:
-    async def script(peer: Peer) -> None:
-        peer.writer.write(peer.upgrade())
-        opcode, payload = await peer.read_frame()
-        assert (opcode, payload) == (8, (1000).to_bytes(2, "big") + b"bye")
-        await asyncio.sleep(0.2)
-        peer.writer.write(server_frame(8, payload))
-        await asyncio.sleep(5)
-
-    async with raw_server(script) as url:
-        sock = await dial(url)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await sock.close(1000, "bye", wait_s=5)
-        assert 0.15 < loop.time() - start < 4
-        assert sock.close_code == 1000
-
-
 async def test_a_refused_upgrade_keeps_its_status_and_headers() -> None:
     async def script(peer: Peer) -> None:
         peer.writer.write(

@@ -93,13 +93,6 @@ class FrameHandler:
         logger.warning("dropped a %s frame: not one an agent accepts", body or "empty")
         return None
 
-    async def handle(self, data: bytes) -> Reply:
-        """:meth:`answer`, awaited."""
-        reply = self.answer(data)
-        if reply is None or isinstance(reply, bytes | list):
-            return reply
-        return await reply
-
     async def _on_host_command(self, cmd: agent_pb2.Command) -> Reply:
         ack = await (self._create(cmd) if cmd.op == "create" else self._destroy(cmd))
         return wire.encode_frame(agent_pb2.Frame(ack=ack))

@@ -29,6 +29,7 @@ from ._ws_frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
 
 __all__ = [
     "ABNORMAL",
+    "PROTOCOL_ERROR",
     "HandshakeFailed",
     "HandshakeRefused",
     "Socket",

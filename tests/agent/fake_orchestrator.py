@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
+from tests.support.waits import settle
 
 KEY = "agent-key-0123456789abcdefghijklmnop"
 
@@ -207,3 +208,4 @@ async def running_fake_orchestrator(
         for link in fake.links:
             await link.close(code=1001)
         await runner.cleanup()
+        await settle()

@@ -23,7 +23,7 @@ from tests.support.agents import FleetAgents, define_rooms
 from tests.support.keys import KEY
 from tests.support.orchestrators import agent_url, listed, running_orchestrator
 from tests.support.ports import free_port
-from tests.support.waits import wait_for
+from tests.support.waits import settle, wait_for
 
 from .fake_orchestrator import FakeOrchestrator, Link, running_fake_orchestrator
 from .support import FAST, CountingRooms
@@ -51,9 +51,10 @@ async def fakes() -> AsyncIterator[MakeFakes]:
 
 
 @pytest.fixture
-async def make_agent() -> AsyncIterator[MakeAgent]:
+async def make_agent(fakes: MakeFakes) -> AsyncIterator[MakeAgent]:
     """Factory for agents (``url=`` required, ``host`` optional); every one is disconnected
-    at teardown."""
+    at teardown, before the fake orchestrators stop (an agent reconnecting into a fake
+    that is shutting down leaves aiohttp a connection it never closes)."""
     async with FleetAgents(key=KEY, endpoint_url="ws://127.0.0.1:9000", backoff=FAST) as factory:
 
         def make(host: Any = None, **options: Any) -> FleetAgent:
@@ -104,7 +105,11 @@ async def running_closing_node(code: int, reason: str = "") -> AsyncIterator[Clo
         yield node
     finally:
         node.go.set()
+        # a connection the agent dialled just before it stopped: let the server see it
+        # end before shutting down (aiohttp leaves one accepted during its shutdown open)
+        await asyncio.sleep(0.05)
         await runner.cleanup()
+        await settle()
 
 
 def messages(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:

@@ -201,11 +201,7 @@ class Fleet:
         room_id = self._reserve_id(room_id)
         try:
             instance = self._place(type, placement)
-            sink = self._links.get(instance.id)
-            if sink is None:
-                raise FleetError(
-                    ErrorCode.INSTANCE_DISCONNECTED, f"instance {instance.id} is disconnected"
-                )
+            sink = self._require_link(instance)
             pending = self._commands.start(instance, sink, "create", room_id, type, options_text)
         except BaseException:
             self._reserved.discard(room_id)
@@ -280,6 +276,8 @@ class Fleet:
         sink = self._links.get(instance.id)
         grant = sink.grant if sink is not None else None
         touched: frozenset[str] | None = None
+        if self._stale(instance, state.header.seq if isinstance(state, Reply) else state.seq):
+            return
         try:
             if isinstance(state, Reply):
                 snapshot, touched = apply_reply(state, instance.snapshot, grant)
@@ -293,15 +291,15 @@ class Fleet:
             return
         self._take(instance, snapshot, touched)
 
+    def _stale(self, instance: Instance, seq: int) -> bool:
+        """Whether a full reply with ``seq`` is dropped (SPEC §3: not after the last applied)."""
+        if not instance.joined or seq > instance.last_seq:
+            return False
+        last = instance.last_seq
+        log.warning("snapshot dropped instance=%s seq=%d last_applied=%d", instance.id, seq, last)
+        return True
+
     def _take(self, instance: Instance, snapshot: Snapshot, touched: frozenset[str] | None) -> None:
-        if instance.joined and snapshot.seq <= instance.last_seq:
-            log.warning(
-                "snapshot dropped instance=%s seq=%d last_applied=%d",
-                instance.id,
-                snapshot.seq,
-                instance.last_seq,
-            )
-            return
         first = not instance.joined
         try:
             events = self._read.apply_snapshot(instance, snapshot, self._clock_ms(), touched)

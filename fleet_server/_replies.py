@@ -67,6 +67,7 @@ class Reply:
     rooms: dict[str, ReportedRoom] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     reason: str | None = None  # the first room failure; the reply is then rejected
+    differing: frozenset[str] | None = None  # a full reply's ids that differ from the base
 
     @property
     def delta(self) -> bool:
@@ -74,23 +75,61 @@ class Reply:
 
     def take(
         self, listed: Sequence[agent_pb2.RoomState], known: Mapping[str, ReportedRoom] | None
-    ) -> None:
-        """Parse some of the rooms a frame lists (nothing more once one has failed)."""
+    ) -> Mapping[str, ReportedRoom]:
+        """Parse some of the rooms a frame lists (nothing more once one has failed);
+        returns the rooms parsed now."""
         if self.reason is not None:
-            return
+            return {}
         if len(self.rooms) + len(listed) > MAX_ROOMS_IN_PARTS:
             self.reason = f"rooms has more than {MAX_ROOMS_IN_PARTS} entries"
-            return
+            return {}
         if not self.rooms:
             if not read_rooms_into(listed, known, self.rooms):
                 self.rooms.clear()
                 self.reason = room_failure(listed, {}) or "room id listed twice"
-        else:
-            rooms: dict[str, ReportedRoom] = {}
-            if read_rooms_into(listed, known, rooms, self.rooms):
-                self.rooms.update(rooms)
+            return self.rooms
+        rooms: dict[str, ReportedRoom] = {}
+        if not read_rooms_into(listed, known, rooms, self.rooms):
+            self.reason = room_failure(listed, self.rooms) or "room id listed twice"
+            return {}
+        self.rooms.update(rooms)
+        return rooms
+
+
+class _Difference:
+    """The ids of a full reply whose room differs from the applied snapshot's (added,
+    changed or gone), gathered a batch at a time while the reply's parts are parsed, so
+    the reply's apply never walks every room in one callback."""
+
+    __slots__ = ("ids", "known", "matched")
+
+    def __init__(self, known: Mapping[str, ReportedRoom]) -> None:
+        self.known = known
+        self.ids: set[str] = set()
+        self.matched = 0  # listed ids the base has too
+
+    def add(self, parsed: Mapping[str, ReportedRoom]) -> None:
+        known, ids = self.known, self.ids
+        matched = 0
+        for room_id, room in parsed.items():
+            prior = known.get(room_id)
+            if prior is None:
+                ids.add(room_id)
             else:
-                self.reason = room_failure(listed, self.rooms) or "room id listed twice"
+                matched += 1
+                if prior != room:
+                    ids.add(room_id)
+        self.matched += matched
+
+    def gone(self, reported: Mapping[str, ReportedRoom]) -> Iterator[None]:
+        """Add the base's ids the reply does not list, yielding after each batch."""
+        if self.matched == len(self.known):
+            return
+        ids = list(self.known)
+        for start in range(0, len(ids), BATCH):
+            self.ids.update(i for i in ids[start : start + BATCH] if i not in reported)
+            if start + BATCH < len(ids):
+                yield
 
 
 def is_extended(state: agent_pb2.State) -> bool:
@@ -112,6 +151,7 @@ class ReplyParts:
         self.next = 2
         self.known = known
         self.reply = Reply(first)
+        self._difference = _Difference(known) if known and not first.base_hash else None
 
     @property
     def complete(self) -> bool:
@@ -135,20 +175,34 @@ class ReplyParts:
     def batches(self, state: agent_pb2.State) -> Iterator[None]:
         """Parse ``state``'s rooms, yielding after each :data:`BATCH` of them."""
         listed = state.rooms
+        reply, difference = self.reply, self._difference
         for start in range(0, len(listed), BATCH):
-            self.reply.take(listed[start : start + BATCH], self.known)
+            parsed = reply.take(listed[start : start + BATCH], self.known)
+            if difference is not None:
+                difference.add(parsed)
             if start + BATCH < len(listed):
                 yield
-        self.reply.removed.extend(state.removed_rooms)
+        reply.removed.extend(state.removed_rooms)
+        if (
+            difference is not None
+            and self.complete
+            and reply.reason is None
+            and len(reply.rooms) >= DIFF_FROM
+        ):
+            yield from difference.gone(reply.rooms)
+            reply.differing = frozenset(difference.ids)
 
 
 def apply_reply(
     reply: Reply, previous: Snapshot | None, grant: AgentGrant | None
 ) -> tuple[Snapshot, frozenset[str] | None]:
-    """The snapshot a reply makes, and for a delta the ids it touched (None: every room).
+    """The snapshot a reply makes, and the ids it touched (None: every room).
 
+    A delta that passes every check takes ``previous``'s room map over, changed in
+    place: the caller must apply the snapshot it gets (a stale ``seq`` is checked before).
     :class:`SnapshotRejectedError` when a check fails (the reason names it),
-    :class:`DeltaBaseError` when a delta is not based on ``previous``.
+    :class:`DeltaBaseError` when a delta is not based on ``previous``; neither changes
+    ``previous``.
     """
     header = reply.header
     labels = checked_fields(header, previous, room_limit=None)
@@ -160,19 +214,31 @@ def apply_reply(
         snapshot = build_snapshot(header, reply.rooms, labels, grant)
         if previous is None or len(reply.rooms) < DIFF_FROM:
             return snapshot, None
+        if reply.differing is not None:
+            return snapshot, reply.differing
         return snapshot, _differing(previous.rooms, reply.rooms)
     if previous is None or previous.hash != header.base_hash:
         raise DeltaBaseError("base is not the applied snapshot")
-    rooms = dict(previous.rooms)
-    for room_id in reply.removed:  # an id the base does not list (made and gone since): none
+    rooms = previous.rooms
+    if not isinstance(rooms, dict):
+        rooms = dict(rooms)
+    gone = 0
+    for room_id in set(reply.removed):  # an id the base does not list (made and gone since)
         if room_id in reply.rooms:
             raise SnapshotRejectedError("a room both changed and removed")
+        gone += room_id in rooms
+    added = sum(1 for room_id in reply.rooms if room_id not in rooms)
+    if len(rooms) - gone + added > MAX_ROOMS_IN_PARTS:
+        raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS_IN_PARTS} entries")
+    snapshot = build_snapshot(header, rooms, labels, grant)
+    # Every check has passed: the base's room map becomes the new snapshot's, changed in
+    # place (O(rooms in the delta); a copy would cost O(rooms on the instance)). The
+    # caller applies the snapshot it gets: the base is not used again.
+    for room_id in reply.removed:
         rooms.pop(room_id, None)
     rooms.update(reply.rooms)
-    if len(rooms) > MAX_ROOMS_IN_PARTS:
-        raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS_IN_PARTS} entries")
     touched = frozenset(reply.rooms).union(reply.removed)
-    return build_snapshot(header, rooms, labels, grant), touched
+    return snapshot, touched
 
 
 def _differing(

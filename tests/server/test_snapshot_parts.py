@@ -191,6 +191,54 @@ async def test_an_inconsistent_delta_is_rejected_and_the_snapshot_kept(
         assert h.orch.fleet.get_room("r000000") is not None
 
 
+@pytest.mark.parametrize(
+    ("spoil", "logged"),
+    [
+        ("status", "status must be active or draining"),
+        ("seq", "snapshot dropped"),
+        ("limit", "rooms has more than 2 entries"),
+    ],
+)
+async def test_a_delta_that_fails_a_late_check_leaves_its_base_for_the_next_delta(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, spoil: str, logged: str
+) -> None:
+    """A delta changes the applied snapshot's room map in place once every check has
+    passed: one refused by a check after its rooms (fields, seq, size) changes nothing."""
+    caplog.set_level(logging.WARNING, "fleet.server")
+    async with harness(heartbeat_ms=100) as h:
+        agent, poll = await joined_by_hand(h, rooms=3)
+        base = poll.known_hash
+        del agent.rooms["r000000"]
+        agent.rooms["new"] = RawRoom("match")
+        agent.changed = {"new"}  # type: ignore[attr-defined]
+        bad = delta(agent, poll, base, ["r000000"])
+        if spoil == "status":
+            bad.status = "bogus"
+        elif spoil == "seq":
+            bad.seq = 1  # the joining reply's
+        else:
+            monkeypatch.setattr(_replies, "MAX_ROOMS_IN_PARTS", 2)
+            agent.rooms["more"] = RawRoom("match")
+            bad.rooms.add(id="more", type="match")
+        await agent.send_frame(agent_pb2.Frame(state=bad))
+        await wait_for(lambda: logged in caplog.text)
+        monkeypatch.undo()
+        fleet = h.orch.fleet
+        assert fleet.get_room("r000000") is not None and fleet.get_room("new") is None
+        assert fleet.stats.rooms == 3
+        instance = fleet._read.instance(agent.instance_id)
+        assert instance is not None and instance.snapshot is not None
+        assert sorted(instance.snapshot.rooms) == ["r000000", "r000001", "r000002"]
+        agent.rooms.pop("more", None)
+        following = await agent.next_poll(len(agent.polls))
+        assert following.known_hash == base  # the orchestrator still holds the base
+        await agent.send_frame(agent_pb2.Frame(state=delta(agent, following, base, ["r000000"])))
+        await h.applied(agent)
+        assert fleet.get_room("r000000") is None and fleet.get_room("new") is not None
+        assert fleet.stats.rooms == 3
+        assert not agent.closed.is_set()
+
+
 async def test_a_delta_may_remove_a_room_the_base_never_listed() -> None:
     """A room made and gone between two replies: the agent lists it removed, harmlessly."""
     async with harness(heartbeat_ms=100) as h:
@@ -314,10 +362,13 @@ def test_a_reply_beyond_the_room_limit_is_rejected(monkeypatch: pytest.MonkeyPat
     assert collected.reply.reason == "rooms has more than 5 entries"
 
 
+@pytest.mark.parametrize("batch", [2_000, 4])
 async def test_a_big_full_reply_reconciles_only_the_rooms_that_differ(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
+    """The rooms that differ are found a batch at a time while the parts are parsed."""
     monkeypatch.setattr(_replies, "DIFF_FROM", 2)
+    monkeypatch.setattr(_replies, "BATCH", batch)
     async with harness(heartbeat_ms=100) as h:
         agent, poll = await joined_by_hand(h, rooms=30)
         mark = len(h.events)

@@ -8,6 +8,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from tools.loadgen import ADMIN_KEY, LoadConfig, LoadGenerator, OrchestratorProcess
 from tools.loadgen._agent import RoomFields
 from tools.loadgen._cluster import OrchestratorCluster, base_url, watch_takeover
@@ -31,6 +33,33 @@ def test_loadgen_runs_twenty_agents_against_a_port_zero_orchestrator_without_err
     assert report.replies_hash > 0 and report.replies_full > 0
     assert report.evicted() == 0 and report.kicked() == 0
     assert stats["instances"] == 20 and stats["stale"] == {}
+
+
+@pytest.mark.parametrize("deltas", [True, False])
+def test_loadgen_agents_answer_with_deltas_as_the_real_agent_does_and_stay_in_sync(
+    deltas: bool,
+) -> None:
+    """Stand-in agents answer a poll carrying their last reply's hash with a delta (or,
+    with ``deltas=False``, a full reply, as an older agent); either way the orchestrator's
+    read model ends with every room the agents hold, and rejects nothing."""
+    with OrchestratorProcess(heartbeat_ms=200) as orch:
+        config = LoadConfig(url=orch.agent_url, agents=10, rooms=8, processes=1, deltas=deltas)
+        with LoadGenerator(config) as load:
+            assert load.wait_joined(timeout=10) == 10
+            assert orch.wait_instances(10, timeout=5, rooms=80)
+            load.reset()
+            load.set(churn_per_s=20.0, replace_per_s=10.0, add_rooms=3)
+            time.sleep(2.5)
+            load.set(churn_per_s=0.0, replace_per_s=0.0)
+            time.sleep(1.0)  # every agent polled again since its last change
+            report = load.report()
+            stats = orch.stats()
+    assert report.error_count == 0, report.errors
+    assert report.replies_full > 0
+    assert (report.replies_delta > 0) is deltas
+    assert report.rooms == 110 and stats["rooms"] == report.rooms
+    assert not [kind for kind in stats.get("warnings", {}) if "reject" in kind or "drop" in kind]
+    assert report.evicted() == 0 and report.kicked() == 0
 
 
 def test_loadgen_agents_follow_the_new_leader_after_the_leader_is_killed() -> None:

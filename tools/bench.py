@@ -85,6 +85,9 @@ AUTH: Final = {"Authorization": f"Bearer {ADMIN_KEY}"}
 @dataclass(frozen=True)
 class Sizes:
     processes: int = 2  # load-generator worker processes
+    # Stand-in agents answer with deltas as the real agent does (docs/snapshots-at-scale.md);
+    # steady and scaling measure full snapshots and turn them off; --full-replies: all off.
+    deltas: bool = True
     heartbeat_ms: int = 1000
     steady_agents: int = 10_000
     scaling_agents: int = 1_000  # the reference fleet of the scaling ratio
@@ -663,6 +666,7 @@ def floor_process(heartbeat_ms: int, sse_rate: float = 0.0) -> ServerProcess:
 
 def loadgen(url: str | tuple[str, ...], sizes: Sizes, agents: int, **options: Any) -> LoadGenerator:
     processes = sizes.processes if agents >= 200 else 1
+    options["deltas"] = options.get("deltas", True) and sizes.deltas
     return LoadGenerator(LoadConfig(url=url, agents=agents, processes=processes, **options))
 
 
@@ -768,7 +772,7 @@ class Bench:
         log(f"steady: orchestrator, {n} agents × {s.rooms} rooms, heartbeat {s.heartbeat_ms} ms")
         with (
             OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as orch,
-            loadgen(orch.agent_url, s, n, rooms=s.rooms) as load,
+            loadgen(orch.agent_url, s, n, rooms=s.rooms, deltas=False) as load,
         ):
             joined = load.wait_joined(timeout=60 + n / 100)
             orch.wait_instances(n, timeout=60)
@@ -905,7 +909,7 @@ class Bench:
         log(f"scaling: orchestrator, {n} agents × {s.rooms} rooms")
         with (
             OrchestratorProcess(heartbeat_ms=s.heartbeat_ms) as orch,
-            loadgen(orch.agent_url, s, n, rooms=s.rooms) as load,
+            loadgen(orch.agent_url, s, n, rooms=s.rooms, deltas=False) as load,
         ):
             load.wait_joined(timeout=60)
             orch.wait_instances(n, timeout=60)
@@ -2194,8 +2198,15 @@ def main(argv: list[str] | None = None) -> int:
         help="how long the takeover scenario watches after the kill (default 120 s), and "
         "waits at least for the fleet to join before it",
     )
+    parser.add_argument(
+        "--full-replies",
+        action="store_true",
+        help="the stand-in agents never answer with a delta (as agents older than deltas)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
+    if args.full_replies:
+        sizes = replace(sizes, deltas=False)
     if args.takeover_agents:
         sizes = replace(sizes, takeover_agents=tuple(args.takeover_agents))
     if args.takeover_timeout:

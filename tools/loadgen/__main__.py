@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help='every room reports the --metadata object as it is (no "room" key)',
     )
+    parser.add_argument(
+        "--full-replies",
+        action="store_true",
+        help="never answer with a delta (as an agent older than deltas)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             late=args.late,
             garbage=args.garbage,
             room_max_connections=args.max_connections,
+            deltas=not args.full_replies,
             room_metadata=args.metadata,
             room_metadata_unique=not args.shared_metadata,
         )

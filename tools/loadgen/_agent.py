@@ -75,7 +75,8 @@ class AgentStats:
     hellos: int = 0
     polls: int = 0
     replies_hash: int = 0
-    replies_full: int = 0
+    replies_full: int = 0  # deltas included
+    replies_delta: int = 0
     bytes_full: int = 0
     commands: int = 0
     acks: int = 0
@@ -185,8 +186,10 @@ class SimAgent:
         urls: tuple[str, ...],
         dial: Callable[[SimAgent, str], None],
         fields: RoomFields | None = None,
+        deltas: bool = True,
     ) -> None:
         self.behaviour: Behaviour = behaviour
+        self.deltas = deltas
         self.name = f"lg{worker}-{index}-{behaviour}"
         self.process_uid = "p_" + secrets.token_hex(12)
         self.endpoint_url = f"ws://127.0.0.1:{20000 + index % 40000}"
@@ -220,6 +223,12 @@ class SimAgent:
         self._hash = b""
         self._hash_tail = b""
         self._full_tail: bytes | None = None
+        self._row_list: list[wire.RoomRow] = []  # the rooms the hash was made of
+        # Deltas (docs/snapshots-at-scale.md): accepted on this connection, and the hash
+        # and rooms of the last full reply or delta sent on it.
+        self._delta_ok = False
+        self._sent_hash: bytes | None = None
+        self._sent_rows: dict[str, wire.RoomRow] = {}
         self._last_poll: float | None = None
         self._polls_here = 0
         self._replied = False
@@ -325,7 +334,7 @@ class SimAgent:
         return rows
 
     def _refresh(self) -> None:
-        rooms = self._rows()
+        rooms = self._row_list = self._rows()
         digest = wire.snapshot_hash(
             name=self.name,
             process_uid=self.process_uid,
@@ -348,17 +357,41 @@ class SimAgent:
     def _full(self) -> bytes:
         tail = self._full_tail
         if tail is None:
-            tail = self._full_tail = full_tail(
-                digest=self._hash.decode(),
-                name=self.name,
-                process_uid=self.process_uid,
-                endpoint_url=self.endpoint_url,
-                labels=self.labels,
-                max_rooms=self.max_rooms,
-                room_types=self.room_types,
-                rooms=self._rows(),
-                status=self.status,
-            )
+            tail = self._full_tail = self._tail(self._row_list)
+        return tail
+
+    def _tail(
+        self, rooms: list[wire.RoomRow], base: bytes = b"", gone: list[str] | None = None
+    ) -> bytes:
+        return full_tail(
+            digest=self._hash.decode(),
+            name=self.name,
+            process_uid=self.process_uid,
+            endpoint_url=self.endpoint_url,
+            labels=self.labels,
+            max_rooms=self.max_rooms,
+            room_types=self.room_types,
+            rooms=rooms,
+            status=self.status,
+            base_hash=base,
+            removed=gone or (),
+        )
+
+    def _full_or_delta(self, known: bytes | None) -> bytes:
+        """A full reply's tail, or a delta's when the orchestrator holds this connection's
+        last reply (its poll carries that hash) and accepts deltas."""
+        if not self._delta_ok:
+            return self._full()
+        sent = self._sent_rows
+        if self.policy == "auto" and known is not None and known == self._sent_hash:
+            changed = [row for row in self._row_list if sent.get(row[0]) != row]
+            rooms = self.rooms
+            tail = self._tail(changed, known, [rid for rid in sent if rid not in rooms])
+            self.stats.replies_delta += 1
+        else:
+            tail = self._full()
+        self._sent_hash = self._hash
+        self._sent_rows = {row[0]: row for row in self._row_list}
         return tail
 
     def bump_connections(self) -> None:
@@ -412,6 +445,8 @@ class SimAgent:
         elif tag == _TAG_HELLO:
             hello = agent_pb2.Frame.FromString(data[2:]).hello
             self.instance_id = hello.instance_id
+            self._delta_ok = self.deltas and "deltas" in hello.features
+            self._sent_hash, self._sent_rows = None, {}
             self.heartbeat_s = (hello.heartbeat_ms or 1000) / 1000.0
             self.joined = True
             self._hello_here = True
@@ -448,7 +483,7 @@ class SimAgent:
         full = policy == "full" or (policy == "auto" and known != self._hash)
         self.seq += 1
         if full:
-            frame = state_frame(req_id, self.seq, self._full())
+            frame = state_frame(req_id, self.seq, self._full_or_delta(known))
             stats.replies_full += 1
             stats.bytes_full += len(frame)
         else:

@@ -54,8 +54,11 @@ def full_tail(
     room_types: Iterable[str],
     rooms: Iterable[RoomRow],
     status: str,
+    base_hash: bytes = b"",
+    removed: Iterable[str] = (),
 ) -> bytes:
-    """The tail of a full State: everything but ``req_id`` and ``seq``."""
+    """The tail of a full State: everything but ``req_id`` and ``seq``; with
+    ``base_hash``, a delta listing only ``rooms`` (added or changed) and ``removed``."""
     state = agent_pb2.State(
         full=True,
         hash=digest,
@@ -80,6 +83,9 @@ def full_tail(
             if row[5] is not None:
                 room.max_connections = row[5]
             room.locked = row[6]
+    if base_hash:
+        state.base_hash = base_hash.decode()
+        state.removed_rooms.extend(removed)
     return state.SerializeToString()
 
 

@@ -29,7 +29,10 @@ class LoadConfig:
     does (following a standby's leader hint). ``room_max_connections`` and
     ``room_metadata`` make every room, created ones too, report seats and metadata
     (CONTRACT §11); with ``room_metadata_unique`` the metadata gains the room's id under
-    ``"room"``, so every room's text is its own."""
+    ``"room"``, so every room's text is its own. Agents answer a poll that carries the
+    hash of their last reply with a delta when the orchestrator's Hello accepts deltas, as
+    the real agent does (docs/snapshots-at-scale.md); ``deltas=False`` sends full
+    replies only, as an agent older than deltas does."""
 
     url: str | tuple[str, ...]
     key: str = AGENT_KEY
@@ -46,6 +49,7 @@ class LoadConfig:
     room_max_connections: int | None = None
     room_metadata: Mapping[str, Any] | None = None
     room_metadata_unique: bool = True
+    deltas: bool = True  # answer with deltas when the orchestrator accepts them
 
 
 @dataclass
@@ -61,7 +65,8 @@ class LoadReport:
     hellos: int = 0
     polls: int = 0
     replies_hash: int = 0
-    replies_full: int = 0
+    replies_full: int = 0  # deltas included: a delta is a full reply on the wire
+    replies_delta: int = 0
     bytes_full: int = 0
     commands: int = 0
     acks: int = 0
@@ -111,6 +116,7 @@ class LoadReport:
             "polls_per_s": round(self.polls / self.elapsed, 1) if self.elapsed else 0.0,
             "replies_hash": self.replies_hash,
             "replies_full": self.replies_full,
+            "replies_delta": self.replies_delta,
             "acks": self.acks,
             "poll_delay_p50_ms": round(lateness.quantile(0.5) * 1000, 2),
             "poll_delay_p99_ms": round(lateness.quantile(0.99) * 1000, 2),
@@ -168,6 +174,7 @@ class LoadGenerator:
                 room_max_connections=config.room_max_connections,
                 room_metadata=config.room_metadata,
                 room_metadata_unique=config.room_metadata_unique,
+                deltas=config.deltas,
             )
             proc = context.Process(
                 target=worker_main, args=(child, worker_config), name=f"loadgen-{worker}"
@@ -278,6 +285,7 @@ class LoadGenerator:
                 "polls",
                 "replies_hash",
                 "replies_full",
+                "replies_delta",
                 "bytes_full",
                 "commands",
                 "acks",

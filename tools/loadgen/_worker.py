@@ -40,6 +40,7 @@ class WorkerConfig:
     room_max_connections: int | None = None
     room_metadata: Mapping[str, Any] | None = None
     room_metadata_unique: bool = True
+    deltas: bool = True
 
 
 def raise_fd_limit() -> None:
@@ -81,6 +82,7 @@ class _Worker:
                 urls=config.urls,
                 dial=self._dial,
                 fields=fields,
+                deltas=config.deltas,
             )
             for i, behaviour in enumerate(config.behaviours)
         ]
@@ -242,6 +244,7 @@ class _Worker:
             "polls": stats.polls,
             "replies_hash": stats.replies_hash,
             "replies_full": stats.replies_full,
+            "replies_delta": stats.replies_delta,
             "bytes_full": stats.bytes_full,
             "commands": stats.commands,
             "acks": stats.acks,

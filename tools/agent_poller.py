@@ -6,8 +6,10 @@ come only in bursts) that accepts replies in parts, prints one JSON line with it
 then answers on stdin:
 
 - ``polls N hash``: N Polls in a row to the first agent, each sent once the previous
-  reply arrived, carrying the hash of the agent's current snapshot (one Poll without a
-  hash learns it first, not counted): every reply is hash-only while nothing changes;
+  reply arrived, carrying the hash of the agent's current snapshot: every reply is
+  hash-only while nothing changes. The hash is learnt by one Poll without a hash, not
+  counted, in the first hash burst on a connection (or after a burst met a full reply),
+  and kept: a later burst's window holds no full reply of a big agent;
 - ``polls N full``: N Polls without a hash: every reply is a full snapshot;
 - ``quit`` or end of input: stop.
 
@@ -46,6 +48,7 @@ class Poller:
         self.links: list[web.WebSocketResponse] = []
         self.done = asyncio.Event()
         self.sent = 0
+        self.known: dict[web.WebSocketResponse, str] = {}  # the hash each agent replied with
 
     async def agent(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(protocols=(wire.SUBPROTOCOL,), max_msg_size=0)
@@ -56,6 +59,7 @@ class Poller:
             await self.done.wait()
         finally:
             self.links.remove(ws)
+            self.known.pop(ws, None)
         return ws
 
     async def _ask(self, ws: web.WebSocketResponse, known: str | None) -> agent_pb2.State:
@@ -74,7 +78,11 @@ class Poller:
                 return {"error": "no agent"}
             await asyncio.sleep(0.05)
         ws = self.links[0]
-        known = (await self._ask(ws, None)).hash if mode == "hash" else None
+        known = None
+        if mode == "hash":
+            known = self.known.get(ws)
+            if known is None:
+                known = self.known[ws] = (await self._ask(ws, None)).hash
         full = 0
         size = 0
         started = time.perf_counter()
@@ -86,6 +94,7 @@ class Poller:
                 size = len(data)
                 if size > 64:  # a hash-only State is ~40 bytes
                     full += 1
+                    self.known.pop(ws, None)  # the next hash burst learns it again
                     parts = wire.decode_frame(data).state.parts if known is None else 0
                     for _ in range(1, parts):
                         size += len(await _receive(ws))

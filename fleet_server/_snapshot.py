@@ -185,7 +185,7 @@ def read_rooms_into(
             extras = _room_extras(room, prior.metadata if prior is not None else None)
             if extras is None:
                 return False
-            rooms[room_id] = ReportedRoom(room_type, connections, local, *extras)
+            rooms[room_id] = new(ReportedRoom, (room_type, connections, local, *extras))
         else:  # ReportedRoom(room_type, connections, local), without its Python __new__
             rooms[room_id] = new(ReportedRoom, (room_type, connections, local, "", None, False))
     return True

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from enum import IntEnum
-from typing import Final
+from typing import Final, cast
 
 from aiohttp import WSMsgType, web
 from rivalis.fleet.v3 import agent_pb2
@@ -49,6 +49,21 @@ class CloseCode(IntEnum):
     SHUTDOWN = 1001
 
 
+_DIRECT_WRITE_LIMIT: Final = 64 * 1024
+"""Frames go straight to the transport while less than this waits in its buffer; past it
+(an agent that reads slowly) they go through aiohttp's writer, which waits for drain."""
+
+
+def server_frame(payload: bytes) -> bytes:
+    """``payload`` as one unmasked, uncompressed binary WebSocket frame (RFC 6455 §5.2)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x82, size)) + payload
+    if size < 65536:
+        return b"\x82\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x82\x7f" + size.to_bytes(8, "big") + payload
+
+
 class AgentLink:
     """Owns one accepted agent socket, its reader and its poll timer."""
 
@@ -64,8 +79,17 @@ class AgentLink:
         grant: AgentGrant | None = None,
         on_first_state: Callable[[], None] | None = None,
         phases: PollPhases | None = None,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
         self.ws = ws
+        # The upgraded connection's transport: frames this side sends are written to it
+        # directly (aiohttp's writer is three coroutine frames and checks per frame).
+        # uvloop's transports are not asyncio.Transport subclasses: checked by method.
+        self._transport = (
+            cast(asyncio.WriteTransport, transport)
+            if hasattr(transport, "get_write_buffer_size")
+            else None
+        )
         self._first_state = on_first_state  # called once: first State handled, or the end
         self._meter = meter
         self._polled_at = 0.0  # time.monotonic() when the outstanding poll was sent
@@ -91,7 +115,16 @@ class AgentLink:
         """Send one already encoded message (header included)."""
         if self._closing or self.ws.closed:
             raise ConnectionResetError("agent link is closed")
-        await self.ws.send_bytes(data)
+        transport = self._transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() >= _DIRECT_WRITE_LIMIT
+            or self.ws.compress
+        ):
+            await self.ws.send_bytes(data)
+            return
+        transport.write(server_frame(data))
 
     async def run(self) -> None:
         """Serve the connection until it closes; teardown always runs."""

@@ -106,6 +106,7 @@ class AgentTransport:
                 grant=principal.grant,
                 on_first_state=self._joined,
                 phases=self.phases,
+                transport=request.transport,
             )
         except BaseException:
             self.joining -= 1

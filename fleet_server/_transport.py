@@ -87,9 +87,7 @@ class AgentTransport:
             self.refused_joining += 1
             return rejection(ErrorCode.NOT_READY, {"Retry-After": str(JOINING_RETRY_AFTER_S)})
         # Only now, with the key checked: aiohttp logs offered subprotocols it refuses.
-        ws = web.WebSocketResponse(
-            protocols=(wire.SUBPROTOCOL,), max_msg_size=_WS_MAX_MSG, autoping=True
-        )
+        ws = web.WebSocketResponse(protocols=(wire.SUBPROTOCOL,), max_msg_size=_WS_MAX_MSG)
         if not ws.can_prepare(request).ok:
             return rejection(ErrorCode.VALIDATION)
         self.joining += 1  # until the link's first State is handled, or it ends

@@ -48,10 +48,10 @@ def test_loadgen_agents_answer_with_deltas_as_the_real_agent_does_and_stay_in_sy
             assert load.wait_joined(timeout=10) == 10
             assert orch.wait_instances(10, timeout=5, rooms=80)
             load.reset()
-            load.set(churn_per_s=20.0, replace_per_s=10.0, add_rooms=3)
-            time.sleep(2.5)
+            load.set(churn_per_s=40.0, replace_per_s=20.0, add_rooms=3)
+            time.sleep(1.2)
             load.set(churn_per_s=0.0, replace_per_s=0.0)
-            time.sleep(1.0)  # every agent polled again since its last change
+            time.sleep(0.6)  # every agent polled again (heartbeat 200 ms) since its last change
             report = load.report()
             stats = orch.stats()
     assert report.error_count == 0, report.errors

@@ -29,8 +29,10 @@ lint: install
 # The client's SIGKILL/restart chaos and the load generator's leader-kill smoke run in
 # `make chaos` only; `make test` has their short forms (tests/client: 504, 502, settling,
 # a failover on etcd, both transports; tests/examples/test_run_ha.py).
+# The suite runs on one pytest-xdist worker per core (TEST_WORKERS=0: in this process).
+TEST_WORKERS ?= auto
 test: install lint etcd chromium
-	$(PY) -m pytest -q --ignore=tests/chaos/test_client_failover.py \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --ignore=tests/chaos/test_client_failover.py \
 		--deselect tests/test_tools_smoke.py::test_loadgen_agents_follow_the_new_leader_after_the_leader_is_killed \
 		$(PYTEST_ARGS)
 

@@ -171,3 +171,64 @@ def test_room_fields_give_each_room_its_own_metadata_text_or_one_shared_text() -
     assert unique.metadata("r2") == '{"mode":"ranked","room":"r2","teams":2}'
     assert shared.metadata("r1") == shared.metadata("r2") == '{"mode":"ranked","teams":2}'
     assert RoomFields(16, None).metadata("r1") == ""
+
+
+@pytest.mark.parametrize("grpc_aio", [False, True], ids=["raw-http2", "grpc-aio"])
+def test_stream_consumers_read_every_event_over_sse_and_watch_events(grpc_aio: bool) -> None:
+    """The bench's consumer process reads WatchEvents off raw HTTP/2 (or with grpc.aio's
+    client) and SSE: every stream counts every room event the orchestrator emitted, and
+    the stamped creates give delivery delays."""
+    from tools.bench import consumers, settled_reports
+    from tools.loadgen._streams import StreamsConfig
+
+    with OrchestratorProcess(heartbeat_ms=200, grpc=True, extra=["--count-events"]) as orch:
+        assert orch.grpc_port
+        config = LoadConfig(url=orch.agent_url, agents=4, rooms=3, processes=1)
+        streams = StreamsConfig(
+            host="127.0.0.1",
+            port=orch.port,
+            sse=2,
+            grpc_port=orch.grpc_port,
+            grpc=2,
+            admin_key=ADMIN_KEY,
+            grpc_aio=grpc_aio,
+        )
+        with LoadGenerator(config) as load, consumers(streams) as watch:
+            assert load.wait_joined(timeout=10) == 4
+            watch.wait_open(4, timeout=10)
+            watch.report(reset=True)
+            orch.reset()
+            load.set(replace_per_s=40.0)
+            time.sleep(1.0)
+            load.set(replace_per_s=0.0)
+            time.sleep(0.6)
+            (report,) = settled_reports(watch, quiet_s=0.5, limit_s=5.0)
+            emitted = orch.stats()["events"]
+    creates = emitted.get("room:create", 0)
+    assert creates > 10
+    assert report["errors"] == [] and report["ended"] == 0
+    for counts in report["sse"] + report["grpc"]:
+        assert counts.get("room:create", 0) == creates
+        assert counts.get("room:destroy", 0) == emitted.get("room:destroy", 0)
+    assert report["latency"]["count"] >= 4 * creates
+
+
+def test_the_sse_consumer_counts_frames_by_type_and_times_each_stamped_create() -> None:
+    """Whole frames only: text that looks like a frame inside JSON data is not one."""
+    from collections import Counter
+
+    from tools.loadgen._histogram import Histogram
+    from tools.loadgen._streams import account
+
+    block = (
+        b'\n\nevent: room:create\ndata: {"id":"x5-a-1","note":"event: room:create\\n"}\n\n'
+        b"event: sync\ndata: {}\n\n: ping\n\nevent: instance:stale\ndata: {}\n\n"
+        b'event: room:create\ndata: {"id":"x5-a-2"}\n\n'
+        b'event: room:create\ndata: {"id":"x7-b-1"}\n\n'
+        b'event: room:destroy\ndata: {"id":"x1-a-9"}'
+    )
+    counts: Counter[str] = Counter()
+    latency = Histogram()
+    account(block, counts, latency)
+    assert counts == {"room:create": 3, "room:destroy": 1, "sync": 1, "instance:stale": 1}
+    assert latency.count == 3

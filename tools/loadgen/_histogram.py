@@ -30,14 +30,15 @@ class Histogram:
         self.total = 0.0
         self.max = 0.0
 
-    def add(self, seconds: float) -> None:
+    def add(self, seconds: float, times: int = 1) -> None:
+        """``times`` samples of ``seconds``."""
         if seconds <= _FLOOR_S:
             index = 0
         else:
             index = min(_BUCKETS - 1, 1 + int(math.log(seconds / _FLOOR_S) / _LOG_GROWTH))
-        self.counts[index] += 1
-        self.count += 1
-        self.total += seconds
+        self.counts[index] += times
+        self.count += times
+        self.total += seconds * times
         if seconds > self.max:
             self.max = seconds
 

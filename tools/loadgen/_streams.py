@@ -1,4 +1,6 @@
-"""Event-stream consumers in their own process: SSE (raw HTTP/1.0) and gRPC WatchEvents.
+"""Event-stream consumers in their own process: SSE (raw HTTP/1.0) and gRPC WatchEvents
+(raw HTTP/2, :mod:`._h2watch`; with ``grpc_aio``, grpc.aio's client, which costs the
+consumer 100+ µs of CPU per message).
 
 Each stream counts events by type; ``room:create`` events whose room id carries a
 load-generator stamp (``x<monotonic µs>-…``) add their delivery delay to one histogram
@@ -18,18 +20,39 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import grpc
 from rivalis.fleet.v1 import control_pb2 as pb
 from rivalis.fleet.v1 import control_pb2_grpc as pb_grpc
 
+from .._loops import run
+from ._h2watch import H2Watch
 from ._histogram import Histogram
 
-__all__ = ["StreamsConfig", "streams_main"]
+__all__ = ["CONNECTED", "StreamsConfig", "account", "streams_main"]
 
-_EVENT: Final = re.compile(rb"^event: ([^\n]+)$", re.M)
-_STAMP: Final = re.compile(rb'^event: room:create\ndata: \{"id":"x(\d+)-', re.M)
+CONNECTED: Final = b": connected\n\n"
+
+_FRAME: Final = re.compile(rb'\n\nevent: ([^\n]+)\ndata: (?:\{"id":"x(\d+)-)?')
+_CREATE: Final = b"room:create"
+
+
+def account(block: bytes, counts: Counter[str], latency: Histogram) -> None:
+    """Count the events of ``block`` by type and time each stamped ``room:create``.
+
+    ``block`` holds whole SSE frames, each after a blank line (the one ending the frame
+    before it; JSON data holds no raw newline): one regex pass finds every frame's type
+    and stamp, and frames sharing both (the creates of one agent reply) are added once,
+    with their count."""
+    found = _FRAME.findall(block)
+    if not found:
+        return
+    now = time.monotonic_ns() // 1000
+    for (kind, stamp), n in Counter(found).items():
+        counts[kind.decode()] += n
+        if stamp and kind == _CREATE:
+            latency.add((now - int(stamp)) / 1e6, n)
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,7 @@ class StreamsConfig:
     grpc_port: int | None = None
     grpc: int = 0
     admin_key: str = ""
+    grpc_aio: bool = False  # read WatchEvents with grpc.aio's client, not raw HTTP/2
 
 
 class _SseStream(asyncio.Protocol):
@@ -53,11 +77,11 @@ class _SseStream(asyncio.Protocol):
         self.ended = False
         self._head = True
         self._buf = bytearray()
+        self._rest = b"\n\n"
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's too
         transport.write(self._request)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -65,33 +89,30 @@ class _SseStream(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
         if self._head:
+            buf = self._buf
+            buf += data
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 return
             self.status = int(buf[9:12])
-            del buf[: end + 4]
+            data = bytes(buf[end + 4 :])
+            self._buf = bytearray()
             self._head = False
             if self.status != 200:
                 if self.transport is not None:
                     self.transport.abort()
                 return
-        if not self.open and buf.startswith(b": connected\n\n"):
+        # ``_rest`` is the unfinished frame, after the blank line that ended the one before
+        block = self._rest + data
+        if not self.open and CONNECTED in block:
             self.open = True
-        cut = buf.rfind(b"\n\n")
+        cut = block.rfind(b"\n\n")
         if cut < 0:
+            self._rest = block
             return
-        block = bytes(buf[: cut + 2])
-        del buf[: cut + 2]
-        counts = self.counts
-        for match in _EVENT.finditer(block):
-            counts[match[1].decode()] += 1
-        now = time.monotonic_ns() // 1000
-        add = self.latency.add
-        for match in _STAMP.finditer(block):
-            add((now - int(match[1])) / 1e6)
+        self._rest = block[cut:]
+        account(block[:cut], self.counts, self.latency)
 
 
 class _GrpcStream:
@@ -128,9 +149,13 @@ def _factory(stream: _SseStream) -> Callable[[], _SseStream]:
     return lambda: stream
 
 
+def _h2_factory(watch: H2Watch) -> Callable[[], H2Watch]:
+    return lambda: watch
+
+
 def streams_main(conn: Connection, config: StreamsConfig) -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_Consumers(conn, config).run())
+        run(_Consumers(conn, config).run(), "uvloop")
 
 
 class _Consumers:
@@ -139,7 +164,7 @@ class _Consumers:
         self._config = config
         self.latency = Histogram()
         self.sse: list[_SseStream] = []
-        self.grpc: list[_GrpcStream] = []
+        self.grpc: list[_GrpcStream | H2Watch] = []
 
     async def run(self) -> None:
         config = self._config
@@ -156,7 +181,13 @@ class _Consumers:
             await loop.create_connection(_factory(stream), config.host, config.port)
         tasks: list[asyncio.Task[None]] = []
         channel: grpc.aio.Channel | None = None
-        if config.grpc and config.grpc_port is not None:
+        if config.grpc and config.grpc_port is not None and not config.grpc_aio:
+            authority = f"{config.host}:{config.grpc_port}"
+            for _ in range(config.grpc):
+                watch = H2Watch(authority, config.admin_key, self.latency)
+                self.grpc.append(watch)
+                await loop.create_connection(_h2_factory(watch), config.host, config.grpc_port)
+        elif config.grpc and config.grpc_port is not None:
             channel = grpc.aio.insecure_channel(f"{config.host}:{config.grpc_port}")
             stub: pb_grpc.FleetControlAsyncStub = pb_grpc.FleetControlStub(channel)
             for _ in range(config.grpc):
@@ -167,6 +198,9 @@ class _Consumers:
         for sse in self.sse:
             if sse.transport is not None:
                 sse.transport.abort()
+        for watch_stream in self.grpc:
+            if isinstance(watch_stream, H2Watch):
+                watch_stream.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

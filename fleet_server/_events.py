@@ -16,6 +16,12 @@ consumer takes everything queued in one go (:meth:`Subscription.batch` per event
 the number of events, nor an event's cost with the number of subscriptions beyond
 one queue append per emit.
 
+A subscription may also take a *writer* (:meth:`Subscription.write_with`): a function
+that writes bytes at once (a socket with room in its buffer) or refuses. Its events are
+then written by the hub once per loop turn — everything the emits of that turn queued,
+in one write — and its consumer's task is woken only when the writer refuses; that task
+then owns the queue until it has emptied it, so the order never changes.
+
 One overflow rule for every subscription: its queue holds at most ``max_items`` events
 (and, when given, ``max_bytes`` bytes plus one event); an event that finds it full cuts
 the subscription off — its queue is dropped, it leaves the hub, ``overflowed`` is set,
@@ -37,7 +43,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-__all__ = ["EVENT_TYPES", "Encoder", "EventHub", "EventType", "Listener", "Subscription"]
+__all__ = [
+    "EVENT_TYPES",
+    "Encoder",
+    "EventHub",
+    "EventType",
+    "Listener",
+    "Subscription",
+    "Writer",
+]
 
 log = logging.getLogger("fleet.server")
 
@@ -58,6 +72,7 @@ EVENT_TYPES: Final = tuple(EventType)
 
 Listener = Callable[[Any], Awaitable[None] | None]
 Encoder = Callable[[str, Any], bytes]
+Writer = Callable[[bytes], bool]  # writes at once (True) or refuses (False)
 Event = tuple[str, Any]
 
 
@@ -97,6 +112,9 @@ class Subscription:
     _count: int = 0
     _size: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _writer: Writer | None = None  # writes at once, or refuses (False)
+    _owned: bool = False  # the consumer's task was woken: it owns the queue until empty
+    _flushing: bool = False  # in the hub's list of subscriptions to write this turn
     ended: bool = False
     overflowed: bool = False
 
@@ -126,6 +144,38 @@ class Subscription:
         self._chunks.append(chunk)
         self._count += count
         self._size += chunk.size
+        if self._writer is None or self._owned:
+            self._wake.set()
+        elif not self._flushing:
+            self._flushing = True
+            self._hub.flush_later(self)
+
+    def write_with(self, writer: Writer) -> None:
+        """From now on the hub writes this subscription's events with ``writer`` once per
+        loop turn (what is queued goes with the next ones); the consumer's task is woken
+        only when ``writer`` refuses."""
+        self._writer = writer
+
+    def flush(self) -> None:
+        """Write everything queued with the writer; when it refuses (or the subscription
+        ended), wake the consumer's task, which then owns the queue until it is empty."""
+        self._flushing = False
+        writer = self._writer
+        if not self._chunks or writer is None:
+            return
+        if not self._owned and not self.ended:
+            chunks = self._chunks
+            data = chunks[0].joined if len(chunks) == 1 else b"".join([c.joined for c in chunks])
+            try:
+                written = writer(data)
+            except Exception:
+                log.exception("event stream write failed kind=%s", self.kind)
+                written = False
+            if written:
+                self._chunks = deque()
+                self._count = self._size = 0
+                return
+            self._owned = True
         self._wake.set()
 
     def _cut(self) -> None:
@@ -140,6 +190,7 @@ class Subscription:
 
     async def _take(self) -> deque[_Chunk]:
         while not self._chunks and not self.ended:
+            self._owned = False  # queue empty: the writer may write again
             self._wake.clear()
             await self._wake.wait()
         chunks, self._chunks = self._chunks, deque()
@@ -186,6 +237,8 @@ class EventHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._emitting = False
         self._deferred: list[Event] = []  # emitted by a listener while emitting
+        self._to_flush: list[Subscription] = []  # with a writer and events queued this turn
+        self._flush_handle: asyncio.Handle | None = None
         self.dropped: Counter[str] = Counter()  # subscriptions cut off, per kind
 
     # --- listeners ------------------------------------------------------------------
@@ -258,6 +311,25 @@ class EventHub:
         return ended
 
     # --- delivery -------------------------------------------------------------------
+
+    def flush_later(self, subscription: Subscription) -> None:
+        """Write ``subscription``'s queue at the next loop turn, with every other one that
+        got events this turn (at once when no loop runs)."""
+        self._to_flush.append(subscription)
+        if self._flush_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._flush()
+            return
+        self._flush_handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        subscriptions, self._to_flush = self._to_flush, []
+        for subscription in subscriptions:
+            subscription.flush()
 
     def emit(self, events: Iterable[Event]) -> None:
         """Deliver ``events`` in order: each subscription gets them as one chunk per

@@ -23,7 +23,7 @@ from ._auth import Audience, Authenticator, Principal
 from ._capacity import CapacityRow
 from ._envelope import LEADER_HEADER, rejection, rejection_of
 from ._errors import ERROR_TABLE, ErrorCode, FleetError
-from ._events import Encoder, EventHub, EventType, Subscription
+from ._events import Encoder, EventHub, EventType, Subscription, Writer
 from ._fields import (
     CAPACITY_FIELDS,
     INSTANCE_FIELDS,
@@ -83,6 +83,7 @@ __all__ = [
     "Subscription",
     "Surface",
     "ValidationError",
+    "Writer",
     "canonical_json",
     "compile_function",
     "is_valid_room_id",

@@ -20,9 +20,10 @@ import logging
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp_sse import EventSourceResponse
 
-from fleet_server._interfaces import ErrorCode, EventHub, Subscription
+from fleet_server._interfaces import ErrorCode, EventHub, Subscription, Writer
 
 from ._envelope import rejected
 from ._middleware import CONTEXT
@@ -38,12 +39,38 @@ BUFFER_BYTES: Final = 8 << 20  # … or bytes held (plus one frame): big events 
 CLOSE_GRACE_S: Final = 1.0
 WATCH_S: Final = 1.0  # how often an idle stream checks that its client is still there
 CONNECTED: Final = b": connected\n\n"
+DIRECT_LIMIT: Final = 64 * 1024  # bytes waiting in a socket's buffer: then the task writes
 
 
 def encode_event(event_type: str, payload: Any) -> bytes:
     """One SSE frame; ``payload`` is a read-model shape with ``to_dict()``."""
     data = json.dumps(payload.to_dict(), separators=(",", ":"), ensure_ascii=False)
     return f"event: {event_type}\ndata: {data}\n\n".encode()
+
+
+def _direct_writer(request: web.Request, writer: AbstractStreamWriter | None) -> Writer | None:
+    """A writer that puts events straight on the stream's socket while its buffer holds
+    less than :data:`DIRECT_LIMIT` (chunk-framed when the response is chunked): the hub
+    then writes every stream once per loop turn, with no task switch per stream. None
+    when the response's framing is not known (the stream's task writes everything)."""
+    transport = request.transport
+    chunked = getattr(writer, "chunked", None)
+    if transport is None or not isinstance(chunked, bool) or getattr(writer, "_compress", None):
+        return None
+    get_size = getattr(transport, "get_write_buffer_size", None)
+    if get_size is None:
+        return None
+
+    def write_now(data: bytes) -> bool:
+        if transport.is_closing() or get_size() >= DIRECT_LIMIT:
+            return False
+        if chunked:
+            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            transport.write(data)
+        return True
+
+    return write_now
 
 
 class _Stream:
@@ -124,9 +151,12 @@ class EventStreams:
         response.headers["Content-Type"] = "text/event-stream; charset=utf-8"
         response.headers["Cache-Control"] = "no-cache, no-transform"
         try:
-            await response.prepare(request)
+            writer = await response.prepare(request)
             stream.response = response
             await response.write(CONNECTED)
+            direct = _direct_writer(request, writer)
+            if direct is not None:
+                subscription.write_with(direct)
             await self._pump(subscription, response)
         except ConnectionError:
             pass  # the client went away

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fleet_server._events import EventHub, EventType
@@ -114,3 +115,82 @@ async def test_an_emit_from_a_listener_follows_the_events_being_delivered() -> N
     hub.emit([(EventType.ROOM_CREATE, b"create"), (EventType.ROOM_DESTROY, b"destroy")])
     assert heard == [b"create", b"destroy", b"nested"]
     assert sub is not None and await sub.batch() == heard
+
+
+async def _turns(n: int = 3) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_with_a_writer_the_emits_of_one_loop_turn_go_out_in_one_write() -> None:
+    """The consumer's task is not woken while its writer takes everything."""
+    hub = EventHub()
+    sub = hub.subscribe("sse", lambda k, p: f"{p};".encode(), limit=5, max_items=100)
+    assert sub is not None
+    written: list[bytes] = []
+    sub.write_with(lambda data: written.append(data) is None)
+    woken = asyncio.ensure_future(sub.joined())
+    await _turns()
+    hub.emit([(EventType.ROOM_CREATE, "a"), (EventType.ROOM_CREATE, "b")])
+    hub.emit([(EventType.ROOM_DESTROY, "c")])
+    assert written == []  # at the next loop turn, not inside the emit
+    await _turns()
+    hub.emit([(EventType.SYNC, "d")])
+    await _turns()
+    assert written == [b"a;b;c;", b"d;"]
+    assert not woken.done() and len(sub) == 0
+    sub.end()
+    assert await woken == b""
+
+
+async def test_a_refusing_writer_hands_the_queue_to_the_task_and_the_order_holds() -> None:
+    """What the writer refused, and what came while the task wrote it, reach the task in
+    order; once the task has emptied the queue, the writer writes again."""
+    hub = EventHub()
+    sub = hub.subscribe("sse", lambda k, p: f"{p};".encode(), limit=5, max_items=100)
+    assert sub is not None
+    room = [False]
+    written: list[bytes] = []
+
+    def writer(data: bytes) -> bool:
+        if room[0]:
+            written.append(data)
+        return room[0]
+
+    sub.write_with(writer)
+    hub.emit([(EventType.ROOM_CREATE, "1")])
+    await _turns()
+    hub.emit([(EventType.ROOM_CREATE, "2")])  # the task owns the queue: not the writer's
+    room[0] = True
+    await _turns()
+    assert written == []
+    assert await sub.joined() == b"1;2;"
+    waiting = asyncio.ensure_future(sub.joined())  # the queue is empty: the writer's again
+    await _turns()
+    hub.emit([(EventType.ROOM_CREATE, "3")])
+    await _turns()
+    assert written == [b"3;"] and not waiting.done()
+    sub.end()
+    assert await waiting == b""
+
+
+async def test_a_writer_that_raises_or_a_consumer_that_never_reads_still_ends_by_the_rules() -> (
+    None
+):
+    hub = EventHub()
+    cut: list[str] = []
+    sub = hub.subscribe(
+        "sse", lambda k, p: b"x", limit=5, max_items=2, on_overflow=lambda: cut.append("cut")
+    )
+    assert sub is not None
+
+    def broken(data: bytes) -> bool:
+        raise ConnectionResetError("gone")
+
+    sub.write_with(broken)
+    hub.emit([(EventType.SYNC, None)])
+    await _turns()
+    assert len(sub) == 1 and not cut  # refused: left for the task, which never reads
+    hub.emit([(EventType.SYNC, None)])
+    hub.emit([(EventType.SYNC, None)])
+    assert sub.overflowed and cut == ["cut"] and hub.dropped["sse"] == 1

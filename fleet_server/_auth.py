@@ -237,6 +237,16 @@ class Authenticator:
         """A new API token (``ValueError`` for a ``ttl_s`` out of range)."""
         return self._tokens.mint(scope, ttl_s)
 
+    def admin_key(self, ip: str, credential: str | None) -> Principal | None:
+        """The principal of ``credential`` when it is a configured admin key and ``ip`` is
+        not throttled; None otherwise, and :meth:`authenticate` decides (and logs). The
+        common case of every admin request, without the general path's arguments."""
+        if not credential or self.throttle.blocked(ip):
+            return None
+        ring, principals = self._admin
+        index = ring.index(credential)
+        return principals[index] if index >= 0 else None
+
     def authenticate(
         self,
         audience: Audience,

@@ -329,23 +329,27 @@ class Guard:
         that allow it, a token also from ``?token=`` and, with ``sse_query_auth`` on, the
         admin key from ``?key=``; either way a miss is one failure.
         """
-        presented = [self._auth.bearer(request.headers.get(hdrs.AUTHORIZATION))]
-        token = None
-        if policy.auth is AuthMode.ADMIN_OR_QUERY:
-            token = request.query.get("token")
-            if self._query_auth:
-                presented.append(request.query.get("key"))
-        try:
-            principal = self._auth.authenticate(
-                Audience.ADMIN,
-                context.ip,
-                lambda: _route(request),
-                *presented,
-                token=token,
-                log=log,
-            )
-        except FleetError as exc:
-            return rejected(exc.code)
+        auth = self._auth
+        bearer = auth.bearer(request.headers.get(hdrs.AUTHORIZATION))
+        principal = auth.admin_key(context.ip, bearer)
+        if principal is None:
+            presented = [bearer]
+            token = None
+            if policy.auth is AuthMode.ADMIN_OR_QUERY:
+                token = request.query.get("token")
+                if self._query_auth:
+                    presented.append(request.query.get("key"))
+            try:
+                principal = auth.authenticate(
+                    Audience.ADMIN,
+                    context.ip,
+                    lambda: _route(request),
+                    *presented,
+                    token=token,
+                    log=log,
+                )
+            except FleetError as exc:
+                return rejected(exc.code)
         context.principal = principal
         if (policy.keys_only and principal.token) or not principal.may(
             request.method not in _READS

@@ -128,7 +128,12 @@ async def test_with_a_writer_the_emits_of_one_loop_turn_go_out_in_one_write() ->
     sub = hub.subscribe("sse", lambda k, p: f"{p};".encode(), limit=5, max_items=100)
     assert sub is not None
     written: list[bytes] = []
-    sub.write_with(lambda data: written.append(data) is None)
+
+    def writer(data: bytes) -> bool:
+        written.append(data)
+        return True
+
+    sub.write_with(writer)
     woken = asyncio.ensure_future(sub.joined())
     await _turns()
     hub.emit([(EventType.ROOM_CREATE, "a"), (EventType.ROOM_CREATE, "b")])

@@ -97,6 +97,13 @@ class _Chunk:
         return joined
 
 
+def _joined(chunks: deque[_Chunk]) -> bytes:
+    """The chunks' events end to end (one chunk's joined bytes as they are)."""
+    if len(chunks) == 1:
+        return chunks[0].joined
+    return b"".join([chunk.joined for chunk in chunks])
+
+
 @dataclass(eq=False, slots=True)
 class Subscription:
     """One consumer's bounded queue of encoded events; read it with :meth:`batch` or
@@ -165,7 +172,7 @@ class Subscription:
             return
         if not self._owned and not self.ended:
             chunks = self._chunks
-            data = chunks[0].joined if len(chunks) == 1 else b"".join([c.joined for c in chunks])
+            data = _joined(chunks)
             try:
                 written = writer(data)
             except Exception:
@@ -210,10 +217,7 @@ class Subscription:
     async def joined(self) -> bytes:
         """Every queued event's bytes end to end (one write), waiting for one; empty
         once ended (or cut off) and empty."""
-        chunks = await self._take()
-        if len(chunks) == 1:
-            return chunks[0].joined
-        return b"".join([chunk.joined for chunk in chunks])
+        return _joined(await self._take())
 
     def end(self) -> None:
         """Stop after what is queued (shutdown): :meth:`batch` returns it, then nothing."""

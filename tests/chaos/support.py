@@ -32,6 +32,7 @@ __all__ = [
     "agents_rooms",
     "copies",
     "owners",
+    "wait_listed",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,6 +266,22 @@ class Daemon:
 def owners(hosts: Iterable[AgentProcess]) -> dict[str, str]:
     """Every instance id the hosts' agents ever joined as, with its process_uid."""
     return {join.instance_id: join.process_uid for host in hosts for join in host.joins}
+
+
+async def wait_listed(
+    instances: Callable[[], Awaitable[list[dict[str, Any]]]],
+    process_uids: Iterable[str],
+    timeout: float = 10.0,
+) -> None:
+    """Wait until the orchestrator lists an instance of each of ``process_uids``: an
+    agent reports it joined once its Hello came, the orchestrator lists it once its
+    first reply is applied (a create placed on it before then is INSTANCE_NOT_FOUND)."""
+    wanted = set(process_uids)
+
+    async def listed() -> bool:
+        return wanted <= {row["processUid"] for row in await instances()}
+
+    await wait_for(listed, timeout, 0.02)
 
 
 async def agents_rooms(hosts: Iterable[AgentProcess]) -> dict[str, list[str]]:

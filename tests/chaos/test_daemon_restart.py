@@ -28,7 +28,7 @@ from tests.support.orchestrators import agent_url
 from tests.support.ports import free_port
 from tests.support.waits import wait_for
 
-from .support import AgentProcess, Daemon, Joined, agent_processes
+from .support import AgentProcess, Daemon, Joined, agent_processes, wait_listed
 
 HEARTBEAT_MS = 300
 H = HEARTBEAT_MS / 1000
@@ -77,7 +77,7 @@ async def test_daemon_sigkill_and_restart_rebuilds_the_read_model_and_keeps_the_
             pa, pb = a.latest().process_uid, b.latest().process_uid
             a.send("local 0 a-local")
             b.send("local 0 b-local")
-            await wait_for(lambda: len(a.joins) and len(b.joins), 5)
+            await wait_listed(rest.instances, (pa, pb))
             for room_id, puid in (("a-fleet", pa), ("b-fleet", pb)):
                 status, body = await rest.create("match", room_id, processUid=puid)
                 assert status == 201, body

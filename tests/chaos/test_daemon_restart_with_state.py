@@ -24,7 +24,7 @@ from tests.support.orchestrators import agent_url
 from tests.support.ports import free_port
 from tests.support.waits import wait_for
 
-from .support import AgentProcess, Daemon, agent_processes
+from .support import AgentProcess, Daemon, agent_processes, wait_listed
 
 HEARTBEAT_MS = 300
 LAG_MS = 600
@@ -56,6 +56,7 @@ async def test_restart_with_state_settles_explicit_ids_and_never_duplicates(
             )
             hosts += [a, b]
             pa, pb = a.latest().process_uid, b.latest().process_uid
+            await wait_listed(rest.instances, (pa, pb))
             for room_id, puid in (("a-fleet", pa), ("b-fleet", pb)):
                 status, body = await rest.create("match", room_id, processUid=puid)
                 assert status == 201, body

@@ -25,7 +25,7 @@ from ._commands import PendingCommand
 from ._fleet import Fleet
 from ._instance import Instance
 from ._metrics import NULL_METER, Meter
-from ._phases import PollPhases
+from ._phases import SETTLE_TICKS, PollPhases
 from ._replies import FEATURES, PartError, Reply, ReplyParts, is_extended
 
 __all__ = ["AgentLink", "CloseCode", "next_tick", "poll_message"]
@@ -101,6 +101,7 @@ class AgentLink:
         self._poll_ids = poll_ids
         self._phases = phases  # spreads the ticks of every link over the heartbeat
         self._slot: int | None = None  # this link's slot in ``phases``
+        self._placed = 0  # ticks placed in ``phases``
         self._outstanding: str | None = None
         self._parts: ReplyParts | None = None  # a reply in parts, until its last part
         self._missed = 0
@@ -199,7 +200,8 @@ class AgentLink:
         slot of the heartbeat (:class:`PollPhases`)."""
         if self._phases is None:
             return due
-        self._slot, due = self._phases.place(self._slot, due)
+        self._placed += 1
+        self._slot, due = self._phases.place(self._slot, due, self._placed <= SETTLE_TICKS)
         return due
 
     async def _ticks(self, due: float) -> None:

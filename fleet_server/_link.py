@@ -27,6 +27,7 @@ from ._instance import Instance
 from ._metrics import NULL_METER, Meter
 from ._phases import SETTLE_TICKS, PollPhases
 from ._replies import FEATURES, PartError, Reply, ReplyParts, is_extended
+from ._turns import TurnBudget
 
 __all__ = ["AgentLink", "CloseCode", "next_tick", "poll_message"]
 
@@ -80,6 +81,7 @@ class AgentLink:
         on_first_state: Callable[[], None] | None = None,
         phases: PollPhases | None = None,
         transport: asyncio.BaseTransport | None = None,
+        turns: TurnBudget | None = None,
     ) -> None:
         self.ws = ws
         # The upgraded connection's transport: frames this side sends are written to it
@@ -102,6 +104,7 @@ class AgentLink:
         self._phases = phases  # spreads the ticks of every link over the heartbeat
         self._slot: int | None = None  # this link's slot in ``phases``
         self._placed = 0  # ticks placed in ``phases``
+        self._turns = turns if turns is not None else TurnBudget()
         self._outstanding: str | None = None
         self._parts: ReplyParts | None = None  # a reply in parts, until its last part
         self._missed = 0
@@ -219,8 +222,11 @@ class AgentLink:
         out (:meth:`_place`)."""
         loop = asyncio.get_running_loop()
         interval = self._heartbeat_ms / 1000.0
+        turns = self._turns
         while not self._closing:
             await asyncio.sleep(deadline - loop.time())
+            while turns.spent():
+                await turns.next_turn()
             if self._closing:
                 return
             deadline = self._place(next_tick(deadline, interval, loop.time()))
@@ -245,10 +251,16 @@ class AgentLink:
     # --- reading ------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        turns = self._turns
         async for message in self.ws:
             if self._closing:
                 return
             if message.type is WSMsgType.BINARY:
+                if self._first_state is None:  # joined: a joining link is not held back
+                    while turns.spent():
+                        await turns.next_turn()
+                    if self._closing:
+                        return
                 await self._on_binary(message.data)
             elif message.type is WSMsgType.TEXT:
                 await self.kick(CloseCode.MALFORMED, "text frame")

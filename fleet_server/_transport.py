@@ -19,6 +19,7 @@ from ._ids import mint_instance_id
 from ._link import AgentLink, CloseCode, PollIds
 from ._metrics import NULL_METER, Meter
 from ._phases import PollPhases
+from ._turns import TurnBudget
 
 __all__ = ["AgentTransport"]
 
@@ -57,6 +58,7 @@ class AgentTransport:
         self._leader_hint = leader_hint
         self._poll_ids = PollIds()
         self.phases = PollPhases(heartbeat_ms / 1000.0)
+        self.turns = TurnBudget()
         self._links: set[AgentLink] = set()
         self.closed_links = 0  # agent connections served and ended, ever
         self.max_joining = MAX_JOINING
@@ -104,6 +106,7 @@ class AgentTransport:
                 grant=principal.grant,
                 on_first_state=self._joined,
                 phases=self.phases,
+                turns=self.turns,
                 transport=request.transport,
             )
         except BaseException:

@@ -1,0 +1,62 @@
+"""How much of one event-loop turn the agent links' work may take.
+
+When many agents answer at once — after a long loop iteration the timers of the next
+poll slots fire together, their polls go out together and the replies come back
+together — every link's task is woken in the same turn and does its work there:
+hundreds of polls or replies, 100+ ms, during which no timer fires. Those late timers
+bunch the next polls in turn, and near full load the loop does not get out of it
+(docs/performance.md, *18,000 agents*).
+
+:class:`TurnBudget` is shared by the links of a transport. The first poll or frame
+handled in a loop turn starts the turn's clock; a link whose poll or frame comes after
+:data:`TURN_BUDGET_S` of the turn has gone waits for the next turn
+(``await asyncio.sleep(0)``), so the timers due meanwhile run in between, and each link
+still handles its own frames in order. A link still joining (its first State not
+handled) is not held back, so a join storm goes as fast as before. A quiet loop never
+waits: one clock read per poll and frame, one callback per turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from time import perf_counter
+from typing import Final
+
+__all__ = ["TURN_BUDGET_S", "TurnBudget"]
+
+TURN_BUDGET_S: Final = 0.01  # of the links' work per loop turn
+
+
+class TurnBudget:
+    """The clock of the current loop turn's link work."""
+
+    __slots__ = ("_budget", "_clock", "_marked", "_since", "deferred")
+
+    def __init__(
+        self, budget_s: float = TURN_BUDGET_S, clock: Callable[[], float] = perf_counter
+    ) -> None:
+        self._budget = budget_s
+        self._clock = clock
+        self._since = 0.0
+        self._marked = False  # this turn's first piece of work was seen
+        self.deferred = 0  # polls and frames that waited for a later turn, ever
+
+    def spent(self) -> bool:
+        """Whether this turn's budget is gone (call before a piece of work)."""
+        now = self._clock()
+        if not self._marked:
+            # A callback queued now runs in the next turn, and marks its start.
+            self._marked = True
+            self._since = now
+            asyncio.get_running_loop().call_soon(self._next_turn)
+            return False
+        return now - self._since > self._budget
+
+    async def next_turn(self) -> None:
+        """Wait for a later turn."""
+        self.deferred += 1
+        await asyncio.sleep(0)
+
+    def _next_turn(self) -> None:
+        self._marked = False

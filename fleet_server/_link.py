@@ -225,8 +225,8 @@ class AgentLink:
         turns = self._turns
         while not self._closing:
             await asyncio.sleep(deadline - loop.time())
-            while turns.spent():
-                await turns.next_turn()
+            if turns.spent():
+                await turns.wait()
             if self._closing:
                 return
             deadline = self._place(next_tick(deadline, interval, loop.time()))
@@ -256,9 +256,8 @@ class AgentLink:
             if self._closing:
                 return
             if message.type is WSMsgType.BINARY:
-                if self._first_state is None:  # joined: a joining link is not held back
-                    while turns.spent():
-                        await turns.next_turn()
+                if self._first_state is None and turns.spent():  # joined, over budget
+                    await turns.wait()
                     if self._closing:
                         return
                 await self._on_binary(message.data)

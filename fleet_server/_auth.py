@@ -44,6 +44,7 @@ __all__ = [
 audit_log = logging.getLogger("fleet.audit")
 
 _AUTH_SCHEME: Final = "bearer"
+_REMEMBERED_HEADERS: Final = 4  # Authorization values remembered per admin key
 
 
 def _sha256(text: str) -> bytes:
@@ -200,6 +201,7 @@ class Authenticator:
         # Each audience's keys, and one principal per key, in the same order.
         self._agent = (KeyRing(agent_keys), _principals(Audience.AGENT, agent_keys))
         self._admin = (KeyRing(admin_keys), _principals(Audience.ADMIN, admin_keys))
+        self._admin_headers: dict[str, Principal] = {}  # see admin_header
         self._tokens = tokens if tokens is not None else ApiTokens(admin_keys)
         self._agent_tokens = agent_tokens  # None: agent tokens are turned off
         self._meter = meter
@@ -237,15 +239,27 @@ class Authenticator:
         """A new API token (``ValueError`` for a ``ttl_s`` out of range)."""
         return self._tokens.mint(scope, ttl_s)
 
-    def admin_key(self, ip: str, credential: str | None) -> Principal | None:
-        """The principal of ``credential`` when it is a configured admin key and ``ip`` is
-        not throttled; None otherwise, and :meth:`authenticate` decides (and logs). The
-        common case of every admin request, without the general path's arguments."""
+    def admin_header(self, ip: str, header: str | None) -> Principal | None:
+        """The principal of the admin key in ``header`` (an ``Authorization`` value) when
+        ``ip`` is not throttled; None otherwise, and :meth:`authenticate` decides (and
+        logs). The common case of every admin request, without the general path's
+        arguments: a header that named a key is remembered as it was sent (at most
+        :data:`_REMEMBERED_HEADERS` per key), so the next request with it is one lookup.
+        """
+        principal = self._admin_headers.get(header) if header else None
+        if principal is not None:
+            return None if self.throttle.blocked(ip) else principal
+        credential = self.bearer(header)
         if not credential or self.throttle.blocked(ip):
             return None
         ring, principals = self._admin
         index = ring.index(credential)
-        return principals[index] if index >= 0 else None
+        if index < 0:
+            return None
+        principal = principals[index]
+        if header and len(self._admin_headers) < _REMEMBERED_HEADERS * len(ring):
+            self._admin_headers[header] = principal
+        return principal
 
     def authenticate(
         self,

@@ -25,6 +25,7 @@ __all__ = [
     "envelope",
     "found",
     "json_body",
+    "json_headers",
     "ok",
     "rejected",
     "room_body",
@@ -66,8 +67,12 @@ def json_body(
     # the header aiohttp would build from content_type and charset, given as it is
     if headers is None:
         return web.Response(body=body, status=status, headers=_JSON_HEADERS)
-    merged: dict[str, str] = {**headers, **_JSON_HEADERS}
-    return web.Response(body=body, status=status, headers=merged)
+    return web.Response(body=body, status=status, headers=json_headers(headers))
+
+
+def json_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` and the JSON ``Content-Type`` (a response's headers, kept for reuse)."""
+    return {**headers, **_JSON_HEADERS}
 
 
 def ok(

@@ -246,7 +246,7 @@ class Guard:
         raise web.HTTPNotFound()
 
     def _wrap(self, handler: Handler, policy: RoutePolicy | None, label: str) -> Handler:
-        admit, done = self._admit, self._done
+        admit, done, http_request = self._admit, self._done, self._meter.http_request
         shares = policy is not None and policy.shares_context
 
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -286,7 +286,11 @@ class Guard:
                 status = response.status
                 return response
             finally:
-                done(request, label, status, context, debug, started)
+                if debug or status is None or (context is not None and context.audited):
+                    done(request, label, status, context, debug, started)
+                else:  # the common case, without a call: count it
+                    method = request.method
+                    http_request(method if method in _METHODS else "other", label, status)
 
         return guarded
 
@@ -330,10 +334,10 @@ class Guard:
         admin key from ``?key=``; either way a miss is one failure.
         """
         auth = self._auth
-        bearer = auth.bearer(request.headers.get(hdrs.AUTHORIZATION))
-        principal = auth.admin_key(context.ip, bearer)
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        principal = auth.admin_header(context.ip, header)
         if principal is None:
-            presented = [bearer]
+            presented = [auth.bearer(header)]
             token = None
             if policy.auth is AuthMode.ADMIN_OR_QUERY:
                 token = request.query.get("token")
@@ -357,6 +361,8 @@ class Guard:
             return rejected(ErrorCode.FORBIDDEN)
         if not policy.any_role and not self._cluster.leads():
             return rejection(ErrorCode.NOT_LEADER, leader=self._cluster.leader_hint("api"))
+        if hdrs.CONTENT_LENGTH not in request.headers:  # most reads: spare the parse
+            return None
         length = request.content_length
         if length is not None and length > BODY_LIMIT:
             return rejected(ErrorCode.PAYLOAD_TOO_LARGE)

@@ -34,7 +34,16 @@ from fleet_server._interfaces import (
 )
 
 from ._cors import install_cors
-from ._envelope import encode, envelope, found, json_body, ok, rejected, room_body
+from ._envelope import (
+    encode,
+    envelope,
+    found,
+    json_body,
+    json_headers,
+    ok,
+    rejected,
+    room_body,
+)
 from ._middleware import CONTEXT, GUARD, AuthMode, Guard, RoutePolicy, raw_path
 from ._openapi import serve_document
 from ._paging import page
@@ -121,7 +130,8 @@ class RestApi:
         self._cluster = cluster
         self._auth = auth
         self._bodies: dict[str, tuple[str, bytes]] = {}
-        self._stats: tuple[FleetStats | None, str, bytes] = (None, "", b"")  # tag, body
+        # the FleetStats last served, its tag, body and headers
+        self._stats: tuple[FleetStats | None, str, bytes, dict[str, str]] = (None, "", b"", {})
 
     def routes(self) -> list[Route]:
         return [
@@ -201,11 +211,11 @@ class RestApi:
         cached = self._stats
         if cached[0] is not stats:  # the read model keeps one FleetStats per state
             tag = etag(stats.state_hash)
-            cached = self._stats = (stats, tag, encode(envelope(stats.to_dict())))
-        tag = cached[1]
-        if not_modified(request, tag):
-            return web.Response(status=304, headers={hdrs.ETAG: tag})
-        return json_body(cached[2], headers={hdrs.ETAG: tag})
+            body = encode(envelope(stats.to_dict()))
+            cached = self._stats = (stats, tag, body, json_headers({hdrs.ETAG: tag}))
+        if hdrs.IF_NONE_MATCH in request.headers and not_modified(request, cached[1]):
+            return web.Response(status=304, headers={hdrs.ETAG: cached[1]})
+        return web.Response(body=cached[2], headers=cached[3])
 
     async def instances(self, request: web.Request) -> web.StreamResponse:
         limit, cursor = page_params(request.query)

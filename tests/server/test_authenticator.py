@@ -61,3 +61,19 @@ def test_failure_and_audit_lines_carry_fingerprints_never_keys(
         messages
     )
     assert not any(AGENT in m or ADMIN in m for m in messages)
+
+
+def test_an_admin_header_is_remembered_yet_still_throttled_and_the_memory_is_bounded() -> None:
+    auth = Authenticator(agent_keys=[AGENT], admin_keys=[ADMIN], failure_limit=1)
+    header = f"Bearer {ADMIN}"
+    first = auth.admin_header("1.2.3.4", header)
+    assert first is not None and first.key_id == fingerprint(ADMIN)
+    assert auth.admin_header("1.2.3.4", header) is first  # remembered
+    assert auth.admin_header("1.2.3.4", f"Bearer {AGENT}") is None  # not an admin key
+    assert auth.admin_header("1.2.3.4", "Basic x") is None
+    assert auth.admin_header("1.2.3.4", None) is None
+    auth.throttle.failure("5.6.7.8")
+    assert auth.admin_header("5.6.7.8", header) is None  # remembered, but the IP is throttled
+    variants = [f"bearer{' ' * n}{ADMIN}" for n in range(1, 40)]
+    assert all(auth.admin_header("1.2.3.4", v) is first for v in variants)
+    assert len(auth._admin_headers) <= 4  # a few spellings per key, never more

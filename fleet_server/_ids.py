@@ -25,8 +25,12 @@ def is_valid_room_id(room_id: str) -> bool:
     return _ROOM_ID.fullmatch(room_id) is not None
 
 
+# every byte value to the alphabet's character at its low six bits
+_TO_ALPHABET: Final = bytes(ord(ID_ALPHABET[b & 63]) for b in range(256))
+
+
 def _random_chars(count: int) -> str:
-    return "".join(ID_ALPHABET[b & 63] for b in os.urandom(count))
+    return os.urandom(count).translate(_TO_ALPHABET).decode("ascii")
 
 
 def generate_room_id() -> str:

@@ -20,7 +20,7 @@ from ._ids import encode_public_id
 from ._models import InstanceInfo, InstanceStatus, RoomInfo, build_instance_info, build_room_info
 from ._snapshot import ReportedRoom, Snapshot
 
-__all__ = ["Change", "Instance", "RoomChanges"]
+__all__ = ["Change", "Instance", "RoomChanges", "hosts"]
 
 Change = tuple[str, ReportedRoom | None]  # raw room id -> its effective state, None: gone
 
@@ -217,25 +217,6 @@ class Instance:
             return reported
         room_type = self._provisional.get(raw)
         return _acked(room_type) if room_type is not None else None
-
-    def fits(self, room_type: str, labels: Mapping[str, str]) -> bool:
-        """Whether strategy placement may put a ``room_type`` room here (SPEC §6): joined,
-        not stale, ``autoCreate``, active, of the type, with ``labels``, with headroom."""
-        snapshot = self._snapshot
-        if snapshot is None or self._stale or not snapshot.auto_create:
-            return False
-        status = self._override if self._override is not None else snapshot.status
-        if status != "active" or room_type not in snapshot.room_types:
-            return False
-        own = snapshot.labels
-        for key, value in labels.items():
-            if own.get(key) != value:
-                return False
-        if snapshot.max_rooms is not None and snapshot.max_rooms <= self.room_load:
-            return False
-        return not (
-            snapshot.max_connections is not None and snapshot.max_connections <= self.connections
-        )
 
     def full_changes(self) -> list[Change]:
         """Every room: the gone ones first, then the whole effective state."""
@@ -448,3 +429,22 @@ class Instance:
 
 
 _full_changes = Instance.full_changes  # a whole instance's reconcile, as a function
+
+
+def hosts(room_type: str, labels: Mapping[str, str], instance: Instance) -> bool:
+    """Whether placement may put a ``room_type`` room on ``instance`` (SPEC §6): joined,
+    not stale, ``autoCreate``, active, of the type, with ``labels``, with headroom."""
+    snapshot = instance._snapshot
+    if snapshot is None or instance._stale or not snapshot.auto_create:
+        return False
+    status = instance._override if instance._override is not None else snapshot.status
+    if status != "active" or room_type not in snapshot.room_types:
+        return False
+    own = snapshot.labels
+    for key, value in labels.items():
+        if own.get(key) != value:
+            return False
+    if snapshot.max_rooms is not None and snapshot.max_rooms <= instance.room_load:
+        return False
+    limit = snapshot.max_connections
+    return limit is None or instance.connections < limit

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any, Final, Literal, cast, get_args
 
 from ._errors import ErrorCode, FleetError
-from ._instance import Instance
+from ._instance import Instance, hosts
 from ._read_model import ReadModel
 from ._selectors import MAX_SELECTORS, Selector, selectors_from_json
 
@@ -136,13 +136,13 @@ def _choose_one(
     if expressions:
 
         def fits(instance: Instance) -> bool:
-            if not instance.fits(room_type, labels):
+            if not hosts(room_type, labels, instance):
                 return False
             snapshot = instance.snapshot
             return snapshot is not None and all(e.holds(snapshot.labels) for e in expressions)
 
-    else:  # one Python frame per candidate: the tie runs check up to 64 of them
-        fits = partial(Instance.fits, room_type=room_type, labels=labels)
+    else:  # one Python frame per candidate (the tie runs check up to 64), no keywords
+        fits = partial(hosts, room_type, labels)
 
     if placement.strategy != "random" and read.index.ordered(room_type):
         return read.index.choose(room_type, placement.strategy == "most-loaded", fits, rng)

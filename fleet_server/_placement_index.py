@@ -248,7 +248,6 @@ class PlacementIndex:
                     candidate = members[entries[lo + rng.randrange(hi - lo)][3]]
                     if fits(candidate):
                         return candidate
-            ties = [members[e[3]] for e in entries.slice(lo, hi)]
-            ties = [t for t in ties if fits(t)]
+            ties = [t for e in entries.slice(lo, hi) if fits(t := members[e[3]])]
             return ties[0] if len(ties) == 1 else rng.choice(ties)
         return None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+from functools import partial
 
 import pytest
 
 from fleet_server import ErrorCode, FleetError, Placement
-from fleet_server._instance import Instance
+from fleet_server._instance import Instance, hosts
 from fleet_server._placement import _scan, choose
 from fleet_server._read_model import ReadModel
 from fleet_server._snapshot import ReportedRoom, Snapshot
@@ -45,7 +46,7 @@ def _pick(read: ReadModel, placement: Placement, seed: int, indexed: bool) -> st
         if indexed:
             return choose(read, "match", placement, rng).id
         labels = placement.labels
-        picked = _scan(read.joined, lambda i: i.fits("match", labels), placement, rng)
+        picked = _scan(read.joined, partial(hosts, "match", labels), placement, rng)
         return picked.id if picked is not None else "NO_CANDIDATE"
     except FleetError as exc:
         assert exc.code is ErrorCode.NO_CANDIDATE

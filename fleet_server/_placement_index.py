@@ -8,7 +8,8 @@ scoring; a mixed type is answered by the plain scan, which decides per candidate
 
 Least-loaded walks from the front, most-loaded from the back, skipping instances that
 fail the per-request checks (stale, draining, labels, headroom); equal scores form one
-contiguous run in join order, from which the RNG draws like ``rng.choice`` would.
+contiguous run in join order, from which the RNG draws one of the fitting members,
+each equally likely (see :data:`_EXACT_TIES`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PlacementIndex"]
 
-_EXACT_TIES: Final = 64  # runs up to this long are drawn exactly as rng.choice would
+# Runs up to this long are drawn exactly as ``rng.choice`` draws from their fitting
+# members, each member checked; a longer run is drawn by rejection: a uniform position,
+# kept if it fits (uniform over the fitting members too, one check when all fit), and
+# after _SAMPLES misses exactly as a short run.
+_EXACT_TIES: Final = 8
 _SAMPLES: Final = 64
 
 Entry = tuple[float, float, int, str]

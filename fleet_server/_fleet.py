@@ -434,11 +434,11 @@ class Fleet:
             # The slot moves from in flight to listed (or held): one re-filing after both.
             instance.create_settled()
             self._reserved.discard(pending.room_id)
-            if isinstance(outcome, agent_pb2.Ack):
+            if isinstance(outcome, agent_pb2.Ack):  # re-files a joined instance
                 events = self._read.add_provisional(instance, pending.room_id, pending.room_type)
             elif outcome.code is ErrorCode.COMMAND_TIMEOUT:
-                self._read.hold(instance, pending.room_id)
-            if not instance.removed:
+                self._read.hold(instance, pending.room_id)  # re-files it
+            elif not instance.removed:
                 self._read.index.refresh(instance)
         elif pending.op == "destroy":
             if isinstance(outcome, agent_pb2.Ack):

@@ -213,6 +213,7 @@ class ReadModel(PublicIds):
         return self._settle_overlay(instance)
 
     def add_provisional(self, instance: Instance, raw: str, room_type: str) -> list[Event]:
+        """List an acked create's room until a reply lists it; re-files the instance."""
         if not instance.joined or instance.removed:
             return []
         instance.overlay_create(raw, room_type)
@@ -227,7 +228,9 @@ class ReadModel(PublicIds):
                 self._dirty(instance)
                 self.index.refresh(instance)
                 return [(EventType.ROOM_CREATE, room.room_info())]
-        return self._reconcile(instance, [(raw, reported)])
+        events = self._reconcile(instance, [(raw, reported)])
+        self.index.refresh(instance)
+        return events
 
     def hide(self, instance: Instance, raw: str) -> list[Event]:
         if not instance.joined or instance.removed:

@@ -203,21 +203,20 @@ class Commands:
             )
 
 
-def _string_field(tag: bytes, text: str) -> bytes:
-    raw = text.encode()
-    return tag + wire.varint(len(raw)) + raw
-
-
 def command_message(cmd_id: str, op: str, room_id: str, room_type: str, options: str) -> bytes:
     """``wire.encode_frame(Frame(cmd=Command(...)))``, written directly (empty strings
     are left out, as protobuf leaves them out)."""
-    body = _string_field(b"\x0a", cmd_id) if cmd_id else b""
-    if op:
-        body += _string_field(b"\x12", op)
-    if room_id:
-        body += _string_field(b"\x1a", room_id)
-    if room_type:
-        body += _string_field(b"\x22", room_type)
+    body = bytearray()
+    for tag, text in ((0x0A, cmd_id), (0x12, op), (0x1A, room_id), (0x22, room_type)):
+        if text:  # a length under 128 is one byte
+            raw = text.encode()
+            size = len(raw)
+            body.append(tag)
+            body += bytes((size,)) if size < 0x80 else wire.varint(size)
+            body += raw
     if options:
-        body += _string_field(b"\x2a", options)
-    return wire.HEADER + b"\x22" + wire.varint(len(body)) + body
+        raw = options.encode()
+        body += b"\x2a" + wire.varint(len(raw)) + raw
+    size = len(body)
+    length = bytes((size,)) if size < 0x80 else wire.varint(size)
+    return wire.HEADER + b"\x22" + length + body

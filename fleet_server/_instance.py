@@ -81,7 +81,7 @@ class _Room:
         if info is None:
             # A room is part of its instance's record: it reads the instance's slots.
             instance = self.instance
-            snapshot = instance._snapshot
+            snapshot = instance.snapshot
             assert snapshot is not None
             info = build_room_info(
                 self, self.public, instance.id, snapshot.endpoint_url, self.reserved
@@ -113,22 +113,23 @@ class Instance:
         "_holds",
         "_inflight",
         "_info",
-        "_join_seq",
         "_last_seq",
         "_last_sync_at",
         "_override",
         "_provisional",
-        "_removed",
         "_rooms",
-        "_snapshot",
         "_stale",
         "id",
+        "join_seq",
+        "removed",
+        "snapshot",
     )
 
     def __init__(self, instance_id: str) -> None:
         self.id: Final = instance_id
-        self._join_seq: int | None = None
-        self._snapshot: Snapshot | None = None
+        # Read by placement on every create, so plain attributes: set only by the methods.
+        self.join_seq: int | None = None  # the place in join order, from the first snapshot
+        self.snapshot: Snapshot | None = None
         self._last_seq = 0
         self._last_sync_at = 0
         self._provisional: dict[str, str] = {}  # acked creates: raw id -> room type
@@ -137,22 +138,13 @@ class Instance:
         self._inflight = 0
         self._override: str | None = None
         self._stale = False
-        self._removed = False
+        self.removed = False
         self._rooms: dict[str, _Room] = {}
         self._info: InstanceInfo | None = None
         self._hash_entry: bytes | None = None
         self._connections: int | None = None
 
     # --- reads --------------------------------------------------------------------
-
-    @property
-    def join_seq(self) -> int | None:
-        """The instance's place in join order, from its first applied snapshot."""
-        return self._join_seq
-
-    @property
-    def snapshot(self) -> Snapshot | None:
-        return self._snapshot
 
     @property
     def last_seq(self) -> int:
@@ -171,27 +163,23 @@ class Instance:
         return self._stale
 
     @property
-    def removed(self) -> bool:
-        return self._removed
-
-    @property
     def rooms(self) -> Mapping[str, _Room]:
         """The effective rooms by raw id."""
         return self._rooms
 
     @property
     def joined(self) -> bool:
-        return self._snapshot is not None
+        return self.snapshot is not None
 
     @property
     def effective_status(self) -> str:
         if self._override is not None:
             return self._override
-        return self._snapshot.status if self._snapshot is not None else "active"
+        return self.snapshot.status if self.snapshot is not None else "active"
 
     @property
     def status(self) -> str:
-        return self._snapshot.status if self._snapshot is not None else "active"
+        return self.snapshot.status if self.snapshot is not None else "active"
 
     @property
     def room_load(self) -> int:
@@ -210,7 +198,7 @@ class Instance:
         """What the applied snapshot and the overlay say of room ``raw``."""
         if raw in self._hidden:
             return None
-        snapshot = self._snapshot
+        snapshot = self.snapshot
         assert snapshot is not None
         reported = snapshot.rooms.get(raw)
         if reported is not None:
@@ -220,7 +208,7 @@ class Instance:
 
     def full_changes(self) -> list[Change]:
         """Every room: the gone ones first, then the whole effective state."""
-        snapshot = self._snapshot
+        snapshot = self.snapshot
         assert snapshot is not None
         target: Mapping[str, ReportedRoom] = snapshot.rooms
         if self._hidden or self._provisional:
@@ -247,12 +235,12 @@ class Instance:
         room = self._rooms.get(raw)
         if room is not None:
             return room.room_info()
-        endpoint = self._snapshot.endpoint_url if self._snapshot is not None else ""
+        endpoint = self.snapshot.endpoint_url if self.snapshot is not None else ""
         return build_room_info(_acked(room_type), raw, self.id, endpoint, 0)
 
     def _applied(self) -> tuple[Snapshot, list[_Room]]:
         """The applied snapshot and the rooms in id order (views need both)."""
-        snap, rooms = self._snapshot, self._rooms
+        snap, rooms = self.snapshot, self._rooms
         assert snap is not None
         return snap, [rooms[raw] for raw in sorted(rooms)]
 
@@ -297,8 +285,8 @@ class Instance:
 
     def apply(self, snapshot: Snapshot, now_ms: int) -> Snapshot | None:
         """Take a validated full reply (an override it agrees with settles); returns the old."""
-        previous = self._snapshot
-        self._snapshot = snapshot
+        previous = self.snapshot
+        self.snapshot = snapshot
         self._last_seq = snapshot.seq
         self._last_sync_at = now_ms
         if self._override == snapshot.status:
@@ -314,7 +302,7 @@ class Instance:
         return bool(self._holds or self._provisional or self._hidden)
 
     def join(self, join_seq: int) -> None:
-        self._join_seq = join_seq
+        self.join_seq = join_seq
 
     # --- the overlay (SPEC §7.2) --------------------------------------------------
 
@@ -425,7 +413,7 @@ class Instance:
         self._stale = False
 
     def mark_removed(self) -> None:
-        self._removed = True
+        self.removed = True
 
 
 _full_changes = Instance.full_changes  # a whole instance's reconcile, as a function
@@ -434,7 +422,7 @@ _full_changes = Instance.full_changes  # a whole instance's reconcile, as a func
 def hosts(room_type: str, labels: Mapping[str, str], instance: Instance) -> bool:
     """Whether placement may put a ``room_type`` room on ``instance`` (SPEC §6): joined,
     not stale, ``autoCreate``, active, of the type, with ``labels``, with headroom."""
-    snapshot = instance._snapshot
+    snapshot = instance.snapshot
     if snapshot is None or instance._stale or not snapshot.auto_create:
         return False
     status = instance._override if instance._override is not None else snapshot.status

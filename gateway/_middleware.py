@@ -28,6 +28,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
+from logging import INFO
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("fleet.http")
+audit_log = logging.getLogger("fleet.audit")  # the logger of Authenticator.audit
 
 BODY_LIMIT: Final = 65_536
 BODY_TIMEOUT_S: Final = 30.0
@@ -286,7 +288,11 @@ class Guard:
                 status = response.status
                 return response
             finally:
-                if debug or status is None or (context is not None and context.audited):
+                if (
+                    debug
+                    or status is None
+                    or (context is not None and context.audited and audit_log.isEnabledFor(INFO))
+                ):
                     done(request, label, status, context, debug, started)
                 else:  # the common case, without a call: count it
                     method = request.method
@@ -307,7 +313,8 @@ class Guard:
         if status is not None:
             method = request.method if request.method in _METHODS else "other"
             self._meter.http_request(method, label, status)
-        if debug or (context is not None and context.audited):
+        audited = context is not None and context.audited and audit_log.isEnabledFor(INFO)
+        if debug or audited:
             outcome = "cancelled" if status is None else str(status)
             ip = context.ip if context is not None else (request.remote or "unknown")
             path = raw_path(request)
@@ -320,7 +327,7 @@ class Guard:
                     ip,
                     (time.perf_counter() - started) * 1000,
                 )
-            if context is not None and context.audited:
+            if audited and context is not None:
                 self._auth.audit(f"{request.method} {path}", context.principal, ip, outcome)
 
     def _admit(

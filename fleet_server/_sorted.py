@@ -102,14 +102,19 @@ class SortedChunks(Generic[T]):
     def bisect_left(self, item: Any) -> int:
         """The position ``item`` (anything comparable with the items) would be inserted
         at, before any equal item."""
+        chunks = self._chunks
+        if len(chunks) == 1:  # up to 2 * CHUNK items: positions are the chunk's own
+            return bisect.bisect_left(chunks[0], item)
         index = bisect.bisect_left(self._maxes, item)
         if index == len(self._maxes):
             return self._len
-        return self._starts()[index] + bisect.bisect_left(self._chunks[index], item)
+        return self._starts()[index] + bisect.bisect_left(chunks[index], item)
 
     def __getitem__(self, position: int) -> T:
         if not 0 <= position < self._len:
             raise IndexError("SortedChunks index out of range")
+        if len(self._chunks) == 1:
+            return self._chunks[0][position]
         starts = self._starts()
         index = bisect.bisect_right(starts, position) - 1
         return self._chunks[index][position - starts[index]]

@@ -19,7 +19,6 @@ No label carries an id: routes are templates and agent-reported room types are c
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import time
 from collections import Counter, deque
@@ -27,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from typing import Final, Protocol
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as CounterMetric
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -37,6 +36,7 @@ from prometheus_client.metrics_core import (
 )
 
 from ._models import RoomInfo
+from ._tally import Tally
 
 __all__ = [
     "MAX_GROUPS",
@@ -123,39 +123,6 @@ class NullMeter:
 NULL_METER: Final[Meter] = NullMeter()
 
 
-class Tally:
-    """A histogram kept as plain numbers: :attr:`observe` is a list's own ``append`` (no
-    Python frame on the hot path); :meth:`fold` moves what it holds into the buckets and
-    must be called now and then (the loop-lag tick, every scrape)."""
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self._bounds = bounds
-        self._counts = [0] * (len(bounds) + 1)  # the last one: above every bound
-        self._sum = 0.0
-        self._pending: list[float] = []
-        self.observe: Final = self._pending.append
-
-    def fold(self) -> None:
-        pending = self._pending
-        if not pending:
-            return
-        counts, bounds = self._counts, self._bounds
-        for value in pending:
-            counts[bisect.bisect_left(bounds, value)] += 1
-        self._sum += sum(pending)
-        pending.clear()
-
-    def buckets(self) -> tuple[list[tuple[str, float]], float]:
-        """Cumulative ``(le, count)`` pairs ending with ``+Inf``, and the sum."""
-        self.fold()
-        out: list[tuple[str, float]] = []
-        total = 0
-        for bound, count in zip((*self._bounds, float("inf")), self._counts, strict=True):
-            total += count
-            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
-        return out, self._sum
-
-
 class LoopLag:
     """How late a timer fires on the event loop: a task sleeps ``period_s`` over and
     over; :attr:`seconds` is the worst lateness of the last ``window_s``. ``on_tick``
@@ -216,16 +183,10 @@ class FleetMetrics:
         self._settled: list[tuple[str, str, float]] = []  # commands not folded in yet
         self.lag: Final = LoopLag(on_tick=self.fold)
         registry.register(_Folding(self.fold))  # first: the tallies are in when read
-        self._commands = CounterMetric(
-            "fleet_commands", "Commands settled", ("op", "outcome"), registry=registry
-        )
-        self._durations = Histogram(
-            "fleet_command_duration_seconds",
-            "From a command's start to its settling",
-            ("op",),
-            buckets=COMMAND_BUCKETS,
-            registry=registry,
-        )
+        # commands by (op, outcome), and their durations by op: plain tallies, so the
+        # fold costs no Python call per command
+        self.commands: Final[Counter[tuple[str, str]]] = Counter()
+        self.durations: Final[dict[str, Tally]] = {}
         self._kicks = CounterMetric(
             "fleet_agent_kicks", "Agents kicked", ("reason",), registry=registry
         )
@@ -237,7 +198,6 @@ class FleetMetrics:
         )
         build = Gauge("fleet_build_info", "The running version", ("version",), registry=registry)
         build.labels(version).set(1)
-        self._children: dict[tuple[str, str], tuple[CounterMetric, Histogram]] = {}
         self.http: Final[Counter[tuple[str, str, int]]] = Counter()
         registry.register(_ScrapeCollector(self, census, streams, dropped, leads))
         registry.register(_CapacityCollector(capacity))
@@ -255,13 +215,17 @@ class FleetMetrics:
         every scrape before the registry reads them)."""
         self._rtt.fold()
         settled, self._settled = self._settled, []
+        if not settled:
+            return
+        commands, durations = self.commands, self.durations
         for op, outcome, seconds in settled:
-            children = self._children.get((op, outcome))
-            if children is None:  # once per (op, outcome): labels() takes a lock and a lookup
-                children = (self._commands.labels(op, outcome), self._durations.labels(op))
-                self._children[op, outcome] = children
-            children[0].inc()
-            children[1].observe(seconds)
+            commands[op, outcome] += 1
+            tally = durations.get(op)
+            if tally is None:
+                tally = durations[op] = Tally(COMMAND_BUCKETS)
+            tally.observe(seconds)
+        for tally in durations.values():
+            tally.fold()
 
     def kick(self, reason: str) -> None:
         self._kicks.labels(reason).inc()
@@ -369,6 +333,7 @@ class _ScrapeCollector:
         buckets, total = self._metrics.rtt_buckets()
         rtt.add_metric([], buckets, total)
         yield rtt
+        yield from self._commands()
         http = CounterMetricFamily(
             "fleet_http_requests", "HTTP requests answered", labels=("method", "route", "code")
         )
@@ -392,6 +357,22 @@ class _ScrapeCollector:
             self._metrics.lag.seconds,
         )
         yield GaugeMetricFamily("fleet_leader", "1 when this node leads", int(self._leads()))
+
+    def _commands(self) -> Iterator[Metric]:
+        metrics = self._metrics
+        counts = CounterMetricFamily("fleet_commands", "Commands settled", labels=("op", "outcome"))
+        for (op, outcome), count in sorted(metrics.commands.items()):
+            counts.add_metric([op, outcome], count)
+        yield counts
+        durations = HistogramMetricFamily(
+            "fleet_command_duration_seconds",
+            "From a command's start to its settling",
+            labels=("op",),
+        )
+        for op, tally in sorted(metrics.durations.items()):
+            buckets, total = tally.buckets()
+            durations.add_metric([op], buckets, total)
+        yield durations
 
 
 class _CapacityCollector:

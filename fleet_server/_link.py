@@ -51,6 +51,7 @@ class CloseCode(IntEnum):
 
 
 _DIRECT_WRITE_LIMIT: Final = 64 * 1024
+_ACK_TAG: Final = b"\x2a"  # after the version bytes: Frame field 5 (ack), length-delimited
 """Frames go straight to the transport while less than this waits in its buffer; past it
 (an agent that reads slowly) they go through aiohttp's writer, which waits for drain."""
 
@@ -256,11 +257,13 @@ class AgentLink:
             if self._closing:
                 return
             if message.type is WSMsgType.BINARY:
-                if self._first_state is None and turns.spent():  # joined, over budget
+                data = message.data
+                # joined, over budget, and not an Ack (a caller waits on it): wait in line
+                if self._first_state is None and data[2:3] != _ACK_TAG and turns.spent():
                     await turns.wait()
                     if self._closing:
                         return
-                await self._on_binary(message.data)
+                await self._on_binary(data)
             elif message.type is WSMsgType.TEXT:
                 await self.kick(CloseCode.MALFORMED, "text frame")
             elif message.type is WSMsgType.ERROR:

@@ -1,10 +1,12 @@
-"""The links' share of a loop turn (no connection needed; the clock is a fake)."""
+"""The links' share of a loop turn (a fake clock; and one orchestrator, for the acks)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from fleet_server._turns import GRANT, TurnBudget
+
+from .harness import harness
 
 
 class _Clock:
@@ -67,3 +69,22 @@ async def test_a_waiter_whose_link_closed_does_not_hold_up_the_line() -> None:
     gone.cancel()
     await asyncio.wait_for(after, 1.0)
     assert gone.cancelled()
+
+
+class _Shut(TurnBudget):
+    """A budget always spent, whose line never moves."""
+
+    def spent(self) -> bool:
+        return True
+
+    async def wait(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_an_ack_never_waits_in_line_so_a_create_completes_while_polls_wait() -> None:
+    async with harness(command_timeout_ms=3000) as h:
+        h.orch.transport.turns = _Shut()  # the links accepted from now on share it
+        agent = await h.join()  # a joining link is not held back
+        room = await h.orch.fleet.create_room("match")  # its Ack skips the line
+        assert room.instance_id == agent.instance_id
+        assert h.orch.fleet.get_room(room.id) is not None

@@ -27,6 +27,7 @@ from ._instance import Instance
 from ._metrics import NULL_METER, Meter
 from ._phases import SETTLE_TICKS, PollPhases
 from ._replies import FEATURES, PartError, Reply, ReplyParts, is_extended
+from ._snapshot import rooms_key
 from ._turns import TurnBudget
 
 __all__ = ["AgentLink", "CloseCode", "next_tick", "poll_message"]
@@ -297,6 +298,7 @@ class AgentLink:
                 await self.kick(CloseCode.PROTOCOL_VIOLATION, "state answers no outstanding poll")
                 return
             reply: agent_pb2.State | Reply = state
+            key = None
             if self._parts is not None or (state.full and is_extended(state)):
                 try:
                     done = await self._collect(state)
@@ -306,12 +308,14 @@ class AgentLink:
                 if done is None:
                     return
                 reply = done
+            elif state.full:
+                key = rooms_key(data)
             self._outstanding = None
             self._missed = 0
             self._meter.poll_rtt(time.monotonic() - self._polled_at)
             self.instance.mark_fresh()
             try:
-                self._fleet.on_state(self.instance, reply)
+                self._fleet.on_state(self.instance, reply, key)
             except Exception:
                 log.exception("state handling failed instance=%s", self.instance.id)
             self._handled_first_state()

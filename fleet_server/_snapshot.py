@@ -43,6 +43,7 @@ from ._agent_tokens import AgentGrant, binding_violation
 
 __all__ = [
     "ReportedRoom",
+    "RoomsKey",
     "Snapshot",
     "SnapshotRejectedError",
     "build_snapshot",
@@ -51,9 +52,13 @@ __all__ = [
     "parse_snapshot",
     "read_rooms_into",
     "room_failure",
+    "rooms_key",
 ]
 
 _ORIGINS: Final = {"": True, "local": True, "fleet": False}  # origin -> local
+RoomsKey = tuple[int, int] | None  # the length and hash of a reply's room entries as sent
+_STATE_TAG: Final = 0x1A  # after the version bytes: Frame field 3 (state)
+_ROOMS_TAG: Final = 0x72  # State field 14 (rooms), length-delimited
 
 
 class SnapshotRejectedError(ValueError):
@@ -128,6 +133,7 @@ class Snapshot:
     hash: str
     seq: int
     accepted_reservations: tuple[str, ...] = ()
+    rooms_key: RoomsKey = None  # of a one-frame reply: see rooms_key
 
 
 def _check_url(url: str) -> None:
@@ -209,21 +215,91 @@ def room_failure(
 
 
 def parse_snapshot(
-    state: agent_pb2.State, previous: Snapshot | None = None, grant: AgentGrant | None = None
+    state: agent_pb2.State,
+    previous: Snapshot | None = None,
+    grant: AgentGrant | None = None,
+    rooms_key: RoomsKey = None,
 ) -> Snapshot:
     """Validate ``state`` (a full reply in one frame) and return it as a :class:`Snapshot`.
 
     Well-formed rooms are read in one pass; when anything in that pass is off, the
     checks run again in the SPEC's order so the reason is the first failure. With
     ``previous``, the instance's applied snapshot, an unchanged endpoint and unchanged
-    labels are not checked again and the labels mapping is shared. With ``grant`` (the
-    agent token the agent joined with) the name and labels must carry what it binds.
+    labels are not checked again and the labels mapping is shared, and rooms sent as
+    the same bytes (``rooms_key``, of :func:`rooms_key`) are taken over without being
+    read again: the same bytes make the same rooms. With ``grant`` (the agent token the
+    agent joined with) the name and labels must carry what it binds.
     """
-    rooms = _read_rooms(state, previous.rooms if previous is not None else None)
+    if rooms_key is not None and previous is not None and previous.rooms_key == rooms_key:
+        rooms: Mapping[str, ReportedRoom] | None = previous.rooms
+    else:
+        rooms = _read_rooms(state, previous.rooms if previous is not None else None)
     labels = checked_fields(state, previous, room_limit=MAX_ROOMS)
     if rooms is None:
         rooms = _checked_rooms(state)
-    return build_snapshot(state, rooms, labels, grant)
+    return build_snapshot(state, rooms, labels, grant, rooms_key)
+
+
+def rooms_key(frame: bytes) -> RoomsKey:
+    """The length and hash of the room entries of ``frame`` (a whole State frame, as
+    received), or None when they are not one contiguous run (every encoder writes them
+    so) or the bytes are not a State. Equal keys: the rooms were sent as the same bytes.
+    """
+    if not isinstance(frame, bytes) or len(frame) < 4 or frame[2] != _STATE_TAG:
+        return None
+    try:
+        return _rooms_key(frame)
+    except IndexError:  # cut short (a frame protobuf took would not be)
+        return None
+
+
+def _rooms_key(frame: bytes) -> RoomsKey:
+    size, pos = _varint(frame, 3)
+    end = pos + size
+    if end != len(frame):
+        return None
+    start = stop = -1
+    while pos < end:
+        at = pos
+        tag, pos = _varint(frame, pos)
+        if tag == _ROOMS_TAG:
+            if start >= 0:
+                return None  # a second run of rooms
+            start = at
+            pos -= 1
+            while pos < end and frame[pos] == _ROOMS_TAG:
+                length, pos = _varint(frame, pos + 1)
+                pos += length
+            stop = pos
+        elif tag & 7 == 2:  # length-delimited
+            length, pos = _varint(frame, pos)
+            pos += length
+        elif tag & 7 == 0:  # varint
+            pos = _varint(frame, pos)[1]
+        else:  # State has no fixed-width or group fields
+            return None
+    if pos != end:
+        return None
+    if start < 0:
+        return (0, 0)
+    return (stop - start, hash(memoryview(frame)[start:stop]))
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it (IndexError when cut short)."""
+    byte = data[pos]
+    if byte < 0x80:
+        return byte, pos + 1
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
 
 
 def checked_fields(
@@ -246,6 +322,7 @@ def build_snapshot(
     rooms: Mapping[str, ReportedRoom],
     labels: Mapping[str, str],
     grant: AgentGrant | None,
+    rooms_key: RoomsKey = None,
 ) -> Snapshot:
     """The :class:`Snapshot` of checked ``rooms`` and fields, after the last checks."""
     if state.status not in _STATUSES:
@@ -280,6 +357,7 @@ def build_snapshot(
         hash=state.hash,
         seq=state.seq,
         accepted_reservations=accepted,
+        rooms_key=rooms_key,
     )
 
 

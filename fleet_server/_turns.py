@@ -14,8 +14,8 @@ waiting links; each later turn lets the next :data:`GRANT` of them go, in the or
 they came, without asking again, so a backlog costs one wake-up per piece of work and
 the timers due meanwhile run in between. Each link still handles its own frames in
 order. A link still joining (its first State not handled) is not held back, so a join
-storm goes as fast as before; nor is an Ack, which a caller waits on. A quiet loop never waits: one clock read per poll and
-frame, one callback per turn.
+storm goes as fast as before; nor is an Ack, which a caller waits on. A quiet loop
+never waits: one clock read per poll and frame, one callback per turn.
 """
 
 from __future__ import annotations

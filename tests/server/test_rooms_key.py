@@ -1,0 +1,104 @@
+"""A one-frame full reply whose rooms were sent as the same bytes as the applied
+snapshot's is not read again (``fleet_server._snapshot.rooms_key``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rivalis.fleet.v3 import agent_pb2
+
+from fleet_agent import wire
+from fleet_server._snapshot import ReportedRoom, parse_snapshot, rooms_key
+from tests.support.raw_agent import RawRoom
+from tests.support.waits import wait_for
+
+from .harness import harness
+
+ROOMS = [("r1", "match", 3, "fleet"), ("r2", "match", 0, "local"), ("r3", "duel", 7, "fleet")]
+
+
+def _frame(rooms: list[tuple[str, str, int, str]], seq: int = 1, **fields: Any) -> bytes:
+    state = agent_pb2.State(
+        req_id=f"poll_{seq}",
+        full=True,
+        seq=seq,
+        hash=f"h{seq}",
+        name="eu1",
+        process_uid="p_1",
+        agent_version="1.0.0",
+        protocol_version=3,
+        endpoint_url="wss://eu1.example",
+        auto_create=True,
+        room_types=["match", "duel"],
+        status="active",
+        **fields,
+    )
+    for room_id, room_type, connections, origin in rooms:
+        state.rooms.add(id=room_id, type=room_type, connections=connections, origin=origin)
+    return wire.encode_frame(agent_pb2.Frame(state=state))
+
+
+def test_the_same_rooms_give_the_same_key_whatever_else_changed() -> None:
+    first = rooms_key(_frame(ROOMS, seq=1))
+    assert first is not None and first[0] > 0
+    assert rooms_key(_frame(ROOMS, seq=2, labels={"region": "eu"})) == first
+    assert rooms_key(_frame([*ROOMS[:2], ("r3", "duel", 8, "fleet")])) != first
+    assert rooms_key(_frame(ROOMS[:2])) != first
+    assert rooms_key(_frame([])) == (0, 0)
+
+
+def test_the_agents_own_encoder_gives_the_protobuf_key() -> None:
+    head = agent_pb2.State(hash="h1", name="eu1").SerializeToString()
+    tail = agent_pb2.State(status="active").SerializeToString()
+    entries = [wire.room_entry(row) for row in ROOMS]
+    ours = wire.state_frame("poll_1", 1, head, entries, tail, full=True)
+    state = agent_pb2.State(req_id="poll_1", full=True, seq=1, hash="h1", name="eu1")
+    for room_id, room_type, connections, origin in ROOMS:
+        state.rooms.add(id=room_id, type=room_type, connections=connections, origin=origin)
+    state.status = "active"
+    assert ours == wire.encode_frame(agent_pb2.Frame(state=state))
+    assert rooms_key(ours) == rooms_key(_frame(ROOMS))
+
+
+def test_rooms_in_two_runs_other_frames_and_cut_frames_have_no_key() -> None:
+    whole = _frame(ROOMS)
+    entries = b"".join(wire.room_entry(row) for row in ROOMS)
+    start = whole.index(entries)
+    status = agent_pb2.State(status="active").SerializeToString()
+    first = len(wire.room_entry(ROOMS[0]))
+    # 5: the version bytes, the state tag and a length of two bytes
+    body = whole[5:start] + entries[:first] + status + entries[first:]
+    two_runs = wire.HEADER + b"\x1a" + wire.varint(len(body)) + body
+    assert wire.decode_frame(two_runs).state.rooms[2].id == "r3"  # well-formed protobuf
+    assert rooms_key(two_runs) is None
+    poll = wire.encode_frame(agent_pb2.Frame(poll=agent_pb2.Poll(req_id="p", status="active")))
+    assert rooms_key(poll) is None
+    assert rooms_key(whole[:-3]) is None
+    assert rooms_key(b"") is None
+
+
+def test_rooms_sent_as_the_same_bytes_are_taken_over_and_changed_ones_read() -> None:
+    frame = _frame(ROOMS)
+    first = parse_snapshot(wire.decode_frame(frame).state, None, None, rooms_key(frame))
+    assert first.rooms["r2"] == ReportedRoom("match", 0, True)
+    again = _frame(ROOMS, seq=2)
+    second = parse_snapshot(wire.decode_frame(again).state, first, None, rooms_key(again))
+    assert second.rooms is first.rooms and second.seq == 2
+    changed = _frame([("r1", "match", 4, "fleet"), *ROOMS[1:]], seq=3)
+    third = parse_snapshot(wire.decode_frame(changed).state, second, None, rooms_key(changed))
+    assert third.rooms is not second.rooms and third.rooms["r1"].connections == 4
+    unkeyed = parse_snapshot(wire.decode_frame(again).state, third)  # no key: read
+    assert unkeyed.rooms is not third.rooms and unkeyed.rooms["r1"].connections == 3
+
+
+async def test_an_agent_repeating_its_rooms_stays_in_sync_and_a_change_is_seen() -> None:
+    async with harness(heartbeat_ms=50) as h:
+        agent = await h.join(rooms={"r1": RawRoom("match", 1), "r2": RawRoom("match", 2)})
+        agent.always_full = True
+        await h.settle_polls(agent, count=3)  # full replies with the same rooms
+        assert h.orch.fleet.stats.connections == 3
+        agent.rooms["r2"] = RawRoom("match", 5)
+        await wait_for(lambda: h.orch.fleet.stats.connections == 6)
+        del agent.rooms["r1"]
+        await wait_for(lambda: h.orch.fleet.get_room("r1") is None)
+        assert h.orch.fleet.stats.connections == 5

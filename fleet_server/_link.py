@@ -27,7 +27,7 @@ from ._instance import Instance
 from ._metrics import NULL_METER, Meter
 from ._phases import SETTLE_TICKS, PollPhases
 from ._replies import FEATURES, PartError, Reply, ReplyParts, is_extended
-from ._snapshot import rooms_key
+from ._rooms_key import rooms_key
 from ._turns import TurnBudget
 
 __all__ = ["AgentLink", "CloseCode", "next_tick", "poll_message"]

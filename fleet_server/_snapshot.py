@@ -40,6 +40,7 @@ from fleet_agent.wire import SNAPSHOT_STATUSES as _STATUSES
 from fleet_agent.wire import URL_SCHEMES as _SCHEMES
 
 from ._agent_tokens import AgentGrant, binding_violation
+from ._rooms_key import RoomsKey
 
 __all__ = [
     "ReportedRoom",
@@ -52,13 +53,9 @@ __all__ = [
     "parse_snapshot",
     "read_rooms_into",
     "room_failure",
-    "rooms_key",
 ]
 
 _ORIGINS: Final = {"": True, "local": True, "fleet": False}  # origin -> local
-RoomsKey = tuple[int, int] | None  # the length and hash of a reply's room entries as sent
-_STATE_TAG: Final = 0x1A  # after the version bytes: Frame field 3 (state)
-_ROOMS_TAG: Final = 0x72  # State field 14 (rooms), length-delimited
 
 
 class SnapshotRejectedError(ValueError):
@@ -226,7 +223,7 @@ def parse_snapshot(
     checks run again in the SPEC's order so the reason is the first failure. With
     ``previous``, the instance's applied snapshot, an unchanged endpoint and unchanged
     labels are not checked again and the labels mapping is shared, and rooms sent as
-    the same bytes (``rooms_key``, of :func:`rooms_key`) are taken over without being
+    the same bytes (``rooms_key``, of :func:`~._rooms_key.rooms_key`) are taken over without being
     read again: the same bytes make the same rooms. With ``grant`` (the agent token the
     agent joined with) the name and labels must carry what it binds.
     """
@@ -238,68 +235,6 @@ def parse_snapshot(
     if rooms is None:
         rooms = _checked_rooms(state)
     return build_snapshot(state, rooms, labels, grant, rooms_key)
-
-
-def rooms_key(frame: bytes) -> RoomsKey:
-    """The length and hash of the room entries of ``frame`` (a whole State frame, as
-    received), or None when they are not one contiguous run (every encoder writes them
-    so) or the bytes are not a State. Equal keys: the rooms were sent as the same bytes.
-    """
-    if not isinstance(frame, bytes) or len(frame) < 4 or frame[2] != _STATE_TAG:
-        return None
-    try:
-        return _rooms_key(frame)
-    except IndexError:  # cut short (a frame protobuf took would not be)
-        return None
-
-
-def _rooms_key(frame: bytes) -> RoomsKey:
-    size, pos = _varint(frame, 3)
-    end = pos + size
-    if end != len(frame):
-        return None
-    start = stop = -1
-    while pos < end:
-        at = pos
-        tag, pos = _varint(frame, pos)
-        if tag == _ROOMS_TAG:
-            if start >= 0:
-                return None  # a second run of rooms
-            start = at
-            pos -= 1
-            while pos < end and frame[pos] == _ROOMS_TAG:
-                length, pos = _varint(frame, pos + 1)
-                pos += length
-            stop = pos
-        elif tag & 7 == 2:  # length-delimited
-            length, pos = _varint(frame, pos)
-            pos += length
-        elif tag & 7 == 0:  # varint
-            pos = _varint(frame, pos)[1]
-        else:  # State has no fixed-width or group fields
-            return None
-    if pos != end:
-        return None
-    if start < 0:
-        return (0, 0)
-    return (stop - start, hash(memoryview(frame)[start:stop]))
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """The varint at ``pos`` and the position after it (IndexError when cut short)."""
-    byte = data[pos]
-    if byte < 0x80:
-        return byte, pos + 1
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise IndexError("varint too long")
 
 
 def checked_fields(

@@ -8,7 +8,8 @@ from typing import Any
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
-from fleet_server._snapshot import ReportedRoom, parse_snapshot, rooms_key
+from fleet_server._rooms_key import rooms_key
+from fleet_server._snapshot import ReportedRoom, parse_snapshot
 from tests.support.raw_agent import RawRoom
 from tests.support.waits import wait_for
 

@@ -111,6 +111,7 @@ class AgentLink:
         self._parts: ReplyParts | None = None  # a reply in parts, until its last part
         self._missed = 0
         self._polls = 0
+        self._forced = False  # the outstanding poll is a forced full one (no known_hash)
         self._closing = False
         self.instance: Instance = fleet.attach(instance_id, self)
 
@@ -197,6 +198,7 @@ class AgentLink:
         snapshot = self.instance.snapshot
         forced = self._polls % FORCED_FULL_EVERY == 1
         known_hash = snapshot.hash if snapshot is not None and not forced else None
+        self._forced = known_hash is None
         self._polled_at = time.monotonic()
         await self.send_encoded(poll_message(req_id, known_hash, self.instance.status))
 
@@ -308,7 +310,7 @@ class AgentLink:
                 if done is None:
                     return
                 reply = done
-            elif state.full:
+            elif state.full and self._forced:  # likely what the agent sent before
                 key = rooms_key(data)
             self._outstanding = None
             self._missed = 0

@@ -1,13 +1,14 @@
 """The key of a one-frame State's rooms as sent: their length and hash.
 
 A quiet instance still sends a full reply every twelfth poll (the forced full, SPEC
-§3.3), and an agent that does not know the orchestrator's hash sends one every poll.
-Reading its rooms again costs about 4 µs per room; finding their bytes in the frame
-and hashing them costs a fraction of that. Equal keys mean the rooms were sent as the
-same bytes, which make the same rooms: the applied snapshot's are taken over
-(:func:`~._snapshot.parse_snapshot`). The hash is Python's (keyed per process); two
-different room lists with one length and one hash would only keep an agent's own
-earlier rooms until its next change.
+§3.3). Reading its rooms again costs about 4 µs per room; finding their bytes in the
+frame and hashing them costs a fraction of that (13 µs for 20 rooms against 44 µs
+saved). Equal keys mean the rooms were sent as the same bytes, which make the same
+rooms: the applied snapshot's are taken over (:func:`~._snapshot.parse_snapshot`). The
+link takes the key of forced full replies only: a full reply to a poll that carried
+the applied hash says that something changed, and would pay for the key for nothing.
+The hash is Python's (keyed per process); two different room lists with one length and
+one hash would only keep an agent's own earlier rooms until its next change.
 """
 
 from __future__ import annotations

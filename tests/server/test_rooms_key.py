@@ -92,12 +92,16 @@ def test_rooms_sent_as_the_same_bytes_are_taken_over_and_changed_ones_read() -> 
     assert unkeyed.rooms is not third.rooms and unkeyed.rooms["r1"].connections == 3
 
 
-async def test_an_agent_repeating_its_rooms_stays_in_sync_and_a_change_is_seen() -> None:
-    async with harness(heartbeat_ms=50) as h:
+async def test_a_forced_full_reply_of_a_quiet_agent_takes_its_rooms_over() -> None:
+    """Every twelfth poll asks for a full reply; a quiet agent's rooms come as the same
+    bytes and are not read again, and a change is still seen."""
+    async with harness(heartbeat_ms=20) as h:
         agent = await h.join(rooms={"r1": RawRoom("match", 1), "r2": RawRoom("match", 2)})
-        agent.always_full = True
-        await h.settle_polls(agent, count=3)  # full replies with the same rooms
-        assert h.orch.fleet.stats.connections == 3
+        instance = h.link(agent).instance
+        joined = instance.snapshot
+        assert joined is not None and joined.rooms_key is not None  # the first poll is forced
+        await wait_for(lambda: instance.snapshot is not joined, timeout=10)  # the next forced
+        assert instance.snapshot is not None and instance.snapshot.rooms is joined.rooms
         agent.rooms["r2"] = RawRoom("match", 5)
         await wait_for(lambda: h.orch.fleet.stats.connections == 6)
         del agent.rooms["r1"]

@@ -46,7 +46,6 @@ class RawAgent:
     auto_create: bool = True
     status: str = "active"
     auto_reply: bool = True
-    always_full: bool = False  # answer every poll with a full reply
     auto_ack: bool = True
     reply_delay: float = 0.0
     ack_delay: float = 0.0
@@ -200,11 +199,7 @@ class RawAgent:
 
     async def reply(self, poll: agent_pb2.Poll, full: bool | None = None) -> agent_pb2.State:
         if full is None:
-            full = (
-                self.always_full
-                or not poll.HasField("known_hash")
-                or poll.known_hash != self.snapshot_hash()
-            )
+            full = not poll.HasField("known_hash") or poll.known_hash != self.snapshot_hash()
         state = self.state(poll.req_id, full)
         self.states_sent.append(state)
         self.reply_times.append(asyncio.get_running_loop().time())

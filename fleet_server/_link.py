@@ -52,9 +52,9 @@ class CloseCode(IntEnum):
 
 
 _DIRECT_WRITE_LIMIT: Final = 64 * 1024
-_ACK_TAG: Final = b"\x2a"  # after the version bytes: Frame field 5 (ack), length-delimited
 """Frames go straight to the transport while less than this waits in its buffer; past it
 (an agent that reads slowly) they go through aiohttp's writer, which waits for drain."""
+_ACK_TAG: Final = b"\x2a"  # after the version bytes: Frame field 5 (ack), length-delimited
 
 
 def server_frame(payload: bytes) -> bytes:

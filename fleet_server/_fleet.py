@@ -34,7 +34,7 @@ from ._replies import DeltaBaseError, Reply, apply_reply
 from ._roster import Roster
 from ._seat_service import SeatService
 from ._seats import SeatLedger
-from ._snapshot import RoomsKey, Snapshot, SnapshotRejectedError, parse_snapshot
+from ._snapshot import Snapshot, SnapshotRejectedError, StateLayout, parse_snapshot
 from ._sync import SyncFlusher
 
 __all__ = ["Fleet"]
@@ -264,10 +264,10 @@ class Fleet:
         self.orphans.hold(snapshot.process_uid if snapshot is not None else instance.id, held)
 
     def on_state(
-        self, instance: Instance, state: agent_pb2.State | Reply, key: RoomsKey = None
+        self, instance: Instance, state: agent_pb2.State | Reply, layout: StateLayout | None = None
     ) -> None:
-        """A State that answered the outstanding poll: one frame (``key``: its rooms' bytes,
-        see ``rooms_key``), or a reply in parts or a delta (docs/snapshots-at-scale.md)."""
+        """A State that answered the outstanding poll: one frame, or a reply in parts or a
+        delta (docs/snapshots-at-scale.md); ``layout`` of one frame (._state_layout)."""
         if instance.removed:
             return
         if isinstance(state, agent_pb2.State) and not state.full:
@@ -282,9 +282,9 @@ class Fleet:
             return
         try:
             if isinstance(state, Reply):
-                snapshot, touched = apply_reply(state, instance.snapshot, grant)
+                snapshot, touched = apply_reply(state, instance.snapshot, grant, layout)
             else:
-                snapshot = parse_snapshot(state, instance.snapshot, grant, key)
+                snapshot = parse_snapshot(state, instance.snapshot, grant, layout)
         except SnapshotRejectedError as exc:
             log.warning("snapshot rejected instance=%s reason=%s", instance.id, exc)
             return

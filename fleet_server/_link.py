@@ -26,8 +26,8 @@ from ._fleet import Fleet
 from ._instance import Instance
 from ._metrics import NULL_METER, Meter
 from ._phases import SETTLE_TICKS, PollPhases
-from ._replies import FEATURES, PartError, Reply, ReplyParts, is_extended
-from ._rooms_key import rooms_key
+from ._replies import FEATURES, PartError, Reply, ReplyParts, is_extended, one_frame_delta
+from ._state_layout import state_layout
 from ._turns import TurnBudget
 
 __all__ = ["AgentLink", "CloseCode", "next_tick", "poll_message"]
@@ -299,25 +299,28 @@ class AgentLink:
             if self._outstanding is None or state.req_id != self._outstanding:
                 await self.kick(CloseCode.PROTOCOL_VIOLATION, "state answers no outstanding poll")
                 return
-            reply: agent_pb2.State | Reply = state
-            key = None
-            if self._parts is not None or (state.full and is_extended(state)):
+            reply: agent_pb2.State | Reply | None = None if self._parts is not None else state
+            layout = None
+            if reply is not None and state.full:  # one frame: its head likely as before
+                applied = self.instance.snapshot
+                head = applied.head if applied is not None else None
+                layout = state_layout(data, rooms=self._forced, head=head)
+                if layout is None or layout.extended:
+                    reply = self._one_frame_delta(state)
+            if reply is None:
                 try:
-                    done = await self._collect(state)
+                    reply = await self._collect(state)
                 except PartError as exc:
                     await self.kick(CloseCode.PROTOCOL_VIOLATION, str(exc))
                     return
-                if done is None:
+                if reply is None:
                     return
-                reply = done
-            elif state.full and self._forced:  # likely what the agent sent before
-                key = rooms_key(data)
             self._outstanding = None
             self._missed = 0
             self._meter.poll_rtt(time.monotonic() - self._polled_at)
             self.instance.mark_fresh()
             try:
-                self._fleet.on_state(self.instance, reply, key)
+                self._fleet.on_state(self.instance, reply, layout)
             except Exception:
                 log.exception("state handling failed instance=%s", self.instance.id)
             self._handled_first_state()
@@ -328,6 +331,14 @@ class AgentLink:
             await self.kick(
                 CloseCode.PROTOCOL_VIOLATION, f"unexpected {body or 'empty'} frame from agent"
             )
+
+    def _one_frame_delta(self, state: agent_pb2.State) -> agent_pb2.State | Reply | None:
+        """A one-frame reply as :meth:`Fleet.on_state` takes it: itself, or a small delta
+        parsed at once; None when it is a reply in parts or a big delta (:meth:`_collect`)."""
+        if not is_extended(state):
+            return state
+        snapshot = self.instance.snapshot
+        return one_frame_delta(state, snapshot.rooms if snapshot is not None else None)
 
     async def _collect(self, state: agent_pb2.State) -> Reply | None:
         """Take one frame of a reply in parts (or a delta); the reply once complete. The

@@ -20,9 +20,11 @@ from ._snapshot import (
     ReportedRoom,
     Snapshot,
     SnapshotRejectedError,
+    StateLayout,
     build_snapshot,
     checked_fields,
     read_rooms_into,
+    renewed,
     room_failure,
 )
 
@@ -36,6 +38,7 @@ __all__ = [
     "ReplyParts",
     "apply_reply",
     "is_extended",
+    "one_frame_delta",
 ]
 
 FEATURES: Final = ("parts", "deltas")
@@ -194,25 +197,54 @@ class ReplyParts:
             reply.differing = frozenset(difference.ids)
 
 
+def one_frame_delta(
+    state: agent_pb2.State, known: Mapping[str, ReportedRoom] | None
+) -> Reply | None:
+    """The usual delta, in one frame with at most :data:`BATCH` rooms, parsed at once;
+    None for anything else (parts, more rooms, not a delta), which :class:`ReplyParts`
+    takes."""
+    if not state.base_hash or state.parts or state.part:
+        return None
+    listed = state.rooms
+    if len(listed) > BATCH:
+        return None
+    reply = Reply(state)
+    reply.take(listed, known)
+    reply.removed.extend(state.removed_rooms)
+    return reply
+
+
 def apply_reply(
-    reply: Reply, previous: Snapshot | None, grant: AgentGrant | None
+    reply: Reply,
+    previous: Snapshot | None,
+    grant: AgentGrant | None,
+    layout: StateLayout | None = None,
 ) -> tuple[Snapshot, frozenset[str] | None]:
     """The snapshot a reply makes, and the ids it touched (None: every room).
 
     A delta that passes every check takes ``previous``'s room map over, changed in
     place: the caller must apply the snapshot it gets (a stale ``seq`` is checked before).
+    A delta in one frame whose ``layout`` shows the applied snapshot's head takes its
+    fields over (:func:`~._snapshot.renewed`).
     :class:`SnapshotRejectedError` when a check fails (the reason names it),
     :class:`DeltaBaseError` when a delta is not based on ``previous``; neither changes
     ``previous``.
     """
     header = reply.header
-    labels = checked_fields(header, previous, room_limit=None)
+    if layout is not None:  # a delta's rooms are not all the rooms: never a rooms key
+        layout = layout._replace(rooms=None)
+    same = previous if layout is not None and previous is not None else None
+    if same is not None and layout is not None and same.head == layout.head:
+        labels = same.labels
+    else:
+        same = None
+        labels = checked_fields(header, previous, room_limit=None)
     if reply.reason is not None:
         raise SnapshotRejectedError(reply.reason)
     if not reply.delta:
         if reply.removed:
             raise SnapshotRejectedError("removed_rooms only in a delta")
-        snapshot = build_snapshot(header, reply.rooms, labels, grant)
+        snapshot = build_snapshot(header, reply.rooms, labels, grant, layout)
         if previous is None or len(reply.rooms) < DIFF_FROM:
             return snapshot, None
         if reply.differing is not None:
@@ -231,7 +263,10 @@ def apply_reply(
     added = sum(1 for room_id in reply.rooms if room_id not in rooms)
     if len(rooms) - gone + added > MAX_ROOMS_IN_PARTS:
         raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS_IN_PARTS} entries")
-    snapshot = build_snapshot(header, rooms, labels, grant)
+    if same is not None and layout is not None:
+        snapshot = renewed(same, header, rooms, layout)
+    else:
+        snapshot = build_snapshot(header, rooms, labels, grant, layout)
     # Every check has passed: the base's room map becomes the new snapshot's, changed in
     # place (O(rooms in the delta); a copy would cost O(rooms on the instance)). The
     # caller applies the snapshot it gets: the base is not used again.

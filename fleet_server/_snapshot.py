@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
@@ -40,18 +39,20 @@ from fleet_agent.wire import SNAPSHOT_STATUSES as _STATUSES
 from fleet_agent.wire import URL_SCHEMES as _SCHEMES
 
 from ._agent_tokens import AgentGrant, binding_violation
-from ._rooms_key import RoomsKey
+from ._state_layout import RoomsKey, StateLayout
 
 __all__ = [
     "ReportedRoom",
     "RoomsKey",
     "Snapshot",
     "SnapshotRejectedError",
+    "StateLayout",
     "build_snapshot",
     "canonical_metadata",
     "checked_fields",
     "parse_snapshot",
     "read_rooms_into",
+    "renewed",
     "room_failure",
 ]
 
@@ -113,8 +114,10 @@ def _room_extras(
     return metadata, maximum, room.locked
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
+    """An instance's applied reply, validated (a tuple: built in one step, which matters
+    at one per changed reply; read by field name only)."""
+
     name: str
     process_uid: str
     agent_version: str
@@ -130,7 +133,11 @@ class Snapshot:
     hash: str
     seq: int
     accepted_reservations: tuple[str, ...] = ()
-    rooms_key: RoomsKey = None  # of a one-frame reply: see rooms_key
+    rooms_key: RoomsKey = None  # of a one-frame reply: see ._state_layout
+    head: bytes | None = None  # fields 5–13 as sent in one frame: see ._state_layout
+
+
+_HEAD_FIELDS: Final = 10  # Snapshot's fields from name to room_types: what a head sets
 
 
 def _check_url(url: str) -> None:
@@ -215,26 +222,54 @@ def parse_snapshot(
     state: agent_pb2.State,
     previous: Snapshot | None = None,
     grant: AgentGrant | None = None,
-    rooms_key: RoomsKey = None,
+    layout: StateLayout | None = None,
 ) -> Snapshot:
     """Validate ``state`` (a full reply in one frame) and return it as a :class:`Snapshot`.
 
     Well-formed rooms are read in one pass; when anything in that pass is off, the
     checks run again in the SPEC's order so the reason is the first failure. With
     ``previous``, the instance's applied snapshot, an unchanged endpoint and unchanged
-    labels are not checked again and the labels mapping is shared, and rooms sent as
-    the same bytes (``rooms_key``, of :func:`~._rooms_key.rooms_key`) are taken over without being
-    read again: the same bytes make the same rooms. With ``grant`` (the agent token the
-    agent joined with) the name and labels must carry what it binds.
+    labels are not checked again and the labels mapping is shared. With the frame's
+    ``layout`` (:func:`~._state_layout.state_layout`), rooms sent as the same bytes are
+    taken over without being read, and so are the fields of a head sent as the same
+    bytes (:func:`renewed`). With ``grant`` (the agent token the agent joined with) the
+    name and labels must carry what it binds.
     """
-    if rooms_key is not None and previous is not None and previous.rooms_key == rooms_key:
+    key = layout.rooms if layout is not None else None
+    if key is not None and previous is not None and previous.rooms_key == key:
         rooms: Mapping[str, ReportedRoom] | None = previous.rooms
     else:
         rooms = _read_rooms(state, previous.rooms if previous is not None else None)
+    if previous is not None and layout is not None and previous.head == layout.head:
+        if rooms is None:
+            if len(state.rooms) > MAX_ROOMS:
+                raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS} entries")
+            rooms = _checked_rooms(state)
+        return renewed(previous, state, rooms, layout)
     labels = checked_fields(state, previous, room_limit=MAX_ROOMS)
     if rooms is None:
         rooms = _checked_rooms(state)
-    return build_snapshot(state, rooms, labels, grant, rooms_key)
+    return build_snapshot(state, rooms, labels, grant, layout)
+
+
+def renewed(
+    previous: Snapshot,
+    state: agent_pb2.State,
+    rooms: Mapping[str, ReportedRoom],
+    layout: StateLayout,
+) -> Snapshot:
+    """The snapshot of a reply whose head (fields 5–13) was sent as the same bytes as
+    ``previous``'s: those fields are ``previous``'s, checked (the agent token's binding
+    too: an instance keeps the token it joined with) and not read again; the status and
+    accepted reservations are read and checked (the rooms by the caller)."""
+    status = state.status
+    if status not in _STATUSES:
+        raise SnapshotRejectedError("status must be active or draining")
+    accepted = tuple(state.accepted_reservations) if layout.accepted else ()
+    if accepted:
+        _check_accepted(accepted)
+    fields = (status, state.hash, state.seq, accepted, layout.rooms, previous.head)
+    return tuple.__new__(Snapshot, (*previous[:_HEAD_FIELDS], rooms, *fields))
 
 
 def checked_fields(
@@ -257,7 +292,7 @@ def build_snapshot(
     rooms: Mapping[str, ReportedRoom],
     labels: Mapping[str, str],
     grant: AgentGrant | None,
-    rooms_key: RoomsKey = None,
+    layout: StateLayout | None = None,
 ) -> Snapshot:
     """The :class:`Snapshot` of checked ``rooms`` and fields, after the last checks."""
     if state.status not in _STATUSES:
@@ -292,7 +327,8 @@ def build_snapshot(
         hash=state.hash,
         seq=state.seq,
         accepted_reservations=accepted,
-        rooms_key=rooms_key,
+        rooms_key=layout.rooms if layout is not None else None,
+        head=layout.head if layout is not None else None,
     )
 
 

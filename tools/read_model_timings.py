@@ -10,7 +10,6 @@ compare two trees by running both on one machine, interleaved.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 import time
@@ -95,7 +94,7 @@ def cases() -> dict[str, Case]:
 
     def churn() -> None:
         seq[0] += 1
-        reply = dataclasses.replace(replies[seq[0] % 2], seq=seq[0])
+        reply = replies[seq[0] % 2]._replace(seq=seq[0])
         big.apply_snapshot(many, reply, 5)
 
     out["apply_snapshot() 2000 rooms, all changed"] = (churn, 5)

@@ -149,7 +149,7 @@ def test_overlay_updates_match_a_full_rebuild(seed: int) -> None:
 
 
 def _fields(snapshot: Snapshot) -> dict[str, Any]:
-    return {name: getattr(snapshot, name) for name in Snapshot.__slots__}
+    return snapshot._asdict()
 
 
 def test_an_unchanged_full_reply_rehashes_nothing() -> None:

@@ -1,15 +1,17 @@
-"""A one-frame full reply whose rooms were sent as the same bytes as the applied
-snapshot's is not read again (``fleet_server._snapshot.rooms_key``)."""
+"""A one-frame reply whose rooms or head (fields 5–13) were sent as the same bytes as
+the applied snapshot's is not read again (``fleet_server._state_layout``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from rivalis.fleet.v3 import agent_pb2
 
 from fleet_agent import wire
-from fleet_server._rooms_key import rooms_key
-from fleet_server._snapshot import ReportedRoom, parse_snapshot
+from fleet_server._replies import Reply, apply_reply
+from fleet_server._snapshot import ReportedRoom, SnapshotRejectedError, parse_snapshot
+from fleet_server._state_layout import rooms_key, state_layout
 from tests.support.raw_agent import RawRoom
 from tests.support.waits import wait_for
 
@@ -37,6 +39,10 @@ def _frame(rooms: list[tuple[str, str, int, str]], seq: int = 1, **fields: Any) 
     for room_id, room_type, connections, origin in rooms:
         state.rooms.add(id=room_id, type=room_type, connections=connections, origin=origin)
     return wire.encode_frame(agent_pb2.Frame(state=state))
+
+
+def _layout(frame: bytes) -> Any:
+    return state_layout(frame, rooms=True)
 
 
 def test_the_same_rooms_give_the_same_key_whatever_else_changed() -> None:
@@ -80,13 +86,13 @@ def test_rooms_in_two_runs_other_frames_and_cut_frames_have_no_key() -> None:
 
 def test_rooms_sent_as_the_same_bytes_are_taken_over_and_changed_ones_read() -> None:
     frame = _frame(ROOMS)
-    first = parse_snapshot(wire.decode_frame(frame).state, None, None, rooms_key(frame))
+    first = parse_snapshot(wire.decode_frame(frame).state, None, None, _layout(frame))
     assert first.rooms["r2"] == ReportedRoom("match", 0, True)
     again = _frame(ROOMS, seq=2)
-    second = parse_snapshot(wire.decode_frame(again).state, first, None, rooms_key(again))
+    second = parse_snapshot(wire.decode_frame(again).state, first, None, _layout(again))
     assert second.rooms is first.rooms and second.seq == 2
     changed = _frame([("r1", "match", 4, "fleet"), *ROOMS[1:]], seq=3)
-    third = parse_snapshot(wire.decode_frame(changed).state, second, None, rooms_key(changed))
+    third = parse_snapshot(wire.decode_frame(changed).state, second, None, _layout(changed))
     assert third.rooms is not second.rooms and third.rooms["r1"].connections == 4
     unkeyed = parse_snapshot(wire.decode_frame(again).state, third)  # no key: read
     assert unkeyed.rooms is not third.rooms and unkeyed.rooms["r1"].connections == 3
@@ -107,3 +113,69 @@ async def test_a_forced_full_reply_of_a_quiet_agent_takes_its_rooms_over() -> No
         del agent.rooms["r1"]
         await wait_for(lambda: h.orch.fleet.get_room("r1") is None)
         assert h.orch.fleet.stats.connections == 5
+
+
+def test_the_same_fields_give_the_same_head_whatever_the_rooms_and_status() -> None:
+    first = state_layout(_frame(ROOMS, seq=1, labels={"region": "eu"}))
+    assert first is not None and b"eu1" in first.head and b"region" in first.head
+    assert first.rooms is None and not first.accepted and not first.extended
+    other = state_layout(_frame(ROOMS[:1], seq=2, labels={"region": "eu"}, base_hash="h1"))
+    assert other is not None and other.head == first.head and other.extended
+    assert state_layout(_frame(ROOMS, labels={"region": "us"})).head != first.head  # type: ignore[union-attr]
+    accepted = state_layout(_frame(ROOMS, accepted_reservations=["s1"]))
+    assert accepted is not None and accepted.accepted
+
+
+def test_a_head_field_after_another_field_gives_no_layout() -> None:
+    whole = _frame(ROOMS)
+    name = agent_pb2.State(name="us9").SerializeToString()
+    body = whole[5:] + name  # a second name after the status: protobuf keeps the last
+    again = wire.HEADER + b"\x1a" + wire.varint(len(body)) + body
+    assert wire.decode_frame(again).state.name == "us9"
+    assert state_layout(again) is None
+
+
+def test_a_reply_with_the_same_head_takes_the_fields_over_and_checks_the_rest() -> None:
+    frame = _frame(ROOMS, labels={"region": "eu"})
+    first = parse_snapshot(wire.decode_frame(frame).state, None, None, _layout(frame))
+    again = _frame(ROOMS[:2], seq=2, labels={"region": "eu"}, accepted_reservations=["s1"])
+    second = parse_snapshot(wire.decode_frame(again).state, first, None, _layout(again))
+    assert second.labels is first.labels and second.head is first.head
+    assert second.name == "eu1" and second.room_types == ("duel", "match")
+    assert second.accepted_reservations == ("s1",) and set(second.rooms) == {"r1", "r2"}
+    relabelled = _frame(ROOMS, seq=3, labels={"region": "us"})
+    third = parse_snapshot(wire.decode_frame(relabelled).state, second, None, _layout(relabelled))
+    assert third.labels == {"region": "us"} and third.head != first.head
+    gone = wire.decode_frame(relabelled).state
+    gone.status = "gone"
+    empty = wire.decode_frame(relabelled).state
+    empty.accepted_reservations.append("")
+    for state, reason in ((gone, "status"), (empty, "accepted_reservations")):
+        bad = wire.encode_frame(agent_pb2.Frame(state=state))
+        assert _layout(bad).head == third.head
+        with pytest.raises(SnapshotRejectedError, match=reason):
+            parse_snapshot(state, third, None, _layout(bad))
+
+
+def test_a_delta_takes_the_head_over_and_never_a_rooms_key() -> None:
+    """A delta lists some rooms only: its rooms' bytes never stand for all the rooms,
+    even when it answers a forced poll (a later full reply of those bytes is read)."""
+    frame = _frame(ROOMS)
+    base = parse_snapshot(wire.decode_frame(frame).state, None, None, _layout(frame))
+    only = [("r1", "match", 9, "fleet")]
+    sent = _frame(only, seq=2, base_hash="h1")
+    snapshot, touched = apply_reply(
+        Reply(wire.decode_frame(sent).state, {"r1": ReportedRoom("match", 9, False)}),
+        base,
+        None,
+        _layout(sent),
+    )
+    assert snapshot.rooms_key is None and snapshot.labels is base.labels
+    assert (
+        touched == frozenset({"r1"})
+        and snapshot.rooms["r1"].connections == 9
+        and len(snapshot.rooms) == 3
+    )
+    full = _frame(only, seq=3)
+    after = parse_snapshot(wire.decode_frame(full).state, snapshot, None, _layout(full))
+    assert set(after.rooms) == {"r1"}

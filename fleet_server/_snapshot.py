@@ -137,7 +137,7 @@ class Snapshot(NamedTuple):
     head: bytes | None = None  # fields 5–13 as sent in one frame: see ._state_layout
 
 
-_HEAD_FIELDS: Final = 10  # Snapshot's fields from name to room_types: what a head sets
+_HEAD_FIELDS: Final = Snapshot._fields.index("rooms")  # name to room_types: what a head sets
 
 
 def _check_url(url: str) -> None:
@@ -268,8 +268,8 @@ def renewed(
     accepted = tuple(state.accepted_reservations) if layout.accepted else ()
     if accepted:
         _check_accepted(accepted)
-    fields = (status, state.hash, state.seq, accepted, layout.rooms, previous.head)
-    return tuple.__new__(Snapshot, (*previous[:_HEAD_FIELDS], rooms, *fields))
+    after = (status, state.hash, state.seq, accepted, layout.rooms, previous.head)
+    return tuple.__new__(Snapshot, (*previous[:_HEAD_FIELDS], rooms, *after))
 
 
 def checked_fields(

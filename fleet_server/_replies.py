@@ -255,14 +255,7 @@ def apply_reply(
     rooms = previous.rooms
     if not isinstance(rooms, dict):
         rooms = dict(rooms)
-    gone = 0
-    for room_id in set(reply.removed):  # an id the base does not list (made and gone since)
-        if room_id in reply.rooms:
-            raise SnapshotRejectedError("a room both changed and removed")
-        gone += room_id in rooms
-    added = sum(1 for room_id in reply.rooms if room_id not in rooms)
-    if len(rooms) - gone + added > MAX_ROOMS_IN_PARTS:
-        raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS_IN_PARTS} entries")
+    _check_delta_rooms(reply, rooms)
     if same is not None and layout is not None:
         snapshot = renewed(same, header, rooms, layout)
     else:
@@ -275,6 +268,19 @@ def apply_reply(
     rooms.update(reply.rooms)
     touched = frozenset(reply.rooms).union(reply.removed)
     return snapshot, touched
+
+
+def _check_delta_rooms(reply: Reply, rooms: Mapping[str, ReportedRoom]) -> None:
+    """Refuse a delta that both changes and removes a room, or that would take the base's
+    ``rooms`` past :data:`MAX_ROOMS_IN_PARTS`."""
+    gone = 0
+    for room_id in set(reply.removed):  # an id the base does not list (made and gone since)
+        if room_id in reply.rooms:
+            raise SnapshotRejectedError("a room both changed and removed")
+        gone += room_id in rooms
+    added = sum(1 for room_id in reply.rooms if room_id not in rooms)
+    if len(rooms) - gone + added > MAX_ROOMS_IN_PARTS:
+        raise SnapshotRejectedError(f"rooms has more than {MAX_ROOMS_IN_PARTS} entries")
 
 
 def _differing(

@@ -80,10 +80,7 @@ def _layout(frame: bytes, want_rooms: bool, known: bytes | None) -> StateLayout 
             if rooms_start >= 0:
                 return None  # a second run of rooms
             rooms_start = pos
-            while pos < end and frame[pos] == _ROOMS_TAG:
-                length = frame[pos + 1]  # a room under 128 bytes: a one-byte length
-                pos = pos + 2 + length if length < 0x80 else _skip(frame, pos + 1)
-            rooms_stop = pos
+            pos = rooms_stop = _rooms_run(frame, pos, end)
             continue
         if head_start < 0 and _HEAD_TAGS[tag] and known and frame.startswith(known, pos):
             head_start = pos
@@ -127,6 +124,14 @@ def _layout(frame: bytes, want_rooms: bool, known: bytes | None) -> StateLayout 
         return StateLayout(head, (0, 0), accepted, extended)
     key = (rooms_stop - rooms_start, hash(memoryview(frame)[rooms_start:rooms_stop]))
     return StateLayout(head, key, accepted, extended)
+
+
+def _rooms_run(frame: bytes, pos: int, end: int) -> int:
+    """The position after the run of room entries that starts at ``pos``."""
+    while pos < end and frame[pos] == _ROOMS_TAG:
+        length = frame[pos + 1]  # a room under 128 bytes: a one-byte length
+        pos = pos + 2 + length if length < 0x80 else _skip(frame, pos + 1)
+    return pos
 
 
 def _skip(data: bytes, pos: int) -> int:

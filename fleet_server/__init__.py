@@ -2,8 +2,10 @@
 
 from fleet_agent import Capacity
 
-from ._agent_token_service import AgentTokenInfo
-from ._agent_tokens import MintedAgentToken
+# The types Orchestrator's agent-token methods return: importable by name, outside the
+# list of exports CONTRACT pins.
+from ._agent_token_service import AgentTokenInfo as AgentTokenInfo
+from ._agent_tokens import MintedAgentToken as MintedAgentToken
 from ._daemon import main
 from ._errors import ErrorCode, FleetError
 from ._models import FleetStats, InstanceInfo, RoomInfo
@@ -12,13 +14,11 @@ from ._placement import Placement
 from ._webhooks import Webhook
 
 __all__ = [
-    "AgentTokenInfo",
     "Capacity",
     "ErrorCode",
     "FleetError",
     "FleetStats",
     "InstanceInfo",
-    "MintedAgentToken",
     "Orchestrator",
     "Placement",
     "RoomInfo",

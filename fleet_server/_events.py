@@ -25,8 +25,9 @@ then owns the queue until it has emptied it, so the order never changes.
 One overflow rule for every subscription: its queue holds at most ``max_items`` events
 (and, when given, ``max_bytes`` bytes plus one event); an event that finds it full cuts
 the subscription off — its queue is dropped, it leaves the hub, ``overflowed`` is set,
-its ``on_overflow`` hook runs at once and the drop is counted per kind
-(:attr:`EventHub.dropped`). A consumer that keeps up is never cut.
+its ``on_overflow`` hook runs at once, and the events dropped (those queued and those
+that found the queue full) are counted per kind (:attr:`EventHub.dropped`). A consumer
+that keeps up is never cut.
 
 Emission order is one order for every listener and subscription: an emit from inside a
 listener is delivered after the events of the emit that called it.
@@ -146,7 +147,7 @@ class Subscription:
         if self._count + count > self._max_items or (
             self._max_bytes is not None and self._size + chunk.size - chunk.last >= self._max_bytes
         ):
-            self._cut()
+            self._cut(count)
             return
         self._chunks.append(chunk)
         self._count += count
@@ -185,12 +186,15 @@ class Subscription:
             self._owned = True
         self._wake.set()
 
-    def _cut(self) -> None:
+    def _cut(self, incoming: int) -> None:
+        """Cut off: the ``incoming`` events that found the queue full and the queued ones
+        are dropped and counted."""
+        dropped = self._count + incoming
         self._chunks.clear()
         self._count = self._size = 0
         self.overflowed = True
         self.ended = True
-        self._hub.release(self, dropped=True)
+        self._hub.release(self, dropped=dropped)
         self._wake.set()
         if self._on_overflow is not None:
             self._on_overflow()
@@ -243,7 +247,7 @@ class EventHub:
         self._deferred: list[Event] = []  # emitted by a listener while emitting
         self._to_flush: list[Subscription] = []  # with a writer and events queued this turn
         self._flush_handle: asyncio.Handle | None = None
-        self.dropped: Counter[str] = Counter()  # subscriptions cut off, per kind
+        self.dropped: Counter[str] = Counter()  # events dropped, per kind
 
     # --- listeners ------------------------------------------------------------------
 
@@ -293,7 +297,8 @@ class EventHub:
     def __len__(self) -> int:
         return sum(self._counts.values())
 
-    def release(self, subscription: Subscription, *, dropped: bool = False) -> None:
+    def release(self, subscription: Subscription, *, dropped: int = 0) -> None:
+        """``subscription`` leaves the hub; ``dropped``: the events it was cut off with."""
         group = self._groups.get(subscription.encoder)
         if group is None or subscription not in group:
             return
@@ -302,7 +307,7 @@ class EventHub:
             del self._groups[subscription.encoder]
         self._counts[subscription.kind] -= 1
         if dropped:
-            self.dropped[subscription.kind] += 1
+            self.dropped[subscription.kind] += dropped
 
     def end_all(self, kind: str | None = None) -> list[Subscription]:
         """End every subscription of ``kind`` (None: of every kind) after what it holds;

@@ -87,7 +87,7 @@ class Meter(Protocol):
         """Record one poll's round trip in seconds (the real one is a list's append)."""
         ...
 
-    def http_request(self, method: str, route: str, code: int) -> None: ...
+    def http_request(self, route: str, code: int) -> None: ...
     def command(self, op: str, outcome: str, seconds: float) -> None: ...
     def kick(self, reason: str) -> None: ...
     def eviction(self) -> None: ...
@@ -104,7 +104,7 @@ class NullMeter:
     def __init__(self) -> None:
         self.poll_rtt: Final[Callable[[float], None]] = _ignore
 
-    def http_request(self, method: str, route: str, code: int) -> None:
+    def http_request(self, route: str, code: int) -> None:
         pass
 
     def command(self, op: str, outcome: str, seconds: float) -> None:
@@ -198,14 +198,14 @@ class FleetMetrics:
         )
         build = Gauge("fleet_build_info", "The running version", ("version",), registry=registry)
         build.labels(version).set(1)
-        self.http: Final[Counter[tuple[str, str, int]]] = Counter()
+        self.http: Final[Counter[tuple[str, int]]] = Counter()
         registry.register(_ScrapeCollector(self, census, streams, dropped, leads))
         registry.register(_CapacityCollector(capacity))
 
     # --- the meter (and ``poll_rtt``, an attribute) ----------------------------------
 
-    def http_request(self, method: str, route: str, code: int) -> None:
-        self.http[method, route, code] += 1
+    def http_request(self, route: str, code: int) -> None:
+        self.http[route, code] += 1
 
     def command(self, op: str, outcome: str, seconds: float) -> None:
         self._settled.append((op, outcome, seconds))
@@ -335,17 +335,17 @@ class _ScrapeCollector:
         yield rtt
         yield from self._commands()
         http = CounterMetricFamily(
-            "fleet_http_requests", "HTTP requests answered", labels=("method", "route", "code")
+            "fleet_http_requests", "HTTP requests answered", labels=("route", "code")
         )
-        for (method, route, code), count in sorted(self._metrics.http.items()):
-            http.add_metric([method, route, str(code)], count)
+        for (route, code), count in sorted(self._metrics.http.items()):
+            http.add_metric([route, str(code)], count)
         yield http
         kinds = [(kind, self._streams(kind)) for kind in STREAM_KINDS]
         yield _labelled_gauge("fleet_event_streams", "Open event streams", "kind", kinds)
         drops = CounterMetricFamily(
             "fleet_events_dropped",
-            "Streams cut off for falling behind (sse, grpc); events dropped from a full queue "
-            "(webhook)",
+            "Events dropped: queued for a stream cut off for falling behind (sse, grpc), or "
+            "the oldest of a full webhook queue (webhook)",
             labels=("kind",),
         )
         for kind in STREAM_KINDS:

@@ -39,6 +39,8 @@ ATTEMPT_TIMEOUT_S: Final = 10.0
 BACKOFF_INITIAL_S: Final = 0.5
 BACKOFF_MAX_S: Final = 30.0
 DROP_KIND: Final = "webhook"
+MAX_SECRET: Final = 256
+WEAK_SECRET: Final = 16  # shorter secrets are accepted, with a warning
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +66,17 @@ class Webhook:
         secret = self.secret
         if (
             not isinstance(secret, str)
-            or not 16 <= len(secret) <= 256
+            or not 1 <= len(secret) <= MAX_SECRET
             or any(c.isspace() for c in secret)
         ):
-            raise ValueError("secret must be 16 to 256 characters without whitespace")
+            raise ValueError(f"secret must be 1 to {MAX_SECRET} characters without whitespace")
+        if len(secret) < WEAK_SECRET:
+            log.warning(
+                "webhook secret shorter than %d characters: its signatures are easy to forge "
+                "host=%s",
+                WEAK_SECRET,
+                parts.hostname,
+            )
 
     @classmethod
     def parse(cls, value: Any, where: str) -> Webhook:

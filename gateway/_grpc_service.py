@@ -207,7 +207,7 @@ class FleetControlService(pb_grpc.FleetControlServicer):
     async def CreateAgentToken(
         self, request: pb.CreateAgentTokenRequest, context: Context
     ) -> pb.CreateAgentTokenResponse:
-        async with self._guard(context, "CreateAgentToken", audited=True, keys_only=True):
+        async with self._guard(context, "CreateAgentToken", audited=True):
             minted = self._agent_tokens.create(
                 request.name if request.HasField("name") else None,
                 dict(request.labels) or None,

@@ -15,7 +15,7 @@ whatever escapes into the envelope — a :class:`~fleet_server.FleetError` into 
 status, aiohttp's own HTTP errors into ``NOT_FOUND``/``METHOD_NOT_ALLOWED``/
 ``PAYLOAD_TOO_LARGE``/``VALIDATION``, and anything else into ``500 INTERNAL`` (logged with
 method and path) — so a client never sees HTML or a traceback. It then counts the request
-(``fleet_http_requests_total`` by method, route template and status), writes the access
+(``fleet_http_requests_total`` by route template and status), writes the access
 line (``fleet.http``, DEBUG, never a query string; built only when DEBUG is on) and, for
 the audited routes, the audit line (``fleet.audit``, INFO, also for refused requests).
 Requests no route takes reach the guard's last route (:meth:`Guard.add_fallback`).
@@ -67,7 +67,6 @@ audit_log = logging.getLogger("fleet.audit")  # the logger of Authenticator.audi
 BODY_LIMIT: Final = 65_536
 BODY_TIMEOUT_S: Final = 30.0
 UNMATCHED: Final = "unmatched"  # the route label of every request that matched no route
-_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _READS: Final = frozenset({"GET", "HEAD"})
 
 
@@ -295,8 +294,7 @@ class Guard:
                 ):
                     done(request, label, status, context, debug, started)
                 else:  # the common case, without a call: count it
-                    method = request.method
-                    http_request(method if method in _METHODS else "other", label, status)
+                    http_request(label, status)
 
         return guarded
 
@@ -311,8 +309,7 @@ class Guard:
     ) -> None:
         """Count the request and write its access and audit lines."""
         if status is not None:
-            method = request.method if request.method in _METHODS else "other"
-            self._meter.http_request(method, label, status)
+            self._meter.http_request(label, status)
         audited = context is not None and context.audited and audit_log.isEnabledFor(INFO)
         if debug or audited:
             outcome = "cancelled" if status is None else str(status)

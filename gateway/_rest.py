@@ -165,7 +165,6 @@ class RestApi:
                 self.create_agent_token,
                 audited=True,
                 reads_body=True,
-                keys_only=True,
             ),
             Route("GET", "/v1/agent-tokens", self.agent_tokens),
             Route("DELETE", "/v1/agent-tokens/{id}", self.revoke_agent_token, audited=True),

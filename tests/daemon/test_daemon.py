@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import socket
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -338,3 +340,62 @@ def test_example_config_documents_every_yaml_key_and_loads() -> None:
     assert set(yaml.safe_load(path.read_text())) == set(YAML_KEYS)
     config = load_config(build_parser("0").parse_args(["--config", str(path)]), {})
     assert config.options.grpc_port == 7351 and config.options.cors_origins
+
+
+def test_the_part_two_settings_come_from_flags_env_or_yaml(tmp_path: Path) -> None:
+    """CONTRACT §9, §10, §14: each key reaches the orchestrator's options, flags over
+    env over YAML; ``FLEET_ETCD`` is a comma list, ``--etcd`` repeats."""
+    from fleet_server._config import build_parser, load_config
+
+    def options(args: list[str], env: dict[str, str]) -> Any:
+        return load_config(build_parser("0").parse_args(args), env).options
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "orphan_hold_ms": 9000,
+                "state_path": str(tmp_path / "state.json"),
+                "settle_ms": 700,
+                "etcd_endpoints": ["http://127.0.0.1:2379"],
+                "cluster": "blue",
+                "advertise_url": "http://10.0.0.5:7350",
+                "leader_lease_ms": 4000,
+                "capacity_label": "zone",
+                "webhooks": [
+                    {"url": "https://hooks.example/in", "events": ["sync"], "secret": "s" * 20}
+                ],
+            }
+        )
+    )
+    yaml = options(["--config", str(path)], {})
+    assert (yaml.orphan_hold_ms, yaml.settle_ms, yaml.leader_lease_ms) == (9000, 700, 4000)
+    assert yaml.state_path == str(tmp_path / "state.json")
+    assert tuple(yaml.etcd_endpoints) == ("http://127.0.0.1:2379",)
+    assert (yaml.cluster, yaml.advertise_url, yaml.capacity_label) == (
+        "blue",
+        "http://10.0.0.5:7350",
+        "zone",
+    )
+    [hook] = yaml.webhooks
+    assert (hook.url, tuple(hook.events)) == ("https://hooks.example/in", ("sync",))
+    env = {"FLEET_ETCD": "http://a:2379,http://b:2379", "FLEET_CLUSTER": "green"}
+    from_env = options(["--config", str(path)], env)
+    assert tuple(from_env.etcd_endpoints) == ("http://a:2379", "http://b:2379")
+    assert from_env.cluster == "green"
+    flags = ["--config", str(path), "--etcd", "http://c:2379", "--etcd", "http://d:2379"]
+    flags += ["--cluster", "red", "--settle", "50", "--orphan-hold", "1000"]
+    from_flags = options(flags, env)
+    assert tuple(from_flags.etcd_endpoints) == ("http://c:2379", "http://d:2379")
+    assert (from_flags.cluster, from_flags.settle_ms, from_flags.orphan_hold_ms) == (
+        "red",
+        50,
+        1000,
+    )
+    defaults = options([], {})
+    assert (defaults.orphan_hold_ms, defaults.settle_ms, defaults.leader_lease_ms) == (
+        60_000,
+        15_000,
+        5000,
+    )
+    assert (tuple(defaults.etcd_endpoints), defaults.capacity_label) == ((), "region")

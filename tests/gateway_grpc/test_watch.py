@@ -241,7 +241,8 @@ async def test_a_burst_does_not_cut_a_stream_that_reads_but_a_stalled_one_is_cut
             await wait_for(lambda: received == sent, 5, message="a big event was not read")
             if orch._hub.dropped["grpc"]:
                 break
-        assert orch._hub.dropped["grpc"] == 1, "the stalled stream was never cut"
+        dropped = orch._hub.dropped["grpc"]  # the events queued for it, and the one that cut it
+        assert dropped >= 2 and watch_streams(orch) == 1, "the stalled stream was never cut"
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             while True:
                 event = await asyncio.wait_for(stalled.read(), 5)
@@ -256,7 +257,8 @@ async def test_a_burst_does_not_cut_a_stream_that_reads_but_a_stalled_one_is_cut
     sent += [room.id for _, room in burst]
     await wait_for(lambda: len(received) == len(sent), 10, message="the burst was not read")
     assert received == sent
-    assert orch._hub.dropped["grpc"] == 1 and not reading.done() and watch_streams(orch) == 1
+    assert orch._hub.dropped["grpc"] == dropped and not reading.done()
+    assert watch_streams(orch) == 1
     reader.cancel()
     await asyncio.gather(reading, return_exceptions=True)
 

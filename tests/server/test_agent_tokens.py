@@ -321,9 +321,10 @@ async def test_rest_mints_lists_without_secrets_and_revokes(
             reply = await api.post("/v1/agent-tokens", json=bad)
             assert reply.status == 400 and reply.json["cause"] == "VALIDATION", bad
         token = (await api.post("/v1/tokens", json={"scope": "admin"})).json["data"]["token"]
-        assert (await api.post("/v1/agent-tokens", key=token)).status == 403
+        assert (await api.post("/v1/agent-tokens", key=token)).status == 201  # as the key
         assert (await api.get("/v1/agent-tokens", key=token)).status == 200
         read = (await api.post("/v1/tokens", json={"scope": "read"})).json["data"]["token"]
+        assert (await api.post("/v1/agent-tokens", key=read)).status == 403
         assert (await api.delete(f"/v1/agent-tokens/{data['id']}", key=read)).status == 403
     text = caplog.text
     assert data["token"] not in text and data["token"][:40] not in text

@@ -43,7 +43,7 @@ async def test_a_full_queue_cuts_its_subscriber_off_and_counts_the_drop() -> Non
     hub.emit([(EventType.SYNC, None)])
     assert slow.overflowed and cut == ["slow"] and await slow.batch() == []
     assert not fast.overflowed and await fast.batch() == [b"x"]
-    assert hub.dropped["sse"] == 1 and hub.count("sse") == 1
+    assert hub.dropped["sse"] == 3 and hub.count("sse") == 1  # two queued, the third
 
 
 async def test_a_kind_at_its_limit_is_refused_and_end_all_delivers_what_is_queued() -> None:
@@ -94,10 +94,10 @@ async def test_a_multi_event_emit_overflows_exactly_as_one_event_at_a_time_would
     hub.emit([(EventType.SYNC, b"xx"), (EventType.SYNC, b"yy"), (EventType.SYNC, b"zzzz")])
     # three events fit three slots; 2 + 2 bytes were queued when the third came: cut
     assert not by_count.overflowed and await by_count.batch() == [b"xx", b"yy", b"zzzz"]
-    assert by_bytes.overflowed and hub.dropped["b"] == 1
+    assert by_bytes.overflowed and hub.dropped["b"] == 3  # the three events of the emit
     hub.emit([(EventType.SYNC, b"1"), (EventType.SYNC, b"2")])
     hub.emit([(EventType.SYNC, b"3"), (EventType.SYNC, b"4")])  # a fourth event: cut
-    assert by_count.overflowed and await by_count.batch() == [] and hub.dropped["a"] == 1
+    assert by_count.overflowed and await by_count.batch() == [] and hub.dropped["a"] == 4
 
 
 async def test_an_emit_from_a_listener_follows_the_events_being_delivered() -> None:
@@ -198,4 +198,4 @@ async def test_a_writer_that_raises_or_a_consumer_that_never_reads_still_ends_by
     assert len(sub) == 1 and not cut  # refused: left for the task, which never reads
     hub.emit([(EventType.SYNC, None)])
     hub.emit([(EventType.SYNC, None)])
-    assert sub.overflowed and cut == ["cut"] and hub.dropped["sse"] == 1
+    assert sub.overflowed and cut == ["cut"] and hub.dropped["sse"] == 3  # 2 queued + 1

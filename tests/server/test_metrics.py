@@ -89,7 +89,7 @@ async def test_the_loop_lag_probe_sees_a_blocked_loop() -> None:
 
 def test_the_null_meter_accepts_every_report() -> None:
     NULL_METER.poll_rtt(0.1)
-    NULL_METER.http_request("GET", "/", 200)
+    NULL_METER.http_request("/", 200)
     NULL_METER.command("create", "ok", 0.1)
     NULL_METER.kick("malformed")
     NULL_METER.eviction()

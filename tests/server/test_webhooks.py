@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -144,7 +145,8 @@ async def test_a_hanging_receiver_never_slows_placement(receiver: Receiver) -> N
             {"url": "http://x/hook", "events": ["room:rename"], "secret": SECRET},
             "webhooks[0].events",
         ),
-        ({"url": "http://x/hook", "events": ["sync"], "secret": "short"}, "webhooks[0].secret"),
+        ({"url": "http://x/hook", "events": ["sync"], "secret": ""}, "webhooks[0].secret"),
+        ({"url": "http://x/hook", "events": ["sync"], "secret": "a b"}, "webhooks[0].secret"),
         ({"url": "http://x/hook", "events": ["sync"], "secret": SECRET, "extra": 1}, "webhooks[0]"),
     ],
 )
@@ -159,6 +161,14 @@ def test_bad_webhook_config_is_one_error_naming_the_key(
     assert message in str(info.value) and SECRET not in str(info.value)
     with pytest.raises(ValueError):
         Orchestrator(agent_key="k" * 20, admin_key="a" * 20, webhooks=[hook])
+
+
+def test_a_short_secret_is_taken_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "fleet")
+    hook = Webhook("http://hooks.example/in", ["sync"], "s3cret")
+    assert hook.secret == "s3cret"
+    assert "secret shorter than 16" in caplog.text and "hooks.example" in caplog.text
+    assert "s3cret" not in caplog.text
 
 
 def test_a_webhook_never_shows_its_secret() -> None:

@@ -19,6 +19,7 @@ from ._seats import (
     MAX_SEATS,
     MAX_TTL_MS,
     MIN_TTL_MS,
+    SeatIndex,
     SeatLedger,
     SeatRequest,
     fullest_room,
@@ -120,6 +121,7 @@ class SeatService:
         self._create_room = create_room
         self._ticket_key = ticket_key
         self._require_lead = require_lead
+        self._index = SeatIndex()
 
     async def reserve_seats(
         self,
@@ -146,7 +148,7 @@ class SeatService:
         ttl_ms = _count(ttl_ms, "ttlMs", MIN_TTL_MS, MAX_TTL_MS)
         options = _create_options(create)
         self._require_lead()
-        room = fullest_room(self._pinned(placement), request)
+        room = fullest_room(self._pinned(placement), request, self._index)
         if room is not None:
             return self._grant(room, request.seats, ttl_ms, created=False)
         if options is None:

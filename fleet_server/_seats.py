@@ -24,7 +24,7 @@ from ._instance import Instance, _Room
 from ._placement import Placement
 from ._selectors import Selector
 
-__all__ = ["Reservation", "SeatLedger", "SeatRequest", "fullest_room"]
+__all__ = ["Reservation", "SeatIndex", "SeatLedger", "SeatRequest", "fullest_room"]
 
 MIN_TTL_MS: Final = 1_000
 MAX_TTL_MS: Final = 300_000
@@ -128,9 +128,8 @@ def _metadata_matches(room: _Room, wanted: Mapping[str, str]) -> bool:
     return True
 
 
-def _room_fits(room: _Room, request: SeatRequest) -> bool:
-    if room.locked or room.type != request.type or not room.public:
-        return False
+def _seats_fit(room: _Room, request: SeatRequest) -> bool:
+    """Whether ``room`` (of the type, unlocked, addressable) has the seats and metadata."""
     if room.max_connections is not None:
         free = room.max_connections - room.connections - room.reserved
         if free < request.seats:
@@ -147,29 +146,73 @@ def _instance_open(instance: Instance, selector: Selector | None) -> bool:
     return selector is None or selector.matches(snapshot.labels)
 
 
-def fullest_room(instances: Iterable[Instance], request: SeatRequest) -> _Room | None:
+_Ranked = list[tuple[tuple[int, str], _Room]]  # (-(connections + reserved), public id), room
+
+
+class SeatIndex:
+    """Per instance and room type, the rooms that may take seats (unlocked, with a public
+    id), fullest first. An instance's lists are remade only when its rooms' views are
+    (:meth:`Instance.room_infos` returns a new tuple after any change to a room's type,
+    connections, seats, lock, metadata or public id), so a request looks at the front of
+    each open instance's list instead of at every room of the fleet."""
+
+    def __init__(self) -> None:
+        self._lists: dict[Instance, tuple[object, dict[str, _Ranked]]] = {}
+
+    def ranked(self, instance: Instance, room_type: str) -> _Ranked:
+        """``instance``'s rooms of ``room_type`` that may take seats, fullest first."""
+        views = instance.room_infos()
+        entry = self._lists.get(instance)
+        if entry is None or entry[0] is not views:
+            entry = (views, {})
+            self._lists[instance] = entry
+        ranked = entry[1].get(room_type)
+        if ranked is None:
+            ranked = [
+                ((-(room.connections + room.reserved), room.public), room)
+                for room in instance.rooms.values()
+                if room.type == room_type and not room.locked and room.public
+            ]
+            ranked.sort(key=_rank)
+            entry[1][room_type] = ranked
+        return ranked
+
+    def prune(self, live: int) -> None:
+        """Forget the instances that left, once the lists outnumber the ``live`` ones."""
+        if len(self._lists) > 2 * live + 64:
+            self._lists = {i: e for i, e in self._lists.items() if not i.removed}
+
+
+def _rank(entry: tuple[tuple[int, str], _Room]) -> tuple[int, str]:
+    return entry[0]
+
+
+def fullest_room(
+    instances: Iterable[Instance], request: SeatRequest, index: SeatIndex
+) -> _Room | None:
     """The fullest eligible room (most connections + reserved, then the lower public id),
     over the first selector of the placement that has one; None when no room fits."""
     pool = list(instances)
     pinned = request.placement.instance_id or request.placement.process_uid
     selectors: tuple[Selector | None, ...] = (None,) if pinned else request.placement.predicates()
+    index.prune(len(pool))
     for selector in selectors:
         best: _Room | None = None
         best_key: tuple[int, str] | None = None
         for instance in pool:
             if not _instance_open(instance, selector):
                 continue
-            for room in instance.rooms.values():
+            for key, room in index.ranked(instance, request.type):
+                if best_key is not None and key >= best_key:
+                    break  # nothing fuller left on this instance
                 # A room known from its ack only has unknown seats: it takes one
                 # reservation (the request that made it, or the first after a create)
                 # and no more until a snapshot says how many seats it has.
-                if not _room_fits(room, request) or (
+                if _seats_fit(room, request) and not (
                     room.reserved and instance.provisional(room.raw)
                 ):
-                    continue
-                key = (-(room.connections + room.reserved), room.public)
-                if best_key is None or key < best_key:
                     best, best_key = room, key
+                    break
         if best is not None:
             return best
     return None

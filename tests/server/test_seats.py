@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any
@@ -245,3 +246,78 @@ async def test_a_room_created_for_seats_takes_no_more_until_its_seats_are_known(
         over = [r for r in h.orch.fleet.rooms if r.connections + r.reserved_seats > 1]
         assert over == []
         assert sum(r.reserved_seats for r in h.orch.fleet.rooms) == 40
+
+
+def _expected_room(
+    fleet: Any, room_type: str, seats: int, metadata: dict[str, str], labels: dict[str, str]
+) -> str | None:
+    """The rule of docs/matchmaking.md §3 over every room, from the public views: the
+    fullest room (connections + reserved, then the lower id) that fits, on an active
+    instance with the labels."""
+    open_ids = {
+        i.id
+        for i in fleet.instances
+        if i.status == "active" and all(i.labels.get(k) == v for k, v in labels.items())
+    }
+    best: tuple[tuple[int, str], str] | None = None
+    for room in fleet.rooms:
+        if room.instance_id not in open_ids or room.type != room_type or room.locked:
+            continue
+        if room.free_seats is not None and room.free_seats < seats:
+            continue
+        if any(room.metadata.get(k) != v for k, v in metadata.items()):
+            continue
+        key = (-(room.connections + room.reserved_seats), room.id)
+        if best is None or key < best[0]:
+            best = (key, room.id)
+    return best[1] if best is not None else None
+
+
+async def test_the_choice_is_the_fullest_fitting_room_of_the_whole_fleet_as_rooms_change() -> None:
+    """Random fleets changing under random requests: each choice is what a look at every
+    room gives (the per-instance lists are remade whenever an instance's rooms change)."""
+    rng = random.Random(11)
+    types, colours = ("match", "duel"), ("red", "blue")
+    async with harness(heartbeat_ms=20) as h:
+        agents = [
+            await h.join(labels={"region": region}, room_types=list(types))
+            for region in ("eu", "eu", "us")
+        ]
+        fleet = h.orch.fleet
+        live: list[str] = []
+        for step in range(150):
+            for agent in agents:  # the game servers move
+                for _ in range(rng.randrange(3)):
+                    raw = f"{agent.name}-{len(agent.rooms)}-{step}"
+                    agent.rooms[raw] = RawRoom(
+                        rng.choice(types),
+                        rng.randrange(6),
+                        origin="fleet",
+                        metadata=f'{{"colour":"{rng.choice(colours)}"}}',
+                        max_connections=rng.choice((None, 6, 8)),
+                        locked=rng.random() < 0.1,
+                    )
+                for room in list(agent.rooms.values()):
+                    if rng.random() < 0.2:
+                        room.connections = rng.randrange(7)
+                if agent.rooms and rng.random() < 0.2:
+                    del agent.rooms[rng.choice(list(agent.rooms))]
+            agents[step % 3].status = "draining" if rng.random() < 0.1 else "active"
+            await asyncio.sleep(0.06)  # a few polls
+            if live and rng.random() < 0.3:
+                with contextlib.suppress(FleetError):  # its room may have gone since
+                    fleet.release_seats(live.pop(rng.randrange(len(live))))
+            room_type, seats = rng.choice(types), rng.randint(1, 4)
+            metadata = {"colour": rng.choice(colours)} if rng.random() < 0.5 else {}
+            labels = {"region": rng.choice(("eu", "us"))} if rng.random() < 0.5 else {}
+            expected = _expected_room(fleet, room_type, seats, metadata, labels)
+            placement = Placement(labels=labels) if labels else None
+            try:
+                grant = await fleet.reserve_seats(
+                    room_type, seats, metadata=metadata or None, placement=placement
+                )
+            except FleetError as exc:
+                assert exc.code is ErrorCode.NO_CANDIDATE and expected is None, (step, exc)
+                continue
+            assert grant.room.id == expected, step
+            live.append(grant.reservation.id)

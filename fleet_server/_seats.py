@@ -199,8 +199,11 @@ def fullest_room(
     for selector in selectors:
         best: _Room | None = None
         best_key: tuple[int, str] | None = None
+        test = (
+            selector if selector is not None and (selector.labels or selector.expressions) else None
+        )
         for instance in pool:
-            if not _instance_open(instance, selector):
+            if not _instance_open(instance, test):
                 continue
             for key, room in index.ranked(instance, request.type):
                 if best_key is not None and key >= best_key:

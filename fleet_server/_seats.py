@@ -178,7 +178,8 @@ class SeatIndex:
         return ranked
 
     def prune(self, live: int) -> None:
-        """Forget the instances that left, once the lists outnumber the ``live`` ones."""
+        """Forget the instances that left, once the lists outnumber the ``live`` (joined)
+        ones more than twice."""
         if len(self._lists) > 2 * live + 64:
             self._lists = {i: e for i, e in self._lists.items() if not i.removed}
 
@@ -195,7 +196,8 @@ def fullest_room(
     pool = list(instances)
     pinned = request.placement.instance_id or request.placement.process_uid
     selectors: tuple[Selector | None, ...] = (None,) if pinned else request.placement.predicates()
-    index.prune(len(pool))
+    if not pinned:  # the pool is every joined instance
+        index.prune(len(pool))
     for selector in selectors:
         best: _Room | None = None
         best_key: tuple[int, str] | None = None
